@@ -1,0 +1,86 @@
+"""`sgbench` command line. Every config field is a flag; `--config FILE` (YAML/JSON) sets many at once.
+
+Precedence: dataclass defaults < config file < flags given on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from .data import DataNotFoundError
+from .train_ff import FFConfig, train_ff
+
+
+def _flag_type(tp):
+    """argparse type for a dataclass field annotation (str | None, list[float], bool, ...)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    if typing.get_origin(base) is list:
+        inner = typing.get_args(base)[0]
+        return lambda s: [inner(v) for v in s.split(",") if v]
+    return base
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_flag_type(hints[f.name]), default=None,
+                                metavar=f.name.upper())
+    parser.add_argument("--config", type=Path, help="YAML or JSON file of config keys (flags override it)")
+
+
+def read_config_file(path: Path) -> dict:
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def build_config(config_cls, args: argparse.Namespace):
+    values = read_config_file(args.config) if args.config else {}
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    return config_cls.from_dict(values)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="sgbench", description="Synthetic-gradient (DNI) replication benchmark")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ff = sub.add_parser("train-ff", help="one feed-forward run (MNIST/CIFAR-10, FCN/CNN, backprop/dni/cdni/no_bprop)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ff.add_argument("--out", type=Path, required=True, help="run folder: metrics.json (and a checkpoint while running)")
+    add_config_flags(ff, FFConfig)
+    ff.add_argument("--quiet", action="store_true", help="log warnings only")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        config = build_config(FFConfig, args)
+        config.resolved()
+        train_ff(config, args.out)
+    except (ValueError, DataNotFoundError, FileNotFoundError) as e:
+        print(f"sgbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sgbench: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Feed-forward replication runs ([DNI] Sec. 3.3, Table 1): backprop vs DNI vs cDNI vs no-bprop.
+
+One run = one (dataset, arch, depth, method, seed). It writes DIR/metrics.json (atomically,
+schema-checked) and, while running, DIR/checkpoint.pt so that a killed run resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import runio
+from .data import load_dataset, resolve_data_root
+from .models import ARCHS, METHODS, FeedForwardNet, SGSpec, paper_sg_hidden_layers
+
+log = logging.getLogger(__name__)
+TIERS = ("smoke", "quick", "paper", "custom")
+# Fields that do not change the numbers a run computes (a checkpoint made with other values resumes).
+NON_RESULT_FIELDS = {"device", "data_root", "download", "threads"}
+
+
+class RunInterrupted(RuntimeError):
+    """Raised by the `_stop_after` test hook, standing in for a killed process."""
+
+
+@dataclass
+class FFConfig:
+    """Every setting of a feed-forward run. Defaults are the paper's ([DNI] supplement)."""
+    dataset: str = "mnist"              # mnist | cifar10 | cifar10-jpeg
+    arch: str = "fcn"                   # fcn | cnn
+    layers: int = 3                     # hidden layers
+    method: str = "dni"                 # backprop | dni | cdni | no_bprop
+    seed: int = 0
+    iterations: int = 500_000
+    batch_size: int = 256
+    lr: float = 3e-5                    # Adam
+    lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])  # fractions of iterations
+    lr_gamma: float = 0.1
+    sg_hidden_layers: int | None = None  # None: paper's choice (FCN: DNI 2, cDNI 0; CNN: 2)
+    sg_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
+    sg_loss_weight: float = 1.0
+    sg_scale: float = 1.0
+    eval_every: int = 0                 # 0: 20 evaluations over the run
+    train_limit: int = 0                # use only the first N training examples (0: all)
+    test_limit: int = 0                 # evaluate on the first N test examples (0: all)
+    tier: str = "custom"                # label only: smoke | quick | paper | custom
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    data_root: str | None = None        # else $SGBENCH_DATA, else ./data
+    download: bool = False              # let torchvision download when the data is missing
+    threads: int = 0                    # torch CPU threads (0: torch's default)
+
+    def resolved(self) -> "FFConfig":
+        """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
+        c = dataclasses.replace(self)
+        checks = [
+            (c.arch in ARCHS, f"unknown arch {c.arch!r}: choose one of {', '.join(ARCHS)}"),
+            (c.method in METHODS, f"unknown method {c.method!r}: choose one of {', '.join(METHODS)}"),
+            (c.dataset in ("mnist", "cifar10", "cifar10-jpeg"), f"unknown dataset {c.dataset!r}: choose mnist, cifar10 or cifar10-jpeg"),
+            (c.tier in TIERS, f"unknown tier {c.tier!r}: choose one of {', '.join(TIERS)}"),
+            (c.layers >= 1, f"layers must be >= 1, got {c.layers}"),
+            (c.iterations >= 1, f"iterations must be >= 1, got {c.iterations}"),
+            (c.batch_size >= 2, f"batch_size must be >= 2 (batch norm needs it), got {c.batch_size}"),
+            (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+            (all(0 < m < 1 for m in c.lr_milestones), f"lr_milestones are fractions in (0, 1), got {c.lr_milestones}"),
+            (c.sg_hidden_layers is None or c.sg_hidden_layers >= 0, "sg_hidden_layers must be >= 0"),
+            (c.eval_every >= 0 and c.train_limit >= 0 and c.test_limit >= 0, "eval_every, train_limit, test_limit must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if c.sg_hidden_layers is None and c.method in ("dni", "cdni"):
+            c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)
+        if c.sg_hidden_dim is None and c.method in ("dni", "cdni"):
+            c.sg_hidden_dim = 1024 if c.arch == "fcn" else 128
+        if c.eval_every == 0:
+            c.eval_every = max(1, math.ceil(c.iterations / 20))
+        c.lr_milestones = [float(m) for m in c.lr_milestones]
+        return c
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FFConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+class BatchStream:
+    """Shuffled mini-batches, a fresh permutation each epoch; its state can be saved and restored."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, min(batch_size, n)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(n, generator=self.generator), 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.generator), 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, s):
+        self.generator.set_state(s["generator"])
+        self.perm, self.pos = s["perm"], s["pos"]
+
+
+@torch.no_grad()
+def test_error(model, x_u8, y, device, batch_size: int = 1000) -> float:
+    """Test error (%) with the real forward chain: eval mode makes every DNI the identity."""
+    model.eval()
+    wrong = 0
+    for i in range(0, len(y), batch_size):
+        xb = x_u8[i:i + batch_size].to(device).float().div_(255)
+        wrong += (model(xb).argmax(1) != y[i:i + batch_size].to(device)).sum().item()
+    model.train()
+    return 100.0 * wrong / len(y)
+
+
+def _result_config(cfg: FFConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
+
+
+def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> dict:
+    """Train one feed-forward run; returns the metrics dict also written to out_dir/metrics.json.
+
+    `_stop_after` (tests only) stops after that step's checkpoint, as a kill would.
+    """
+    t_start = time.perf_counter()
+    cfg = config.resolved()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = runio.resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
+    train_x, train_y = data.train_x, data.train_y
+    if cfg.train_limit:
+        train_x, train_y = train_x[:cfg.train_limit], train_y[:cfg.train_limit]
+    test_x, test_y = (data.test_x[:cfg.test_limit], data.test_y[:cfg.test_limit]) if cfg.test_limit else (data.test_x, data.test_y)
+    train_x, train_y = train_x.to(device), train_y.to(device)  # all of MNIST/CIFAR fits in memory
+
+    sg = SGSpec(cfg.sg_hidden_layers, cfg.sg_hidden_dim, cfg.sg_loss_weight, cfg.sg_scale)
+    model = FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg).to(device)
+    params = [p for p in model.model_parameters() if p.requires_grad] + model.sg_parameters()
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    milestones = sorted({max(1, int(m * cfg.iterations)) for m in cfg.lr_milestones})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)
+    stream = BatchStream(len(train_y), cfg.batch_size, cfg.seed)
+    n_boundaries = 0 if model.boundaries is None else len(model.boundaries)
+    curves = {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": [],
+              "sg_loss": [[] for _ in range(n_boundaries)]}
+    step, train_time = 0, 0.0
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"] == _result_config(cfg):
+            model.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["opt"])
+            sched.load_state_dict(ckpt["sched"]), stream.load_state_dict(ckpt["stream"])
+            curves, step, train_time = ckpt["curves"], ckpt["step"], ckpt["train_time"]
+            log.info("resuming from %s at step %d", ckpt_path, step)
+        else:
+            log.warning("%s was made with another config: starting afresh", ckpt_path)
+
+    log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries",
+             data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations, n_boundaries)
+    loss_sum = torch.zeros((), device=device)
+    sg_sum = torch.zeros(n_boundaries, device=device)
+    since, last_log = 0, time.perf_counter()
+    model.train()
+    while step < cfg.iterations:
+        t0 = time.perf_counter()
+        idx = stream.next().to(device)
+        x, y = train_x[idx].float().div_(255), train_y[idx]
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x, y), y)  # DNI boundaries already updated the blocks below
+        loss.backward()
+        opt.step()
+        sched.step()
+        step, since = step + 1, since + 1
+        loss_sum += loss.detach()
+        for i, b in enumerate(model.boundaries or []):
+            if b.last_sg_loss is not None:
+                sg_sum[i] += b.last_sg_loss
+        train_time += time.perf_counter() - t0
+
+        if step % cfg.eval_every == 0 or step == cfg.iterations:
+            err = test_error(model, test_x, test_y, device)
+            curves["step"].append(step)
+            curves["train_loss"].append(float(loss_sum) / since)
+            curves["test_error"].append(err)
+            curves["lr"].append(sched.get_last_lr()[0])
+            curves["elapsed_s"].append(round(train_time, 3))
+            for i in range(n_boundaries):
+                curves["sg_loss"][i].append(float(sg_sum[i]) / since)
+            loss_sum.zero_(), sg_sum.zero_()
+            since = 0
+            _log_progress(step, cfg.iterations, train_time, curves)
+            runio.atomic_torch_save(ckpt_path, {
+                "config": _result_config(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "stream": stream.state_dict(), "curves": curves,
+                "step": step, "train_time": train_time})
+            last_log = time.perf_counter()
+            if _stop_after is not None and step >= _stop_after:
+                raise RunInterrupted(f"stopped after step {step} (test hook)")
+        elif time.perf_counter() - last_log > 60:
+            _log_progress(step, cfg.iterations, train_time, curves)
+            last_log = time.perf_counter()
+
+    metrics = {
+        "schema": "sgbench.ff_metrics/1",
+        "status": "complete",
+        "experiment": "feedforward",
+        "tier": cfg.tier,
+        "config": dataclasses.asdict(cfg),
+        "dataset": {"requested": cfg.dataset, "variant": data.name, "source": data.source,
+                    "n_train": len(train_y), "n_test": len(test_y)},
+        "model": {"parameters": sum(p.numel() for p in model.model_parameters()),
+                  "sg_parameters": sum(p.numel() for p in model.sg_parameters()),
+                  "boundaries": n_boundaries},
+        "curves": curves,
+        "final": {"test_error": curves["test_error"][-1], "train_loss": curves["train_loss"][-1],
+                  "sg_loss": [c[-1] for c in curves["sg_loss"]]},
+        "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
+                   "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None},
+        "meta": runio.run_metadata(device),
+    }
+    runio.validate(metrics, "ff_metrics")
+    runio.atomic_write_json(out_dir / "metrics.json", metrics)
+    ckpt_path.unlink(missing_ok=True)
+    log.info("done: test error %.2f%%, %.1f steps/s -> %s", metrics["final"]["test_error"],
+             metrics["timing"]["steps_per_s"] or 0, out_dir / "metrics.json")
+    return metrics
+
+
+def _log_progress(step: int, total: int, train_time: float, curves: dict) -> None:
+    rate = step / train_time if train_time else 0.0
+    eta = (total - step) / rate if rate else 0.0
+    last = f"loss {curves['train_loss'][-1]:.4f} test error {curves['test_error'][-1]:.2f}%" if curves["step"] else ""
+    log.info("step %d/%d (%3.0f%%) %s | %.1f steps/s, ETA %s", step, total, 100 * step / total, last, rate,
+             runio.format_duration(eta))
