@@ -12,14 +12,18 @@ import sys
 import typing
 from pathlib import Path
 
-from .data import DataNotFoundError
+from . import runio
+from .data import DataNotFoundError, load_dataset, resolve_data_root
+from .report import MetricsError, write_ff_summary
 from .train_ff import FFConfig, train_ff
 
 
 def _flag_type(tp):
     """argparse type for a dataclass field annotation (str | None, list[float], bool, ...)."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
+    if typing.get_origin(tp) is list:
+        base = tp
+    else:  # X | None -> X
+        base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
     if typing.get_origin(base) is list:
         inner = typing.get_args(base)[0]
         return lambda s: [inner(v) for v in s.split(",") if v]
@@ -57,6 +61,15 @@ def build_config(config_cls, args: argparse.Namespace):
     return config_cls.from_dict(values)
 
 
+def prepare_data(args) -> None:
+    data = load_dataset(args.dataset, resolve_data_root(args.data_root), download=args.download)
+    found = {"requested": args.dataset, "variant": data.name, "source": data.source,
+             "n_train": len(data.train_y), "n_test": len(data.test_y), "input_shape": list(data.input_shape)}
+    print(json.dumps(found))
+    if args.out:
+        runio.atomic_write_json(args.out, found)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sgbench", description="Synthetic-gradient (DNI) replication benchmark")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,15 +78,32 @@ def main(argv=None) -> int:
     ff.add_argument("--out", type=Path, required=True, help="run folder: metrics.json (and a checkpoint while running)")
     add_config_flags(ff, FFConfig)
     ff.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    prep = sub.add_parser("prepare-data", help="check a data set is readable (decode + cache CIFAR JPEGs once)")
+    prep.add_argument("--dataset", required=True, choices=["mnist", "cifar10", "cifar10-jpeg"])
+    prep.add_argument("--data-root", default=None, help="else $SGBENCH_DATA, else ./data")
+    prep.add_argument("--download", action="store_true", help="let torchvision download it if missing")
+    prep.add_argument("--out", type=Path, help="write what was found (variant, source, sizes) as JSON here")
+
+    summ = sub.add_parser("summarize", help="feed-forward metrics.json files -> Table-1-style Markdown + CSV")
+    summ.add_argument("metrics", nargs="+", type=Path)
+    summ.add_argument("--md", type=Path, required=True)
+    summ.add_argument("--csv", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
-        config = build_config(FFConfig, args)
-        config.resolved()
-        train_ff(config, args.out)
-    except (ValueError, DataNotFoundError, FileNotFoundError) as e:
+        if args.command == "train-ff":
+            config = build_config(FFConfig, args)
+            config.resolved()
+            train_ff(config, args.out)
+        elif args.command == "prepare-data":
+            prepare_data(args)
+        elif args.command == "summarize":
+            write_ff_summary(args.metrics, args.md, args.csv)
+            print(args.md.read_text())
+    except (ValueError, DataNotFoundError, FileNotFoundError, MetricsError) as e:
         print(f"sgbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -127,6 +127,16 @@ def test_error(model, x_u8, y, device, batch_size: int = 1000) -> float:
     return 100.0 * wrong / len(y)
 
 
+def train_step(model, opt, x, y) -> torch.Tensor:
+    """One update of every layer and SG model. The forward pass already gave each block below a
+    DNI its (synthetic) gradient; loss.backward() brings the head's true gradient and the SG targets."""
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x, y), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def _result_config(cfg: FFConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
 
@@ -185,10 +195,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
         t0 = time.perf_counter()
         idx = stream.next().to(device)
         x, y = train_x[idx].float().div_(255), train_y[idx]
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x, y), y)  # DNI boundaries already updated the blocks below
-        loss.backward()
-        opt.step()
+        loss = train_step(model, opt, x, y)
         sched.step()
         step, since = step + 1, since + 1
         loss_sum += loss.detach()

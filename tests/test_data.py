@@ -1,11 +1,9 @@
 """Tests for sgbench.data on tiny fixtures built in tmp_path (never the shared offline copies)."""
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 
@@ -15,6 +13,8 @@ import torch
 from PIL import Image
 
 from sgbench import data as D
+
+from helpers import write_idx
 from sgbench.data import DataNotFoundError, ImageData, load_dataset, resolve_cache_dir, resolve_data_root
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -28,14 +28,6 @@ def _isolated_env(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ fixtures
-
-def write_idx(path: Path, arr: np.ndarray, magic: int | None = None) -> None:
-    """Write `arr` (uint8) as an IDX file; gzip it when the name ends in .gz."""
-    magic = magic if magic is not None else {1: 2049, 3: 2051}[arr.ndim]
-    blob = struct.pack(f">{arr.ndim + 1}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (gzip.open if path.suffix == ".gz" else open)(path, "wb").write(blob)
-
 
 def make_mnist(raw: Path, gz: bool = True, n=(5, 3)) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)

@@ -1,0 +1,31 @@
+"""Fixture writers shared by the tests: tiny data sets in torchvision's on-disk layouts."""
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def write_idx(path: Path, arr: np.ndarray, magic: int | None = None) -> None:
+    """Write `arr` (uint8) as an IDX file; gzip it when the name ends in .gz."""
+    magic = magic if magic is not None else {1: 2049, 3: 2051}[arr.ndim]
+    blob = struct.pack(f">{arr.ndim + 1}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(blob)
+
+
+def write_learnable_mnist(root: Path, n_train: int = 512, n_test: int = 200, seed: int = 0) -> Path:
+    """A tiny MNIST-shaped set a net can learn: class k lights up row band k, plus noise."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(y):
+            x[i, 2 * k + 4: 2 * k + 6, 4:24] = 255
+        write_idx(raw / f"{split}-images-idx3-ubyte.gz", x)
+        write_idx(raw / f"{split}-labels-idx1-ubyte.gz", y)
+    return root

@@ -1,0 +1,18 @@
+# Stage 2: one job per run of the grid; its output is the run's metrics.json.
+
+
+rule train_ff:
+    input:
+        data=lambda wildcards: f"results/data/{FF_RUNS[wildcards.run].dataset}.json",
+    output:
+        f"results/runs/feedforward/{TIER}/{{run}}/metrics.json",
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/train_ff/{TIER}/{{run}}.log",
+    params:
+        flags=lambda wildcards: ff_flags(wildcards.run),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    threads: config["train_threads"]
+    shell:
+        "sgbench train-ff {params.flags} --threads {threads} --out {params.out} > {log} 2>&1"
