@@ -5,7 +5,7 @@ asked for --download; decoded JPEG copies of CIFAR-10 are cached in a separate c
 """
 from __future__ import annotations
 
-import gzip, hashlib, io, json, logging, os, pickle, struct, tarfile, tempfile
+import gzip, hashlib, io, json, logging, os, pickle, struct, tarfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 from PIL import Image
+
+from .runio import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -246,19 +248,11 @@ def _load_cache(path: Path) -> list[torch.Tensor] | None:
 
 
 def _save_cache(path: Path, tensors: list[torch.Tensor]) -> None:
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(zip(CACHE_KEYS, tensors)), f)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees no file or the complete file
+    try:  # atomic: a concurrent reader sees no file or the complete file
+        atomic_torch_save(path, dict(zip(CACHE_KEYS, tensors)))
         log.info("cached decoded tensors at %s", path)
     except OSError as e:  # an unwritable cache only costs speed next time
         log.warning("could not write cache %s: %s", path, e)
-    finally:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _load_jpeg(src: Path, cache_dir: Path) -> ImageData:
@@ -280,7 +274,7 @@ def _load_cifar(key: str, root: Path, download: bool, cache_dir: Path) -> ImageD
               f"{tar}  (holding train/<class>/*.jpg and test/<class>/*.jpg)"]
     if key == "cifar10":
         looked.insert(0, f"{batches}/{{data_batch_1..5,test_batch}}  (original python batches)")
-        if download and not batches.is_dir():  # the original is preferred over any local JPEG copy
+        if download and not any(s.exists() for s in (batches, tree, tar)):  # a local copy of either kind wins
             _download("cifar10", root)
     try:
         if key == "cifar10" and batches.is_dir():

@@ -203,6 +203,16 @@ def test_tarball_gives_same_tensors_as_tree(tmp_path):
         assert torch.equal(getattr(a, k), getattr(b, k)), k
 
 
+def test_download_is_not_attempted_when_a_jpeg_copy_is_there(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise AssertionError("must not download: a local copy exists")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    make_tar(make_jpeg_tree(tmp_path / "t"), tmp_path / "cifar10-jpeg.tar.gz")
+    assert load_dataset("cifar10", tmp_path, download=True, cache_dir=tmp_path / "c").name == "cifar10-jpeg"
+
+
 def test_second_load_hits_cache(tmp_path, monkeypatch, caplog):
     make_tar(make_jpeg_tree(tmp_path / "t"), tmp_path / "cifar10-jpeg.tar.gz")
     first = load_dataset("cifar10", tmp_path)  # cache dir from SGBENCH_CACHE
