@@ -23,25 +23,18 @@ from sgbench.models import FeedForwardNet
 from sgbench.train_ff import BatchStream, train_step
 
 
-def true_and_synthetic(model, x, y):
-    """Per boundary: (exact per-example gradient, synthetic gradient), both B * d(mean loss)/dh."""
-    net = copy.deepcopy(model)  # BN running stats and SG state of the real model stay untouched
-    ctx = one_hot(y, net.num_classes) if net.method == "cdni" else None
-    outs, h = [], x
-    for block in net.blocks:
-        h = block(h)
-        h.retain_grad()
-        outs.append(h)
-    F.cross_entropy(net.head(h), y).backward()
-    with torch.no_grad():
-        return [(o.grad * len(y), b.synthetic_gradient(o, ctx)) for o, b in zip(outs, net.boundaries)]
-
-
 def fidelity(model, x, y):
-    rows = []
-    for true, sg in true_and_synthetic(model, x, y):
-        cos = F.cosine_similarity(true.flatten(), sg.flatten(), dim=0).item()
-        rows.append((cos, (sg.norm() / true.norm()).item()))
+    """Per boundary (bottom first): cosine(sg, true) and ||sg|| / ||true||."""
+    true_grads = model.exact_boundary_gradients(x, y)
+    probe = copy.deepcopy(model)  # the SG models' BN statistics of the real model stay untouched
+    ctx = one_hot(y, probe.num_classes) if probe.method == "cdni" else None
+    rows, h = [], x
+    with torch.no_grad():
+        for block, boundary, true in zip(probe.blocks, probe.boundaries, true_grads):
+            h = block(h)
+            sg = boundary.synthetic_gradient(h, ctx) / len(y)  # per-example -> d(mean loss)/dh
+            cos = F.cosine_similarity(true.flatten(), sg.flatten(), dim=0).item()
+            rows.append((cos, (sg.norm() / true.norm()).item()))
     return rows
 
 

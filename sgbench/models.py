@@ -8,9 +8,11 @@ one boundary after each hidden block, the last one feeding the classifier.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .dni import DNI, ConvSG, MLPSG, one_hot
@@ -96,6 +98,18 @@ class FeedForwardNet(nn.Module):
             if self.boundaries is not None:
                 h = self.boundaries[i](h, context)
         return self.head(h)
+
+    def exact_boundary_gradients(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """d(mean cross-entropy)/d(output of each block) by plain backprop through every block: the
+        reference a synthetic gradient is judged against. Runs on a copy, so BN statistics stay put."""
+        net = copy.deepcopy(self).requires_grad_(True)
+        outs, h = [], x
+        for block in net.blocks:
+            h = block(h)
+            h.retain_grad()
+            outs.append(h)
+        F.cross_entropy(net.head(h), y).backward()
+        return [o.grad.detach() for o in outs]
 
     def model_parameters(self):
         """Parameters of the network itself (blocks and head), not of the SG models."""
