@@ -12,7 +12,7 @@ import sys
 import typing
 from pathlib import Path
 
-from . import runio
+from . import __version__, runio
 from .data import DataNotFoundError, load_dataset, resolve_data_root
 from .report import MetricsError, write_ff_summary
 from .train_ff import FFConfig, train_ff
@@ -32,13 +32,18 @@ def _flag_type(tp):
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
     hints = typing.get_type_hints(config_cls)
+    defaults = config_cls()
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        text = f"default: {','.join(map(str, default)) if isinstance(default, list) else default}"
+        if f.name in config_cls.CHOICES:
+            text = f"one of {', '.join(config_cls.CHOICES[f.name])}; {text}"
         if hints[f.name] is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             parser.add_argument(flag, dest=f.name, type=_flag_type(hints[f.name]), default=None,
-                                metavar=f.name.upper())
+                                metavar=f.name.upper(), help=text)
     parser.add_argument("--config", type=Path, help="YAML or JSON file of config keys (flags override it)")
 
 
@@ -72,9 +77,12 @@ def prepare_data(args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sgbench", description="Synthetic-gradient (DNI) replication benchmark")
+    parser.add_argument("--version", action="version", version=f"sgbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ff = sub.add_parser("train-ff", help="one feed-forward run (MNIST/CIFAR-10, FCN/CNN, backprop/dni/cdni/no_bprop)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        description="One feed-forward run. Defaults are the paper's ([DNI] supplement); "
+                        "sg_hidden_layers/sg_hidden_dim unset = the paper's SG for that arch and method; "
+                        "eval_every 0 = 20 evaluations per run.")
     ff.add_argument("--out", type=Path, required=True, help="run folder: metrics.json (and a checkpoint while running)")
     add_config_flags(ff, FFConfig)
     ff.add_argument("--quiet", action="store_true", help="log warnings only")

@@ -55,14 +55,14 @@ class FFConfig:
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
+    CHOICES = {"dataset": ("mnist", "cifar10", "cifar10-jpeg"), "arch": ARCHS, "method": METHODS, "tier": TIERS}
+
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
         c = dataclasses.replace(self)
         checks = [
-            (c.arch in ARCHS, f"unknown arch {c.arch!r}: choose one of {', '.join(ARCHS)}"),
-            (c.method in METHODS, f"unknown method {c.method!r}: choose one of {', '.join(METHODS)}"),
-            (c.dataset in ("mnist", "cifar10", "cifar10-jpeg"), f"unknown dataset {c.dataset!r}: choose mnist, cifar10 or cifar10-jpeg"),
-            (c.tier in TIERS, f"unknown tier {c.tier!r}: choose one of {', '.join(TIERS)}"),
+            *((getattr(c, key) in options, f"unknown {key} {getattr(c, key)!r}: choose one of {', '.join(options)}")
+              for key, options in self.CHOICES.items()),
             (c.layers >= 1, f"layers must be >= 1, got {c.layers}"),
             (c.iterations >= 1, f"iterations must be >= 1, got {c.iterations}"),
             (c.batch_size >= 2, f"batch_size must be >= 2 (batch norm needs it), got {c.batch_size}"),
