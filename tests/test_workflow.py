@@ -34,6 +34,12 @@ def test_bad_config_is_refused_with_its_name(tmp_path):
     assert out.returncode != 0 and "'huge' is not one of" in out.stdout + out.stderr
 
 
+def test_download_flag_reaches_the_jobs(tmp_path):
+    out = snakemake("-n", "-p", "--directory", str(tmp_path), "--config", "tier=smoke", "download=true", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "sgbench prepare-data --dataset mnist --download" in out.stdout
+
+
 def test_bad_grid_value_is_refused_before_running(tmp_path):
     """A grid setting sgbench does not know is caught when the DAG is built, not mid-run."""
     tiers = tmp_path / "wf" / "workflows" / "config" / "tiers"

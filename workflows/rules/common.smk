@@ -8,6 +8,10 @@ from snakemake.utils import validate
 
 from sgbench.train_ff import FFConfig
 
+# `--config download=true` arrives as the string "true"; read the usual spellings as booleans.
+BOOLEAN_WORDS = {"true": True, "yes": True, "false": False, "no": False}
+if isinstance(config.get("download"), str):
+    config["download"] = BOOLEAN_WORDS.get(config["download"].lower(), config["download"])
 validate(config, "../schemas/config.schema.yaml")
 TIER = config["tier"]
 with open(Path(workflow.basedir) / "workflows" / "config" / "tiers" / f"{TIER}.yaml") as f:
