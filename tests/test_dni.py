@@ -8,6 +8,7 @@ from sgbench.dni import DNI, MLPSG, ConvSG, one_hot
 from sgbench.models import FeedForwardNet, SGSpec
 
 BATCH = 16
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 class OracleSG(nn.Module):
@@ -32,12 +33,15 @@ def make_pair(arch, in_shape):
     return bp, dni
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch,in_shape", [("fcn", (1, 6, 6)), ("cnn", (3, 8, 8))])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_oracle_sg_step_equals_backprop_step(arch, in_shape, optimizer):
-    bp, dni = make_pair(arch, in_shape)
+def test_oracle_sg_step_equals_backprop_step(arch, in_shape, optimizer, device, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # exact comparison on GPUs too
+    bp, dni = (net.to(device) for net in make_pair(arch, in_shape))
     g = torch.Generator().manual_seed(3)
     x, y = torch.rand(BATCH, *in_shape, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+    x, y = x.to(device), y.to(device)
     for boundary, grad in zip(dni.boundaries, bp.exact_boundary_gradients(x, y)):
         boundary.sg_model = OracleSG(grad)
 
