@@ -153,6 +153,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = runio.resolve_device(cfg.device)
+    meta = runio.run_metadata(device)  # now, so the git commit is that of the code this run loaded
     torch.manual_seed(cfg.seed)
 
     data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
@@ -243,7 +244,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
                   "sg_loss": [c[-1] for c in curves["sg_loss"]]},
         "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
                    "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None},
-        "meta": runio.run_metadata(device),
+        "meta": meta,
     }
     runio.validate(metrics, "ff_metrics")
     runio.atomic_write_json(out_dir / "metrics.json", metrics)
