@@ -141,6 +141,24 @@ def _result_config(cfg: FFConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
 
 
+def _resume(ckpt_path: Path, cfg: FFConfig, device, **stateful) -> dict | None:
+    """Load model/optimizer/schedule/batch-stream state from a checkpoint of the same config, if any."""
+    if not ckpt_path.exists():
+        return None
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    except Exception as e:  # e.g. written by an incompatible sgbench version
+        log.warning("cannot read %s (%s): starting afresh", ckpt_path, e)
+        return None
+    if ckpt["config"] != _result_config(cfg):
+        log.warning("%s was made with another config: starting afresh", ckpt_path)
+        return None
+    for name, obj in stateful.items():
+        obj.load_state_dict(ckpt[name])
+    log.info("resuming from %s at step %d", ckpt_path, ckpt["step"])
+    return ckpt
+
+
 def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> dict:
     """Train one feed-forward run; returns the metrics dict also written to out_dir/metrics.json.
 
@@ -174,17 +192,10 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     curves = {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": [],
               "sg_loss": [[] for _ in range(n_boundaries)]}
     step, train_time = 0, 0.0
-
     ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"] == _result_config(cfg):
-            model.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["opt"])
-            sched.load_state_dict(ckpt["sched"]), stream.load_state_dict(ckpt["stream"])
-            curves, step, train_time = ckpt["curves"], ckpt["step"], ckpt["train_time"]
-            log.info("resuming from %s at step %d", ckpt_path, step)
-        else:
-            log.warning("%s was made with another config: starting afresh", ckpt_path)
+    resumed = _resume(ckpt_path, cfg, device, model=model, opt=opt, sched=sched, stream=stream)
+    if resumed:
+        curves, step, train_time = resumed["curves"], resumed["step"], resumed["train_time"]
 
     log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries",
              data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations, n_boundaries)
@@ -218,9 +229,9 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             since = 0
             _log_progress(step, cfg.iterations, train_time, curves)
             runio.atomic_torch_save(ckpt_path, {
-                "config": _result_config(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "stream": stream.state_dict(), "curves": curves,
-                "step": step, "train_time": train_time})
+                "config": _result_config(cfg), "curves": curves, "step": step, "train_time": train_time,
+                **{name: obj.state_dict() for name, obj in
+                   (("model", model), ("opt", opt), ("sched", sched), ("stream", stream))}})
             last_log = time.perf_counter()
             if _stop_after is not None and step >= _stop_after:
                 raise RunInterrupted(f"stopped after step {step} (test hook)")

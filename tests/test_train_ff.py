@@ -64,6 +64,9 @@ def test_checkpoint_of_another_config_is_not_resumed(data_root, tmp_path):
     fresh = train_ff(tiny(data_root), tmp_path / "fresh")
     restarted = train_ff(tiny(data_root), tmp_path)
     assert results(restarted) == results(fresh)
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert results(train_ff(tiny(data_root), tmp_path / "garbage")) == results(fresh)
 
 
 def test_schema_rejects_an_incomplete_file(data_root, tmp_path):
