@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-from sgbench.train_ff import FFConfig
+from sgbench.train_ff import NON_RESULT_FIELDS, FFConfig
 
 # `--config download=true` arrives as the string "true"; read the usual spellings as booleans.
 BOOLEAN_WORDS = {"true": True, "yes": True, "false": False, "no": False}
@@ -46,7 +46,7 @@ def ff_flags(run):
     cfg = FF_RUNS[run]
     flags = []
     for key, value in dataclasses.asdict(cfg).items():
-        if value is None or key in ("device", "data_root", "download", "threads"):
+        if value is None or key in NON_RESULT_FIELDS:  # set below from the workflow's own config
             continue
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
