@@ -4,9 +4,10 @@
     python benchmarks/ff_speed.py --device cuda --steps 50
 
 Random inputs of the right shape stand in for the data (speed does not depend on pixel values).
-The FLOP ratio counts the matrix/conv FLOPs of one training step (torch's FlopCounterMode): on one
-sequential device DNI cannot cost less than that ratio, whatever the implementation. This is a
-benchmark that prints figures, not a test: nothing here asserts a speed.
+The FLOP ratio counts the matrix/conv FLOPs of one training step (torch's FlopCounterMode): what
+the cost ratio would be if every product ran at the same efficiency (larger SG products can run
+closer to peak, so a measured ratio may fall below it). This is a benchmark that prints figures,
+not a test: nothing here asserts a speed.
 """
 import argparse
 import time
@@ -25,7 +26,7 @@ def make(setup, method, device, batch):
     arch, layers, shape = SETUPS[setup]
     torch.manual_seed(0)
     model = FeedForwardNet(arch, layers, method, shape).to(device)
-    opt = torch.optim.Adam([p for p in model.model_parameters() if p.requires_grad] + model.sg_parameters(), lr=3e-5)
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=3e-5)
     x = torch.rand(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     return model, opt, x, y

@@ -17,7 +17,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from sgbench.data import load_dataset
+from sgbench.data import as_input, load_dataset
 from sgbench.dni import one_hot
 from sgbench.models import FeedForwardNet
 from sgbench.train_ff import BatchStream, train_step
@@ -48,17 +48,17 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     data = load_dataset("mnist")
-    probe_x, probe_y = data.test_x[:1000].float() / 255, data.test_y[:1000]
+    probe_x, probe_y = as_input(data.test_x[:1000]), data.test_y[:1000]
     print(f"# MNIST FCN-{args.layers}, Adam {args.lr}, batch 256, probe = 1000 test images; "
           "per boundary (bottom first): cosine(sg, true) / norm ratio")
     for method in args.methods.split(","):
         torch.manual_seed(args.seed)
         model = FeedForwardNet("fcn", args.layers, method, data.input_shape)
-        opt = torch.optim.Adam(model.model_parameters() + model.sg_parameters(), lr=args.lr)
+        opt = torch.optim.Adam(model.trainable_parameters(), lr=args.lr)
         stream = BatchStream(len(data.train_y), 256, args.seed)
         for step in range(1, args.steps + 1):
             idx = stream.next()
-            train_step(model, opt, data.train_x[idx].float() / 255, data.train_y[idx])
+            train_step(model, opt, as_input(data.train_x[idx]), data.train_y[idx])
             if step % args.every == 0:
                 cells = "  ".join(f"{c:+.3f}/{r:.2f}" for c, r in fidelity(model, probe_x, probe_y))
                 print(f"{method:<5} step {step:>6}  {cells}", flush=True)

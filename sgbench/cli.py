@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 from . import __version__, runio
-from .data import DataNotFoundError, load_dataset, resolve_data_root
+from .data import DATASETS, DataNotFoundError, load_dataset, resolve_data_root
 from .report import MetricsError, write_ff_summary
 from .train_ff import FFConfig, train_ff
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     ff.add_argument("--quiet", action="store_true", help="log warnings only")
 
     prep = sub.add_parser("prepare-data", help="check a data set is readable (decode + cache CIFAR JPEGs once)")
-    prep.add_argument("--dataset", required=True, choices=["mnist", "cifar10", "cifar10-jpeg"])
+    prep.add_argument("--dataset", required=True, choices=DATASETS)
     prep.add_argument("--data-root", default=None, help="else $SGBENCH_DATA, else ./data")
     prep.add_argument("--download", action="store_true", help="let torchvision download it if missing")
     prep.add_argument("--out", type=Path, help="write what was found (variant, source, sizes) as JSON here")

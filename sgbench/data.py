@@ -49,6 +49,11 @@ class ImageData:
         return tuple(self.train_x.shape[1:])
 
 
+def as_input(x_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float inputs in [0, 1], the paper's only preprocessing."""
+    return x_u8.float().div_(255)
+
+
 def resolve_data_root(cli_root: str | os.PathLike | None = None) -> Path:
     """Explicit argument > $SGBENCH_DATA > ./data (relative to the working directory)."""
     if cli_root is not None and str(cli_root) != "":

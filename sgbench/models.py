@@ -115,6 +115,10 @@ class FeedForwardNet(nn.Module):
         """Parameters of the network itself (blocks and head), not of the SG models."""
         return [p for m in (self.blocks, self.head) for p in m.parameters()]
 
+    def trainable_parameters(self):
+        """What the optimizer updates: the network's learnable parameters and every SG model's."""
+        return [p for p in self.model_parameters() if p.requires_grad] + self.sg_parameters()
+
     def sg_parameters(self):
         return [] if self.boundaries is None else list(self.boundaries.parameters())
 

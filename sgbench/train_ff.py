@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runio
-from .data import load_dataset, resolve_data_root
+from .data import DATASETS, as_input, load_dataset, resolve_data_root
 from .models import ARCHS, METHODS, FeedForwardNet, SGSpec, paper_sg_hidden_layers
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class FFConfig:
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
-    CHOICES = {"dataset": ("mnist", "cifar10", "cifar10-jpeg"), "arch": ARCHS, "method": METHODS, "tier": TIERS}
+    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "tier": TIERS}
 
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
@@ -121,7 +121,7 @@ def test_error(model, x_u8, y, device, batch_size: int = 1000) -> float:
     model.eval()
     wrong = 0
     for i in range(0, len(y), batch_size):
-        xb = x_u8[i:i + batch_size].to(device).float().div_(255)
+        xb = as_input(x_u8[i:i + batch_size].to(device))
         wrong += (model(xb).argmax(1) != y[i:i + batch_size].to(device)).sum().item()
     model.train()
     return 100.0 * wrong / len(y)
@@ -141,7 +141,7 @@ def _result_config(cfg: FFConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
 
 
-def _resume(ckpt_path: Path, cfg: FFConfig, device, **stateful) -> dict | None:
+def _resume(ckpt_path: Path, cfg: FFConfig, device, stateful: dict) -> dict | None:
     """Load model/optimizer/schedule/batch-stream state from a checkpoint of the same config, if any."""
     if not ckpt_path.exists():
         return None
@@ -183,8 +183,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
 
     sg = SGSpec(cfg.sg_hidden_layers, cfg.sg_hidden_dim, cfg.sg_loss_weight, cfg.sg_scale)
     model = FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg).to(device)
-    params = [p for p in model.model_parameters() if p.requires_grad] + model.sg_parameters()
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
     milestones = sorted({max(1, int(m * cfg.iterations)) for m in cfg.lr_milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)
     stream = BatchStream(len(train_y), cfg.batch_size, cfg.seed)
@@ -193,7 +192,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
               "sg_loss": [[] for _ in range(n_boundaries)]}
     step, train_time = 0, 0.0
     ckpt_path = out_dir / "checkpoint.pt"
-    resumed = _resume(ckpt_path, cfg, device, model=model, opt=opt, sched=sched, stream=stream)
+    stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream}
+    resumed = _resume(ckpt_path, cfg, device, stateful)
     if resumed:
         curves, step, train_time = resumed["curves"], resumed["step"], resumed["train_time"]
 
@@ -206,7 +206,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     while step < cfg.iterations:
         t0 = time.perf_counter()
         idx = stream.next().to(device)
-        x, y = train_x[idx].float().div_(255), train_y[idx]
+        x, y = as_input(train_x[idx]), train_y[idx]
         loss = train_step(model, opt, x, y)
         sched.step()
         step, since = step + 1, since + 1
@@ -230,8 +230,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             _log_progress(step, cfg.iterations, train_time, curves)
             runio.atomic_torch_save(ckpt_path, {
                 "config": _result_config(cfg), "curves": curves, "step": step, "train_time": train_time,
-                **{name: obj.state_dict() for name, obj in
-                   (("model", model), ("opt", opt), ("sched", sched), ("stream", stream))}})
+                **{name: obj.state_dict() for name, obj in stateful.items()}})
             last_log = time.perf_counter()
             if _stop_after is not None and step >= _stop_after:
                 raise RunInterrupted(f"stopped after step {step} (test hook)")
