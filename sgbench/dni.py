@@ -93,17 +93,24 @@ class DNI(nn.Module):
             raise ValueError("this DNI is conditioned (cDNI): pass the context, e.g. the one-hot label")
         return self.sg_model(h.detach(), context if self.conditioned else None)
 
-    def forward(self, h: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def split(self, h: torch.Tensor, context: torch.Tensor | None = None):
+        """(h_out, injected): the activation to hand on, and the gradient to backpropagate into h
+        now (None: nothing to inject). `forward` injects it at once; the RNN trainer adds it to
+        its window loss's backward instead, so the two reach the window in one pass."""
         if not self.training or (self.exact and not self.learn_sg):
-            return h
+            return h, None
         sg = self.synthetic_gradient(h, context)
         if not self.learn_sg:
             sg = sg.detach()
         if self.exact:
-            return _Cut.apply(h, sg, self)
-        if h.requires_grad:  # update-unlock the layer below now
-            h.backward(sg.detach() * (self.scale / h.shape[0]))
-        return _Cut.apply(h.detach(), sg, self)
+            return _Cut.apply(h, sg, self), None
+        return _Cut.apply(h.detach(), sg, self), sg.detach() * (self.scale / h.shape[0])
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h_out, injected = self.split(h, context)
+        if injected is not None and h.requires_grad:  # update-unlock the layer below now
+            h.backward(injected)
+        return h_out
 
 
 # ---------------------------------------------------------------- SG models
