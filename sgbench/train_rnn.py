@@ -1,0 +1,292 @@
+"""RNN replication runs ([DNI] Sec. 3.1): copy / repeat copy with truncated BPTT, DNI, DNI+Aux.
+
+An LSTM reads B continuous streams of episodes (sgbench.tasks), T steps per update, its
+state carried across windows. Per method, at the end of each window:
+
+* bptt: the state is cut (detached); the gradient of future losses is lost.
+* dni: a DNI boundary (sgbench.dni, the same one the feed-forward nets use) predicts the
+  gradient of all future losses w.r.t. the state [h; c] and injects it there, in the same
+  backward pass as the window's own loss. Its target is what arrives at that state during
+  the *next* window's backward: the true gradient of the next window's losses plus the
+  next boundary's synthetic gradient carried back through the next window — the
+  bootstrapped target of [DNI].
+* dni_aux: dni, and the LSTM also predicts, from its output at the window's first step,
+  the synthetic gradient that will be injected at the window's end (T - 1 steps later,
+  the furthest ahead a prediction inside the window can look): [DNI]'s auxiliary task.
+
+A run measures, per window boundary, the norm of the gradient arriving there from the
+next window, the norm of the synthetic gradient injected there, and their cosine: the
+numbers that say whether the future gradient truncation discards is negligible.
+
+A killed run leaves no metrics.json; rerunning starts it afresh (runs are short, and the
+recurrent state crossing a boundary cannot be checkpointed without changing the numbers).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import runio
+from .dni import DNI, MLPSG
+from .tasks import TASKS, Curriculum, EpisodeStream, Task, bits
+
+log = logging.getLogger(__name__)
+METHODS = ("bptt", "dni", "dni_aux")
+TIERS = ("smoke", "quick", "paper", "custom")
+NON_RESULT_FIELDS = {"device", "threads"}
+
+
+@dataclass
+class RNNConfig:
+    """Every setting of an RNN run. Where [DNI] gives no value, the choice is sgbench's (marked)."""
+    task: str = "copy"                  # copy | repeat_copy
+    method: str = "dni"                 # bptt | dni | dni_aux
+    T: int = 3                          # truncation: steps per window ([DNI] grid: 2, 3, 4, 5, 8)
+    seed: int = 0
+    timesteps: int = 200_000            # budget: time steps read per stream
+    batch_size: int = 16                # parallel streams (sgbench's choice)
+    hidden_size: int = 256              # LSTM units (sgbench's choice)
+    lr: float = 1e-3                    # Adam (sgbench's choice)
+    sg_hidden_layers: int = 0           # 0: linear SG in the state, as in [DNI]
+    sg_hidden_dim: int = 256
+    sg_scale: float = 0.5               # sgbench's choice: at 1.0 the bootstrapped SG diverged (see README)
+    sg_loss_weight: float = 1.0
+    aux_weight: float = 1.0             # dni_aux: weight of the auxiliary L2 loss
+    threshold: float = 0.15             # bits per sequence to pass a level (recalled, [Graves14]-style)
+    curriculum_window: int = 100        # episodes averaged for the curriculum test
+    repeat_norm: float = 10.0           # repeat copy: the count channel holds R / repeat_norm
+    log_points: int = 50                # points per curve
+    tier: str = "custom"                # label only: smoke | quick | paper | custom
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    threads: int = 0                    # torch CPU threads (0: torch's default)
+
+    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS}
+
+    def resolved(self) -> "RNNConfig":
+        """Check every value; raises ValueError naming the fix."""
+        c = dataclasses.replace(self)
+        checks = [
+            *((getattr(c, key) in options, f"unknown {key} {getattr(c, key)!r}: choose one of {', '.join(options)}")
+              for key, options in self.CHOICES.items()),
+            (c.T >= 1, f"T (truncation length) must be >= 1, got {c.T}"),
+            (c.timesteps >= c.T, f"timesteps must be >= T, got {c.timesteps}"),
+            (c.batch_size >= 2, f"batch_size must be >= 2, got {c.batch_size}"),
+            (c.hidden_size >= 1 and c.sg_hidden_dim >= 1, "hidden_size and sg_hidden_dim must be >= 1"),
+            (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+            (c.sg_hidden_layers >= 0, f"sg_hidden_layers must be >= 0, got {c.sg_hidden_layers}"),
+            (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
+            (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return c
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RNNConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+class SequenceNet(nn.Module):
+    """LSTM -> linear read-out (logits per bit), with a DNI boundary on the state [h; c]."""
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: RNNConfig):
+        super().__init__()
+        self.hidden = cfg.hidden_size
+        self.lstm = nn.LSTM(in_dim, cfg.hidden_size)
+        self.head = nn.Linear(cfg.hidden_size, out_dim)
+        self.boundary = self.aux_head = None
+        if cfg.method != "bptt":
+            sg = MLPSG(2 * cfg.hidden_size, cfg.sg_hidden_layers, cfg.sg_hidden_dim)
+            self.boundary = DNI(sg, scale=cfg.sg_scale, sg_loss_weight=cfg.sg_loss_weight)
+        if cfg.method == "dni_aux":
+            self.aux_head = nn.Linear(cfg.hidden_size, 2 * cfg.hidden_size)
+
+    def initial_state(self, batch: int, device) -> torch.Tensor:
+        return torch.zeros(batch, 2 * self.hidden, device=device)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor):
+        """x [T, B, in], state [B, 2H] -> (logits [T, B, out], LSTM outputs [T, B, H], end state [B, 2H])."""
+        h0, c0 = state[:, :self.hidden], state[:, self.hidden:]
+        out, (h, c) = self.lstm(x, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
+        return self.head(out), out, torch.cat([h[0], c[0]], dim=1)
+
+
+def window_errors(logits, y, mask) -> torch.Tensor:
+    """Per step and stream [T, B]: binary cross-entropy in nats, summed over bits, on output steps only."""
+    return F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1) * mask
+
+
+def train_window(model: SequenceNet, opt, state: torch.Tensor, x, y, mask, aux_weight: float = 1.0):
+    """One update on one window. Returns (per-step errors [T, B] in nats, the next window's
+    initial state, the synthetic gradient injected at this window's end (per example) or None).
+
+    The loss is the batch mean of the summed errors, so per example it is the sum over all
+    steps: the SG target is the gradient of *all* future losses, undiscounted.
+    """
+    opt.zero_grad(set_to_none=True)
+    logits, out, end = model(x, state)
+    errors = window_errors(logits, y, mask)
+    loss = errors.sum() / x.shape[1]
+    if model.boundary is None:  # truncated BPTT; the leaf lets us measure what truncation drops
+        loss.backward()
+        opt.step()
+        return errors.detach(), end.detach().requires_grad_(), None
+    next_state, injected = model.boundary.split(end)
+    sg = injected * x.shape[1]  # per-example synthetic gradient, as injected
+    if model.aux_head is not None:
+        loss = loss + aux_weight * F.mse_loss(model.aux_head(out[0]), sg)
+    torch.autograd.backward([loss, end], [None, injected])  # one pass: window loss + SG at its end
+    next_state.retain_grad()  # the gradient the next window sends back: the SG's target
+    opt.step()
+    return errors.detach(), next_state, sg
+
+
+def boundary_stats(state: torch.Tensor, sg: torch.Tensor | None):
+    """(norm of the gradient that arrived at a window's initial state, norm of the SG injected
+    there, their cosine), per example and averaged over the batch. Gradients per example."""
+    if state.grad is None:
+        return None
+    arrived = state.grad * state.shape[0]
+    stats = [arrived.norm(dim=1).mean()]
+    if sg is not None:
+        stats += [sg.norm(dim=1).mean(), F.cosine_similarity(sg, arrived, dim=1, eps=1e-12).mean()]
+    return torch.stack(stats)
+
+
+def train_rnn(config: RNNConfig, out_dir) -> dict:
+    """Train one RNN run; returns the metrics dict also written to out_dir/metrics.json."""
+    t_start = time.perf_counter()
+    cfg = config.resolved()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = runio.resolve_device(cfg.device)
+    meta = runio.run_metadata(device)
+    torch.manual_seed(cfg.seed)
+
+    task = Task(cfg.task, cfg.repeat_norm)
+    stream = EpisodeStream(task, cfg.batch_size, cfg.seed)
+    curriculum = Curriculum(cfg.threshold, cfg.curriculum_window)
+    model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    trace = [dict(timestep=0, **task.level(0))]
+    curves = {k: [] for k in ("timestep", "bits_per_output_step", "bits_per_sequence", "length",
+                              "boundary_true_grad_norm", "boundary_sg_norm", "boundary_cosine", "elapsed_s")}
+    log_every = max(cfg.T, cfg.timesteps // cfg.log_points)
+    log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams", cfg.task, cfg.method, cfg.T,
+             cfg.seed, device, cfg.timesteps, cfg.batch_size)
+
+    state, sg = model.initial_state(cfg.batch_size, device), None
+    acc = _Interval(device, with_sg=model.boundary is not None)
+    timestep, train_time, next_log, last_print = 0, 0.0, log_every, time.perf_counter()
+    while timestep < cfg.timesteps:
+        t0 = time.perf_counter()
+        x, y, mask = (t.to(device) for t in stream.window(cfg.T, curriculum.level))
+        errors, next_state, next_sg = train_window(model, opt, state, x, y, mask, cfg.aux_weight)
+        acc.add_boundary(boundary_stats(state, sg))  # the previous boundary's target has now arrived
+        state, sg = next_state, next_sg
+        errors = bits(errors)
+        acc.add_window(errors.sum(), mask.sum())
+        for level, seq_bits in stream.finish_window(errors):
+            curriculum.record(level, seq_bits)
+            acc.add_sequence(level == curriculum.level, seq_bits)
+        if curriculum.maybe_advance():
+            trace.append(dict(timestep=timestep + cfg.T, **task.level(curriculum.level)))
+            log.info("passed length %d at time step %d", task.level(curriculum.solved)["length"], timestep + cfg.T)
+        timestep += cfg.T
+        train_time += time.perf_counter() - t0
+        if timestep >= next_log or timestep >= cfg.timesteps:
+            acc.flush_into(curves, timestep, task.level(curriculum.level)["length"], train_time)
+            next_log += log_every
+        if time.perf_counter() - last_print > 30 or timestep >= cfg.timesteps:
+            _log_progress(timestep, cfg.timesteps, train_time, curves)
+            last_print = time.perf_counter()
+
+    solved = task.level(curriculum.solved) if curriculum.solved >= 0 else {"N": 0, "R": None, "length": 0}
+    metrics = {
+        "schema": "sgbench.rnn_metrics/1",
+        "status": "complete",
+        "experiment": "rnn",
+        "tier": cfg.tier,
+        "config": dataclasses.asdict(cfg),
+        "model": {"parameters": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("boundary")),
+                  "sg_parameters": sum(p.numel() for p in model.boundary.parameters()) if model.boundary else 0},
+        "curves": curves,
+        "curriculum": trace,
+        "final": {"largest_length_solved": solved["length"], "N_solved": solved["N"], "R_solved": solved["R"],
+                  "bits_per_sequence": curriculum.mean_error()},
+        "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
+                   "timesteps_per_s": round(timestep / train_time, 3) if train_time > 0 else None},
+        "meta": meta,
+    }
+    runio.validate(metrics, "rnn_metrics")
+    runio.atomic_write_json(out_dir / "metrics.json", metrics)
+    log.info("done: largest length solved %d -> %s", solved["length"], out_dir / "metrics.json")
+    return metrics
+
+
+class _Interval:
+    """Sums over one logging interval, kept on the device so logging does not sync every window."""
+
+    def __init__(self, device, with_sg: bool):
+        self.device, self.with_sg = device, with_sg
+        self.reset()
+
+    def reset(self):
+        self.bits = torch.zeros((), device=self.device)
+        self.outputs = torch.zeros((), device=self.device)
+        self.grad = torch.zeros(3, device=self.device)
+        self.n_grad, self.seq = 0, []
+
+    def add_window(self, bits_sum, n_outputs):
+        self.bits += bits_sum
+        self.outputs += n_outputs
+
+    def add_boundary(self, stats):
+        if stats is not None:
+            self.grad[:len(stats)] += stats
+            self.n_grad += 1
+
+    def add_sequence(self, at_current_level: bool, seq_bits: float):
+        if at_current_level:
+            self.seq.append(seq_bits)
+
+    def flush_into(self, curves, timestep, length, train_time):
+        n_out = float(self.outputs)
+        grad = (self.grad / self.n_grad).tolist() if self.n_grad else [None] * 3
+        has_sg = self.with_sg and self.n_grad > 0
+        curves["timestep"].append(timestep)
+        curves["bits_per_output_step"].append(float(self.bits) / n_out if n_out else None)
+        curves["bits_per_sequence"].append(sum(self.seq) / len(self.seq) if self.seq else None)
+        curves["length"].append(length)
+        curves["boundary_true_grad_norm"].append(grad[0])
+        curves["boundary_sg_norm"].append(grad[1] if has_sg else None)
+        curves["boundary_cosine"].append(grad[2] if has_sg else None)
+        curves["elapsed_s"].append(round(train_time, 3))
+        self.reset()
+
+
+def _log_progress(timestep, total, train_time, curves):
+    rate = timestep / train_time if train_time else 0.0
+    eta = (total - timestep) / rate if rate else 0.0
+    last = ""
+    if curves["timestep"]:
+        bps = curves["bits_per_sequence"][-1]
+        last = (f"length {curves['length'][-1]} bits/output {curves['bits_per_output_step'][-1] or 0:.3f}"
+                + (f" bits/seq {bps:.3f}" if bps is not None else ""))
+    log.info("step %d/%d (%3.0f%%) %s | %.0f steps/s, ETA %s", timestep, total, 100 * timestep / total, last,
+             rate, runio.format_duration(eta))
