@@ -14,8 +14,9 @@ from pathlib import Path
 
 from . import __version__, runio
 from .data import DATASETS, DataNotFoundError, load_dataset, resolve_data_root
-from .report import MetricsError, write_ff_summary
+from .report import FIGURES, OUTPUTS, MetricsError, aggregate
 from .train_ff import FFConfig, train_ff
+from .train_rnn import RNNConfig, train_rnn
 
 
 def _flag_type(tp):
@@ -87,16 +88,41 @@ def main(argv=None) -> int:
     add_config_flags(ff, FFConfig)
     ff.add_argument("--quiet", action="store_true", help="log warnings only")
 
+    rnn = sub.add_parser("train-rnn", help="one RNN run (copy / repeat copy; bptt / dni / dni_aux; truncation T)",
+                         description="One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. "
+                         "Values [DNI] does not give are sgbench's choices (see RNNConfig).")
+    rnn.add_argument("--out", type=Path, required=True, help="run folder: metrics.json")
+    add_config_flags(rnn, RNNConfig)
+    rnn.add_argument("--quiet", action="store_true", help="log warnings only")
+
     prep = sub.add_parser("prepare-data", help="check a data set is readable (decode + cache CIFAR JPEGs once)")
     prep.add_argument("--dataset", required=True, choices=DATASETS)
     prep.add_argument("--data-root", default=None, help="else $SGBENCH_DATA, else ./data")
     prep.add_argument("--download", action="store_true", help="let torchvision download it if missing")
     prep.add_argument("--out", type=Path, help="write what was found (variant, source, sizes) as JSON here")
 
-    summ = sub.add_parser("summarize", help="feed-forward metrics.json files -> Table-1-style Markdown + CSV")
-    summ.add_argument("metrics", nargs="+", type=Path)
-    summ.add_argument("--md", type=Path, required=True)
-    summ.add_argument("--csv", type=Path, required=True)
+    agg = sub.add_parser("aggregate", help="a family's metrics.json files -> tidy tables (Markdown + CSV)",
+                         description="Writes into --out: " + "; ".join(
+                             f"{family}: {', '.join(names.values())}" for family, names in OUTPUTS.items())
+                         + ". No files: the tables say the family was not run at this tier.")
+    agg.add_argument("family", choices=sorted(OUTPUTS))
+    agg.add_argument("metrics", nargs="*", type=Path, help="metrics.json files, all of --tier")
+    agg.add_argument("--tier", required=True, help="the tier every file must belong to")
+    agg.add_argument("--out", type=Path, required=True, help="folder for the tables")
+
+    figs = sub.add_parser("figures", help="a family's figures (PNG + PDF) from the tables `aggregate` wrote",
+                          description="Writes into --out: " + "; ".join(
+                              f"{family}: {', '.join(names)}" for family, names in FIGURES.items()) + ".")
+    figs.add_argument("family", choices=sorted(FIGURES))
+    figs.add_argument("--tier", required=True)
+    figs.add_argument("--tables", type=Path, required=True, help="the folder `aggregate` wrote")
+    figs.add_argument("--out", type=Path, required=True, help="folder for the figures")
+
+    rep = sub.add_parser("report", help="replication report (Markdown): every claim of [DNI], its verdict at this tier")
+    rep.add_argument("--tier", required=True)
+    rep.add_argument("--tables", type=Path, required=True, help="the folder `aggregate` wrote (both families)")
+    rep.add_argument("--figures", type=Path, required=True, help="the folder `figures` wrote (linked, not read)")
+    rep.add_argument("--out", type=Path, required=True, help="the report file, e.g. results/REPORT.md")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
@@ -106,11 +132,20 @@ def main(argv=None) -> int:
             config = build_config(FFConfig, args)
             config.resolved()
             train_ff(config, args.out)
+        elif args.command == "train-rnn":
+            config = build_config(RNNConfig, args)
+            config.resolved()
+            train_rnn(config, args.out)
         elif args.command == "prepare-data":
             prepare_data(args)
-        elif args.command == "summarize":
-            write_ff_summary(args.metrics, args.md, args.csv)
-            print(args.md.read_text())
+        elif args.command == "aggregate":
+            aggregate(args.family, args.metrics, args.tier, args.out)
+        elif args.command == "figures":
+            from .figures import draw  # matplotlib: only for this command
+            draw(args.family, args.tier, args.tables, args.out)
+        elif args.command == "report":
+            from .claims import write_report
+            write_report(args.tier, args.tables, args.figures, args.out)
     except (ValueError, DataNotFoundError, FileNotFoundError, MetricsError) as e:
         print(f"sgbench: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,18 @@
-"""Feed-forward replication runs ([DNI] Sec. 3.3, Table 1): backprop vs DNI vs cDNI vs no-bprop.
+"""Feed-forward replication runs ([DNI] Sec. 3.3, Table 1): backprop vs DNI vs cDNI vs no-bprop,
+and complete unlock (unlock / cunlock: predicted inputs and synthetic gradients, Sec. 3.4).
 
 One run = one (dataset, arch, depth, method, seed). It writes DIR/metrics.json (atomically,
 schema-checked) and, while running, DIR/checkpoint.pt so that a killed run resumes.
+
+Asynchronous updates (any method): a layer is the unit of update, together with the SG model on
+its output and the input model predicting its input. At step t (1-based) layer k updates when its
+clock ticks (t % update_periods[k] == 0) and, independently of the other layers, a coin with
+probability update_prob comes up. A layer that does not update keeps its parameters: its
+gradients are computed as usual (in backprop they still flow through it to the layers below) and
+then dropped, and Adam skips parameters without a gradient. BN running statistics, which are not
+learnt but track the real activations that evaluation will see, keep being updated. The coins come
+from their own generator (seeded from the run seed, saved in the checkpoint); with update_prob = 1
+none is drawn, so the run is the ordinary one bit for bit.
 """
 from __future__ import annotations
 
@@ -13,16 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import runio
 from .data import DATASETS, as_input, load_dataset, resolve_data_root
-from .models import ARCHS, METHODS, FeedForwardNet, SGSpec, paper_sg_hidden_layers
+from .models import (ARCHS, METHODS, SG_METHODS, UNLOCK_METHODS, FeedForwardNet, InputSpec, SGSpec,
+                     default_input_hidden, paper_sg_hidden_layers)
 
 log = logging.getLogger(__name__)
 TIERS = ("smoke", "quick", "paper", "custom")
 # Fields that do not change the numbers a run computes (a checkpoint made with other values resumes).
 NON_RESULT_FIELDS = {"device", "data_root", "download", "threads"}
+# The update-mask generator's seed is the run seed plus this, so it never coincides with a batch stream's.
+UPDATE_SEED_OFFSET = 2**32
 
 
 class RunInterrupted(RuntimeError):
@@ -35,7 +48,7 @@ class FFConfig:
     dataset: str = "mnist"              # mnist | cifar10 | cifar10-jpeg
     arch: str = "fcn"                   # fcn | cnn
     layers: int = 3                     # hidden layers
-    method: str = "dni"                 # backprop | dni | cdni | no_bprop
+    method: str = "dni"                 # backprop | dni | cdni | no_bprop | unlock | cunlock
     seed: int = 0
     iterations: int = 500_000
     batch_size: int = 256
@@ -46,6 +59,10 @@ class FFConfig:
     sg_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
     sg_loss_weight: float = 1.0
     sg_scale: float = 1.0
+    input_hidden_layers: int | None = None  # unlock input models; None: 1 (FCN and CNN)
+    input_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
+    update_prob: float = 1.0            # each step each layer updates with this probability (1: always)
+    update_periods: list[int] | None = None  # layer k updates every n_k steps; one per layer, head last
     eval_every: int = 0                 # 0: 20 evaluations over the run
     train_limit: int = 0                # use only the first N training examples (0: all)
     test_limit: int = 0                 # evaluate on the first N test examples (0: all)
@@ -69,15 +86,28 @@ class FFConfig:
             (c.lr > 0, f"lr must be > 0, got {c.lr}"),
             (all(0 < m < 1 for m in c.lr_milestones), f"lr_milestones are fractions in (0, 1), got {c.lr_milestones}"),
             (c.sg_hidden_layers is None or c.sg_hidden_layers >= 0, "sg_hidden_layers must be >= 0"),
+            (c.input_hidden_layers is None or c.input_hidden_layers >= 0, "input_hidden_layers must be >= 0"),
+            (all(d is None or d >= 1 for d in (c.sg_hidden_dim, c.input_hidden_dim)),
+             "sg_hidden_dim and input_hidden_dim must be >= 1"),
+            (0 < c.update_prob <= 1, f"update_prob must be in (0, 1] (1: every layer updates every step), got {c.update_prob}"),
+            (c.update_periods is None or len(c.update_periods) == c.layers + 1,
+             f"update_periods needs one period per layer, the output layer last: {c.layers + 1} values "
+             f"for layers={c.layers}, got {c.update_periods}"),
+            (c.update_periods is None or all(n >= 1 for n in c.update_periods),
+             f"update_periods are steps between a layer's updates, each >= 1, got {c.update_periods}"),
             (c.eval_every >= 0 and c.train_limit >= 0 and c.test_limit >= 0, "eval_every, train_limit, test_limit must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if c.sg_hidden_layers is None and c.method in ("dni", "cdni"):
+        if c.sg_hidden_layers is None and c.method in SG_METHODS:
             c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)
-        if c.sg_hidden_dim is None and c.method in ("dni", "cdni"):
+        if c.sg_hidden_dim is None and c.method in SG_METHODS:
             c.sg_hidden_dim = 1024 if c.arch == "fcn" else 128
+        if c.method in UNLOCK_METHODS:
+            default_layers, default_dim = default_input_hidden(c.arch)
+            c.input_hidden_layers = default_layers if c.input_hidden_layers is None else c.input_hidden_layers
+            c.input_hidden_dim = c.input_hidden_dim or default_dim
         if c.eval_every == 0:
             c.eval_every = max(1, math.ceil(c.iterations / 20))
         c.lr_milestones = [float(m) for m in c.lr_milestones]
@@ -115,6 +145,31 @@ class BatchStream:
         self.perm, self.pos = s["perm"], s["pos"]
 
 
+class UpdateSchedule:
+    """Which layers update at each step (see the module docstring), and how often each has."""
+
+    def __init__(self, n_layers: int, prob: float = 1.0, periods: list[int] | None = None, seed: int = 0):
+        self.prob, self.periods = prob, list(periods or [1] * n_layers)
+        self.generator = torch.Generator().manual_seed(UPDATE_SEED_OFFSET + seed)
+        self.counts = [0] * n_layers
+
+    def mask(self, step: int) -> list[bool]:
+        """Layers that update at `step` (1-based); counts them."""
+        update = [step % n == 0 for n in self.periods]
+        if self.prob < 1:  # with p = 1 nothing is drawn
+            coins = (torch.rand(len(update), generator=self.generator) < self.prob).tolist()
+            update = [u and c for u, c in zip(update, coins)]
+        self.counts = [n + u for n, u in zip(self.counts, update)]
+        return update
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state(), "counts": list(self.counts)}
+
+    def load_state_dict(self, s):
+        self.generator.set_state(s["generator"])
+        self.counts = list(s["counts"])
+
+
 @torch.no_grad()
 def test_error(model, x_u8, y, device, batch_size: int = 1000) -> float:
     """Test error (%) with the real forward chain: eval mode makes every DNI the identity."""
@@ -127,12 +182,18 @@ def test_error(model, x_u8, y, device, batch_size: int = 1000) -> float:
     return 100.0 * wrong / len(y)
 
 
-def train_step(model, opt, x, y) -> torch.Tensor:
-    """One update of every layer and SG model. The forward pass already gave each block below a
-    DNI its (synthetic) gradient; loss.backward() brings the head's true gradient and the SG targets."""
+def train_step(model, opt, x, y, update: list[bool] | None = None) -> torch.Tensor:
+    """One update of every layer (or of those with update[k] true) and its SG / input models; returns
+    the real chain's loss. For DNI the forward pass already gave each block below a boundary its
+    synthetic gradient; the backward brings the head's true gradient and the SG targets."""
     opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x, y), y)
-    loss.backward()
+    loss, objective = model.training_losses(x, y)
+    objective.backward()
+    if update is not None and not all(update):
+        for params, on in zip(model.layer_parameters(), update):
+            if not on:  # this layer sits the step out: Adam skips parameters without a gradient
+                for p in params:
+                    p.grad = None
     opt.step()
     return loss
 
@@ -182,38 +243,45 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     train_x, train_y = train_x.to(device), train_y.to(device)  # all of MNIST/CIFAR fits in memory
 
     sg = SGSpec(cfg.sg_hidden_layers, cfg.sg_hidden_dim, cfg.sg_loss_weight, cfg.sg_scale)
-    model = FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg).to(device)
+    inputs = InputSpec(cfg.input_hidden_layers, cfg.input_hidden_dim)
+    model = FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg, inputs).to(device)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
     milestones = sorted({max(1, int(m * cfg.iterations)) for m in cfg.lr_milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)
     stream = BatchStream(len(train_y), cfg.batch_size, cfg.seed)
+    schedule = UpdateSchedule(cfg.layers + 1, cfg.update_prob, cfg.update_periods, cfg.seed)
     n_boundaries = 0 if model.boundaries is None else len(model.boundaries)
+    n_inputs = 0 if model.input_models is None else len(model.input_models)
     curves = {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": [],
-              "sg_loss": [[] for _ in range(n_boundaries)]}
+              "sg_loss": [[] for _ in range(n_boundaries)], "input_loss": [[] for _ in range(n_inputs)]}
     step, train_time = 0, 0.0
     ckpt_path = out_dir / "checkpoint.pt"
-    stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream}
+    stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream, "schedule": schedule}
     resumed = _resume(ckpt_path, cfg, device, stateful)
     if resumed:
         curves, step, train_time = resumed["curves"], resumed["step"], resumed["train_time"]
 
-    log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries",
-             data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations, n_boundaries)
+    log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries, %d input models",
+             data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations, n_boundaries,
+             n_inputs)
     loss_sum = torch.zeros((), device=device)
     sg_sum = torch.zeros(n_boundaries, device=device)
+    input_sum = torch.zeros(n_inputs, device=device)
     since, last_log = 0, time.perf_counter()
     model.train()
     while step < cfg.iterations:
         t0 = time.perf_counter()
         idx = stream.next().to(device)
         x, y = as_input(train_x[idx]), train_y[idx]
-        loss = train_step(model, opt, x, y)
+        loss = train_step(model, opt, x, y, schedule.mask(step + 1))
         sched.step()
         step, since = step + 1, since + 1
         loss_sum += loss.detach()
         for i, b in enumerate(model.boundaries or []):
             if b.last_sg_loss is not None:
                 sg_sum[i] += b.last_sg_loss
+        for i, input_loss in enumerate(model.last_input_losses):
+            input_sum[i] += input_loss
         train_time += time.perf_counter() - t0
 
         if step % cfg.eval_every == 0 or step == cfg.iterations:
@@ -225,7 +293,9 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             curves["elapsed_s"].append(round(train_time, 3))
             for i in range(n_boundaries):
                 curves["sg_loss"][i].append(float(sg_sum[i]) / since)
-            loss_sum.zero_(), sg_sum.zero_()
+            for i in range(n_inputs):
+                curves["input_loss"][i].append(float(input_sum[i]) / since)
+            loss_sum.zero_(), sg_sum.zero_(), input_sum.zero_()
             since = 0
             _log_progress(step, cfg.iterations, train_time, curves)
             runio.atomic_torch_save(ckpt_path, {
@@ -248,10 +318,13 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
                     "n_train": len(train_y), "n_test": len(test_y)},
         "model": {"parameters": sum(p.numel() for p in model.model_parameters()),
                   "sg_parameters": sum(p.numel() for p in model.sg_parameters()),
+                  "input_parameters": sum(p.numel() for p in model.input_parameters()),
                   "boundaries": n_boundaries},
         "curves": curves,
         "final": {"test_error": curves["test_error"][-1], "train_loss": curves["train_loss"][-1],
-                  "sg_loss": [c[-1] for c in curves["sg_loss"]]},
+                  "sg_loss": [c[-1] for c in curves["sg_loss"]],
+                  "input_loss": [c[-1] for c in curves["input_loss"]],
+                  "update_fraction": update_fractions(schedule, model, cfg.iterations)},
         "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
                    "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None},
         "meta": meta,
@@ -262,6 +335,12 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     log.info("done: test error %.2f%%, %.1f steps/s -> %s", metrics["final"]["test_error"],
              metrics["timing"]["steps_per_s"] or 0, out_dir / "metrics.json")
     return metrics
+
+
+def update_fractions(schedule: UpdateSchedule, model, iterations: int) -> list[float]:
+    """Per layer (head last): the fraction of steps on which it updated (0 for a frozen layer)."""
+    trains = [any(p.requires_grad for p in params) for params in model.layer_parameters()]
+    return [n / iterations if t else 0.0 for n, t in zip(schedule.counts, trains)]
 
 
 def _log_progress(step: int, total: int, train_time: float, curves: dict) -> None:

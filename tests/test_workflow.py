@@ -1,27 +1,42 @@
-"""The Snakemake grid: every tier resolves, lint is clean, the smoke tier runs end to end."""
+"""The Snakemake pipeline: every tier resolves, lint is clean, bad configs are refused, the SLURM
+profile parses, and the smoke tier runs end to end into every table, figure and report."""
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from helpers import write_learnable_mnist
+from sgbench import report
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+RULES = ("prepare_data", "train_ff", "train_rnn", "aggregate_ff", "aggregate_rnn", "figures_ff", "figures_rnn",
+         "report")
 
 
-def snakemake(*args, cwd, env=None):
-    return subprocess.run(SNAKEMAKE + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+def snakemake(*args, cwd, env=None, snakefile=ROOT / "Snakefile"):
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(snakefile), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def copy_workflow(tmp_path: Path) -> Path:
+    """A copy of the Snakefile and workflows/ whose tier files a test may edit; returns its Snakefile."""
+    shutil.copytree(ROOT / "workflows", tmp_path / "wf" / "workflows")
+    shutil.copy(ROOT / "Snakefile", tmp_path / "wf")
+    return tmp_path / "wf" / "Snakefile"
 
 
 @pytest.mark.parametrize("tier", ["smoke", "quick", "paper"])
 def test_every_tier_resolves(tier, tmp_path):
     out = snakemake("-n", "--directory", str(tmp_path), "--config", f"tier={tier}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr + out.stdout
-    assert "train_ff" in out.stdout
+    for rule in RULES:
+        assert f"rule {rule}:" in out.stdout, rule
+    report_md = "results/REPORT.md" if tier == "quick" else f"results/reports/{tier}/REPORT.md"
+    assert report_md in out.stdout
 
 
 def test_lint_is_clean():
@@ -40,28 +55,75 @@ def test_download_flag_reaches_the_jobs(tmp_path):
     assert "sgbench prepare-data --dataset mnist --download" in out.stdout
 
 
-def test_bad_grid_value_is_refused_before_running(tmp_path):
-    """A grid setting sgbench does not know is caught when the DAG is built, not mid-run."""
-    tiers = tmp_path / "wf" / "workflows" / "config" / "tiers"
-    shutil.copytree(ROOT / "workflows", tmp_path / "wf" / "workflows")
-    shutil.copy(ROOT / "Snakefile", tmp_path / "wf")
-    text = (tiers / "smoke.yaml").read_text().replace("lr: 0.001", "learning_rate: 0.001")
-    (tiers / "smoke.yaml").write_text(text)
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(tmp_path / "wf" / "Snakefile"), "-n",
-                          "--directory", str(tmp_path), "--config", "tier=smoke"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("old, new, message", [
+    ("lr: 0.001", "learning_rate: 0.001", "unknown config key(s) ['learning_rate']"),   # checked by sgbench
+    ("method: [dni]", "method: [sgd]", "'sgd' is not one of"),                          # checked by the schema
+    ("iterations: 60", "iterations: -5", "-5 is less than the minimum of 1"),
+    ("settings: {hidden_size: 32}", "settings: {hidden_size: 0}", "hidden_size and sg_hidden_dim must be >= 1"),
+])
+def test_bad_grid_value_is_refused_before_running(tmp_path, old, new, message):
+    """A bad grid value is caught when the DAG is built, not mid-run, with a message naming it."""
+    snakefile = copy_workflow(tmp_path)
+    tier_file = tmp_path / "wf" / "workflows" / "config" / "tiers" / "smoke.yaml"
+    text = tier_file.read_text()
+    assert old in text
+    tier_file.write_text(text.replace(old, new, 1))
+    out = snakemake("-n", "--directory", str(tmp_path), "--config", "tier=smoke", cwd=tmp_path, snakefile=snakefile)
     assert out.returncode != 0
-    assert "unknown config key(s) ['learning_rate']" in out.stdout + out.stderr
+    assert message in out.stdout + out.stderr and "smoke.yaml" in out.stdout + out.stderr
+
+
+def test_a_run_defined_twice_differently_is_refused(tmp_path):
+    snakefile = copy_workflow(tmp_path)
+    tier_file = tmp_path / "wf" / "workflows" / "config" / "tiers" / "smoke.yaml"
+    text = tier_file.read_text().replace("update_prob: [0.5]", "update_prob: [1.0]")
+    second = "    iterations: 60\n    settings: *tiny"
+    tier_file.write_text(text.replace(second, second.replace("60", "70")))
+    out = snakemake("-n", "--directory", str(tmp_path), "--config", "tier=smoke", cwd=tmp_path, snakefile=snakefile)
+    assert out.returncode != 0 and "define run mnist-fcn2-dni-seed0 differently" in out.stdout + out.stderr
+
+
+def test_slurm_profile_gives_training_jobs_a_gpu(tmp_path):
+    out = snakemake("-n", "--profile", str(ROOT / "workflows" / "profiles" / "slurm"), "--directory", str(tmp_path),
+                    "--config", "tier=smoke", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    jobs = out.stdout.split("\n\n")
+    for rule in RULES:
+        resources = next(j for j in jobs if f"rule {rule}:" in j).split("resources:")[1].splitlines()[0]
+        assert ("gpu=1" in resources) == rule.startswith("train_"), (rule, resources)
+        assert "runtime=" in resources and "mem_mb=" in resources
 
 
 def test_smoke_tier_runs_end_to_end(tmp_path):
+    """Every family, table, figure and the report; then the Snakemake HTML report of the same run."""
     data = write_learnable_mnist(tmp_path / "data")
     env = dict(os.environ, SGBENCH_DATA=str(data), SGBENCH_CACHE=str(tmp_path / "cache"))
     out = snakemake("--cores", "2", "--directory", str(tmp_path), "--config", "tier=smoke", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    table = (tmp_path / "results" / "tables" / "smoke" / "feedforward.md").read_text()
+    results = tmp_path / "results"
+    for family, names in report.OUTPUTS.items():
+        for name in names.values():
+            assert (results / "tables" / "smoke" / name).stat().st_size > 0, name
+    table = (results / "tables" / "smoke" / "feedforward.md").read_text()
     for method in ("backprop", "dni", "cdni", "no_bprop"):
         assert method in table
-    runs = sorted((tmp_path / "results" / "runs" / "feedforward" / "smoke").glob("*/metrics.json"))
-    assert len(runs) == 4
+    assert "Tier: **smoke**" in table and "mnist" in table
+    unlock = pd.read_csv(results / "tables" / "smoke" / "unlock.csv")
+    assert {"unlock", "cunlock"} <= set(unlock["method"]) and set(unlock["update_prob"]) == {0.5, 1.0}
+    assert len(pd.read_csv(results / "tables" / "smoke" / "rnn_runs.csv")) == 2
+    for names in report.FIGURES.values():
+        for name in names:
+            for suffix in (".png", ".pdf"):
+                assert (results / "figures" / "smoke" / f"{name}{suffix}").stat().st_size > 1000, name
+    text = (results / "reports" / "smoke" / "REPORT.md").read_text()
+    assert "Tier smoke: not the paper-scale replication" in text
+    for claim in ("F1", "F2", "F3", "F4", "R1", "R2", "R3", "U1", "A1"):
+        assert f"| {claim} |" in text
+    runs = sorted((results / "runs" / "feedforward" / "smoke").glob("*/metrics.json"))
+    assert len(runs) == 7
     assert all((tmp_path / "logs" / "train_ff" / "smoke" / f"{r.parent.name}.log").exists() for r in runs)
+
+    html = snakemake("--directory", str(tmp_path), "--config", "tier=smoke", "--report", "report.html",
+                     cwd=tmp_path, env=env)
+    assert html.returncode == 0, html.stderr[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 100_000

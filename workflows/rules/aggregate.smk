@@ -1,15 +1,42 @@
-# Stage 3: every metrics.json of the tier into one table (Markdown + CSV).
+# Stage 3: every metrics.json of a family into tidy tables (Markdown to read, CSV to reuse).
+# A family the tier does not run still gets its tables, saying so.
 
 
-rule summarize_ff:
+rule aggregate_ff:
     input:
-        expand(f"results/runs/feedforward/{TIER}/{{run}}/metrics.json", run=sorted(FF_RUNS)),
+        metrics_files("feedforward"),
     output:
-        md=f"results/tables/{TIER}/feedforward.md",
-        csv=f"results/tables/{TIER}/feedforward_runs.csv",
+        runs=table("feedforward", "runs"),
+        curves=table("feedforward", "curves"),
+        table1_md=table("feedforward", "table1_md"),
+        table1_csv=report(table("feedforward", "table1_csv"), caption="../report/table1.rst", category="Tables"),
+        unlock_md=table("feedforward", "unlock_md"),
+        unlock_csv=report(table("feedforward", "unlock_csv"), caption="../report/unlock_table.rst", category="Tables"),
     conda:
         "../envs/sgbench.yaml"
     log:
-        f"logs/summarize_ff/{TIER}.log",
+        f"logs/aggregate/{TIER}/feedforward.log",
+    params:
+        tier=TIER,
+        out=lambda wildcards, output: os.path.dirname(output.runs),
     shell:
-        "sgbench summarize {input} --md {output.md} --csv {output.csv} > {log} 2>&1"
+        "sgbench aggregate feedforward {input} --tier {params.tier} --out {params.out} > {log} 2>&1"
+
+
+rule aggregate_rnn:
+    input:
+        metrics_files("rnn"),
+    output:
+        runs=table("rnn", "runs"),
+        curves=table("rnn", "curves"),
+        md=table("rnn", "md"),
+        csv=report(table("rnn", "csv"), caption="../report/rnn_table.rst", category="Tables"),
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/aggregate/{TIER}/rnn.log",
+    params:
+        tier=TIER,
+        out=lambda wildcards, output: os.path.dirname(output.runs),
+    shell:
+        "sgbench aggregate rnn {input} --tier {params.tier} --out {params.out} > {log} 2>&1"

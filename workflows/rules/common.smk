@@ -1,12 +1,14 @@
-# Helpers shared by the rules: the tier's grid, expanded into one entry per run.
+# Helpers shared by the rules: the tier's grids, expanded into one entry per run, and the output paths.
 import dataclasses
 import itertools
 from pathlib import Path
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from sgbench.train_ff import NON_RESULT_FIELDS, FFConfig
+from sgbench import report as sgreport
+from sgbench import train_ff, train_rnn
 
 # `--config download=true` arrives as the string "true"; read the usual spellings as booleans.
 BOOLEAN_WORDS = {"true": True, "yes": True, "false": False, "no": False}
@@ -14,45 +16,79 @@ if isinstance(config.get("download"), str):
     config["download"] = BOOLEAN_WORDS.get(config["download"].lower(), config["download"])
 validate(config, "../schemas/config.schema.yaml")
 TIER = config["tier"]
-with open(Path(workflow.basedir) / "workflows" / "config" / "tiers" / f"{TIER}.yaml") as f:
+TIER_FILE = Path(workflow.basedir) / "workflows" / "config" / "tiers" / f"{TIER}.yaml"
+with open(TIER_FILE) as f:
     TIER_CONFIG = yaml.safe_load(f)
-validate(TIER_CONFIG, "../schemas/tier.schema.yaml")
+try:
+    validate(TIER_CONFIG, "../schemas/tier.schema.yaml")
+except WorkflowError as e:
+    raise WorkflowError(f"{TIER_FILE}: not a valid tier file (see workflows/schemas/tier.schema.yaml)", e)
 
-GRID_KEYS = ("dataset", "arch", "layers", "method", "seed")
+# Where each stage writes, per tier. The default tier's report is the project's front page,
+# results/REPORT.md; every other tier's goes to results/reports/<tier>/REPORT.md.
+DEFAULT_TIER = "quick"
+TABLES = f"results/tables/{TIER}"
+FIGURES = f"results/figures/{TIER}"
+REPORT_MD = "results/REPORT.md" if TIER == DEFAULT_TIER else f"results/reports/{TIER}/REPORT.md"
 
 
-def expand_ff_grid(grids, tier):
-    """{run name: FFConfig} for every point of every grid; refuses bad values before anything runs."""
-    runs = {}
-    for grid in grids:
-        for values in itertools.product(*(grid[k] for k in GRID_KEYS)):
-            point = dict(zip(GRID_KEYS, values))
-            settings = dict(grid.get("settings", {}), iterations=grid["iterations"], tier=tier)
+def ff_run_name(p):
+    """mnist-fcn3-dni-seed0; an update probability below 1 is part of the name: mnist-fcn3-dni-p0.2-seed0."""
+    prob = "" if p.get("update_prob", 1.0) == 1.0 else f"-p{p['update_prob']:g}"
+    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}-seed{p['seed']}"
+
+
+def rnn_run_name(p):
+    return f"{p['task']}-T{p['T']}-{p['method']}-seed{p['seed']}"
+
+
+# Each experiment family: its runner's config class, the keys a grid may list, its budget key, run names.
+FAMILIES = {
+    "feedforward": dict(config=train_ff.FFConfig, non_result=train_ff.NON_RESULT_FIELDS, budget="iterations",
+                        keys=("dataset", "arch", "layers", "method", "update_prob", "seed"), name=ff_run_name),
+    "rnn": dict(config=train_rnn.RNNConfig, non_result=train_rnn.NON_RESULT_FIELDS, budget="timesteps",
+                keys=("task", "method", "T", "seed"), name=rnn_run_name),
+}
+
+
+def expand_grids(family, tier):
+    """{run name: config} for every point of every grid of a family; refuses bad values before anything runs.
+
+    Grids may overlap (the unlock grid repeats Table 1's FCN-3 runs): a run named twice must be the
+    same run, else the tier file is ambiguous and refused."""
+    spec, runs = FAMILIES[family], {}
+    for grid in TIER_CONFIG.get(family, []):
+        keys = [k for k in spec["keys"] if k in grid]
+        for values in itertools.product(*(grid[k] for k in keys)):
+            point = dict(zip(keys, values))
+            settings = dict(grid.get("settings", {}), tier=tier, **{spec["budget"]: grid[spec["budget"]]})
             try:
-                cfg = FFConfig.from_dict(point | settings)
+                cfg = spec["config"].from_dict(point | settings)
                 cfg.resolved()
             except ValueError as e:
-                raise ValueError(f"tiers/{tier}.yaml, feedforward grid {point}: {e}") from e
-            name = "{dataset}-{arch}{layers}-{method}-seed{seed}".format(**point)
+                raise ValueError(f"tiers/{tier}.yaml, {family} grid {point}: {e}") from e
+            name = spec["name"](point)
+            if runs.get(name, cfg) != cfg:
+                raise ValueError(f"tiers/{tier}.yaml: two {family} grids define run {name} differently")
             runs[name] = cfg
     return runs
 
 
-FF_RUNS = expand_ff_grid(TIER_CONFIG["feedforward"], TIER)
+RUNS = {family: expand_grids(family, TIER) for family in FAMILIES}
+FF_RUNS, RNN_RUNS = RUNS["feedforward"], RUNS["rnn"]
 
 
-def ff_flags(run):
-    """The run's train-ff flags, from its resolved grid point plus the workflow settings."""
-    cfg = FF_RUNS[run]
+def run_flags(family, run):
+    """A run's command-line flags: every set config value but the machine-specific ones, plus the device."""
+    cfg, skip = RUNS[family][run], FAMILIES[family]["non_result"]
     flags = []
     for key, value in dataclasses.asdict(cfg).items():
-        if value is None or key in NON_RESULT_FIELDS:  # set below from the workflow's own config
+        if value is None or key in skip:  # set from the workflow's own config
             continue
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         flags.append(f"--{key.replace('_', '-')} {value}")
-    flags.append(f"--device {config['device']}")
-    return " ".join(flags + [data_flags()])
+    return " ".join(flags + [f"--device {config['device']}"])
 
 
 def data_flags():
@@ -61,3 +97,16 @@ def data_flags():
     if config.get("download"):
         flags.append("--download")
     return " ".join(flags)
+
+
+def metrics_files(family):
+    return [f"results/runs/{family}/{TIER}/{run}/metrics.json" for run in sorted(RUNS[family])]
+
+
+def table(family, key):
+    """Path of one of the tables `sgbench aggregate` writes (names from sgbench.report.OUTPUTS)."""
+    return f"{TABLES}/{sgreport.OUTPUTS[family][key]}"
+
+
+def figure_files(family, suffix):
+    return [f"{FIGURES}/{name}.{suffix}" for name in sgreport.FIGURES[family]]

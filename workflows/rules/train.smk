@@ -1,4 +1,5 @@
 # Stage 2: one job per run of the grid; its output is the run's metrics.json.
+# A killed job leaves a checkpoint beside it, and rerunning resumes from there.
 
 
 rule train_ff:
@@ -11,8 +12,24 @@ rule train_ff:
     log:
         f"logs/train_ff/{TIER}/{{run}}.log",
     params:
-        flags=lambda wildcards: ff_flags(wildcards.run),
+        flags=lambda wildcards: run_flags("feedforward", wildcards.run),
+        data=data_flags(),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     threads: config["train_threads"]
     shell:
-        "sgbench train-ff {params.flags} --threads {threads} --out {params.out} > {log} 2>&1"
+        "sgbench train-ff {params.flags} {params.data} --threads {threads} --out {params.out} > {log} 2>&1"
+
+
+rule train_rnn:
+    output:
+        f"results/runs/rnn/{TIER}/{{run}}/metrics.json",
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/train_rnn/{TIER}/{{run}}.log",
+    params:
+        flags=lambda wildcards: run_flags("rnn", wildcards.run),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    threads: config["train_threads"]
+    shell:
+        "sgbench train-rnn {params.flags} --threads {threads} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,278 @@
+"""Aggregation, verdict rules, figures and the replication report, on hand-made metrics files."""
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sgbench import claims, cli, report
+
+T975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student t quantiles (0.975; df 1, 2)
+
+
+def ff_metrics(method="dni", layers=3, seed=0, test_error=2.0, update_prob=None, tier="quick", dataset="mnist",
+               iterations=100, curve=(50.0, None)):
+    """A complete feed-forward metrics.json as train-ff writes it (old runs have no update_prob key)."""
+    config = {"dataset": dataset, "arch": "fcn", "layers": layers, "method": method, "seed": seed,
+              "iterations": iterations, "batch_size": 256, "lr": 3e-5, "lr_milestones": [0.6, 0.8], "lr_gamma": 0.1,
+              "sg_hidden_layers": None, "sg_hidden_dim": None, "sg_loss_weight": 1.0, "sg_scale": 1.0,
+              "eval_every": iterations // 2, "tier": tier, "device": "cpu"}
+    errors = [curve[0], test_error]
+    m = {"schema": "sgbench.ff_metrics/1", "status": "complete", "experiment": "feedforward", "tier": tier,
+         "config": config,
+         "dataset": {"requested": dataset, "variant": dataset, "source": "/data", "n_train": 100, "n_test": 10},
+         "model": {"parameters": 1000, "sg_parameters": 10, "boundaries": layers},
+         "curves": {"step": [iterations // 2, iterations], "train_loss": [1.0, 0.5], "test_error": errors,
+                    "lr": [3e-5, 3e-6], "elapsed_s": [1.0, 2.0], "sg_loss": []},
+         "final": {"test_error": test_error, "train_loss": 0.5, "sg_loss": []},
+         "timing": {"wall_time_s": 3.0, "train_time_s": 2.0, "steps_per_s": 50.0},
+         "meta": {"git_commit": "abc123", "python": "3.11", "torch": "2", "device": "cpu", "hostname": "h",
+                  "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 1}, "started_at": "now"}}
+    if update_prob is not None:
+        config["update_prob"] = update_prob
+        unlocked = layers if method in report.UNLOCK_METHODS else 0      # one input model per layer above the first
+        m["curves"]["input_loss"], m["final"]["input_loss"] = [[0.1, 0.1]] * unlocked, [0.1] * unlocked
+        m["final"]["update_fraction"] = [update_prob] * (layers + 1)
+    return m
+
+
+def rnn_metrics(method="dni", T=2, seed=0, length=5, task="copy", tier="quick", cosine=(0.0, 0.2, 0.4, 0.6)):
+    """A complete RNN metrics.json: four logged points, the curriculum reaching `length`."""
+    dni = method != "bptt"
+    return {
+        "schema": "sgbench.rnn_metrics/1", "status": "complete", "experiment": "rnn", "tier": tier,
+        "config": {"task": task, "method": method, "T": T, "seed": seed, "timesteps": 4000, "batch_size": 16,
+                   "hidden_size": 32, "lr": 1e-3, "sg_hidden_layers": 0, "sg_scale": 1.0, "aux_weight": 1.0,
+                   "threshold": 0.15, "curriculum_window": 10, "tier": tier, "device": "cpu"},
+        "model": {"parameters": 100, "sg_parameters": 10 if dni else 0},
+        "curves": {"timestep": [1000, 2000, 3000, 4000], "bits_per_output_step": [0.5, 0.4, 0.3, 0.2],
+                   "bits_per_sequence": [3.0, 2.0, None, 1.0], "length": [1, 2, 2, max(length, 1)],
+                   "boundary_true_grad_norm": [1.0, 1.0, 2.0, 2.0],
+                   "boundary_sg_norm": [0.5, 0.5, 1.0, 1.0] if dni else [None] * 4,
+                   "boundary_cosine": list(cosine) if dni else [None] * 4, "elapsed_s": [1.0, 2.0, 3.0, 4.0]},
+        "curriculum": [{"timestep": 0, "N": 1, "R": None, "length": 1}],
+        "final": {"largest_length_solved": length, "N_solved": length, "R_solved": None, "bits_per_sequence": 1.0},
+        "timing": {"wall_time_s": 5.0, "train_time_s": 4.0, "timesteps_per_s": 1000.0},
+        "meta": {"git_commit": "abc123", "python": "3.11", "torch": "2", "device": "cpu", "hostname": "h",
+                 "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 1}, "started_at": "now"}}
+
+
+def write_runs(root: Path, metrics: list[dict]) -> list[Path]:
+    paths = []
+    for i, m in enumerate(metrics):
+        path = root / f"run{i}" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(m))
+        paths.append(path)
+    return paths
+
+
+def test_seed_stats_is_the_student_t_interval():
+    s = report.seed_stats([1.0, 2.0, 3.0])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
+    assert s["ci95"] == pytest.approx(T975[2] / math.sqrt(3))
+    assert (s["ci95_low"], s["ci95_high"]) == pytest.approx((2 - s["ci95"], 2 + s["ci95"]))
+    one = report.seed_stats([4.0])
+    assert one["n"] == 1 and one["mean"] == 4.0 and math.isnan(one["ci95"])
+    assert report.cell_text(one) == "4.00 (n=1)"
+
+
+def test_table1_from_handmade_files(tmp_path):
+    runs = [ff_metrics("backprop", seed=s, test_error=e) for s, e in enumerate([2.0, 3.0, 4.0])]
+    runs += [ff_metrics("dni", seed=s, test_error=e) for s, e in enumerate([5.0, 7.0])]
+    runs += [ff_metrics("no_bprop", layers=6, test_error=30.0, update_prob=1.0)]
+    report.aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "tables")
+
+    table = pd.read_csv(tmp_path / "tables" / "feedforward.csv").set_index(["layers", "method"])
+    assert table.loc[(3, "backprop"), "n"] == 3 and table.loc[(3, "backprop"), "mean"] == pytest.approx(3.0)
+    assert table.loc[(3, "backprop"), "ci95"] == pytest.approx(T975[2] / math.sqrt(3))
+    assert table.loc[(3, "dni"), "ci95"] == pytest.approx(T975[1] * math.sqrt(2) / math.sqrt(2))
+    assert table.loc[(6, "no_bprop"), "n"] == 1
+    md = (tmp_path / "tables" / "feedforward.md").read_text()
+    assert "| mnist     | fcn    |        3 | 3.00 ± 2.48 (n=3) | 6.00 ± 12.71 (n=2) |" in md
+    assert "Tier: **quick**" in md and "100 iterations" in md and "Student t" in md and "Test CPU" in md
+    assert "30.00 (n=1)" in md
+    runs_csv = pd.read_csv(tmp_path / "tables" / "feedforward_runs.csv")
+    assert len(runs_csv) == 6 and set(runs_csv["update_prob"]) == {1.0}
+    curves = pd.read_csv(tmp_path / "tables" / "feedforward_curves.csv")
+    assert len(curves) == 12 and list(curves.columns[:6]) == report.CURVE_COLUMNS["feedforward"][:6]
+    assert "not run at this tier" in (tmp_path / "tables" / "unlock.md").read_text()
+
+
+def test_unlock_table_groups_by_update_probability(tmp_path):
+    runs = [ff_metrics("dni", seed=s, test_error=3.0 + s) for s in (0, 1)]            # no key: p = 1
+    runs += [ff_metrics("dni", seed=s, test_error=6.0 + s, update_prob=0.2) for s in (0, 1)]
+    runs += [ff_metrics("cunlock", seed=0, test_error=4.0, update_prob=1.0)]
+    runs += [ff_metrics("dni", layers=6, test_error=9.0)]                              # another cell
+    report.aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "t")
+    unlock = pd.read_csv(tmp_path / "t" / "unlock.csv")
+    assert set(unlock["layers"]) == {3}
+    dni = unlock[unlock["method"] == "dni"].set_index("update_prob")
+    assert dni.loc[1.0, "mean"] == pytest.approx(3.5) and dni.loc[0.2, "mean"] == pytest.approx(6.5)
+    md = (tmp_path / "t" / "unlock.md").read_text()
+    assert "p = 1" in md and "p = 0.2" in md and "cunlock" in md
+    table1 = pd.read_csv(tmp_path / "t" / "feedforward.csv")
+    assert set(table1["method"]) == {"dni"} and table1.loc[table1["layers"] == 3, "mean"].item() == pytest.approx(3.5)
+
+
+def test_rnn_table_and_boundary_statistics(tmp_path):
+    runs = [rnn_metrics("bptt", T=2, seed=s, length=n) for s, n in ((0, 3), (1, 5))]
+    runs += [rnn_metrics("dni", T=2, seed=s, length=n) for s, n in ((0, 8), (1, 10))]
+    report.aggregate("rnn", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "t")
+    table = pd.read_csv(tmp_path / "t" / "rnn.csv").set_index("method")
+    assert table.loc["dni", "mean"] == pytest.approx(9.0) and table.loc["dni", "ci95"] == pytest.approx(T975[1])
+    per_run = pd.read_csv(tmp_path / "t" / "rnn_runs.csv").set_index(["method", "seed"])
+    assert per_run.loc[("dni", 0), "late_cosine"] == pytest.approx(0.6)     # last quarter: the last point
+    assert per_run.loc[("dni", 0), "late_norm_ratio"] == pytest.approx(0.5)
+    assert math.isnan(per_run.loc[("bptt", 0), "late_cosine"])
+    md = (tmp_path / "t" / "rnn.md").read_text()
+    assert "T = 2" in md and "9.0 ± 12.7 (n=2)" in md and "4,000 stream time steps" in md
+    assert md.index("| copy   | bptt") < md.index("| copy   | dni")
+    assert len(pd.read_csv(tmp_path / "t" / "rnn_curves.csv")) == 16
+
+
+def test_family_not_run_still_gets_its_tables(tmp_path):
+    report.aggregate("rnn", [], "smoke", tmp_path)
+    assert "not run at this tier" in (tmp_path / "rnn.md").read_text()
+    runs = pd.read_csv(tmp_path / "rnn_runs.csv")
+    assert runs.empty and list(runs.columns) == report.RUN_COLUMNS["rnn"]
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("truncated", "cannot read metrics"),
+    ("incomplete", "not a complete sgbench feedforward metrics file"),
+    ("other tier", "a run of tier 'paper', not of tier 'quick'"),
+    ("missing", "cannot read metrics"),
+    ("duplicate", "the same run twice"),
+])
+def test_bad_metrics_file_is_an_error_naming_it(tmp_path, capsys, breakage, message):
+    good, bad = write_runs(tmp_path, [ff_metrics(seed=0), ff_metrics(seed=1, tier="paper")])
+    if breakage == "truncated":
+        bad.write_text(good.read_text()[:200])
+    elif breakage == "incomplete":
+        m = ff_metrics(seed=1)
+        del m["final"]["test_error"]
+        bad.write_text(json.dumps(m))
+    elif breakage == "missing":
+        bad.unlink()
+    elif breakage == "duplicate":
+        bad.write_text(json.dumps(ff_metrics(seed=0, test_error=9.0)))
+    code = cli.main(["aggregate", "feedforward", str(good), str(bad), "--tier", "quick", "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and message in err
+    assert not (tmp_path / "t" / "feedforward.md").exists()
+
+
+# ---------------------------------------------------------------- verdict rules on hand-made numbers
+
+def ff_runs(rows):
+    """Runs table from (layers, method, [errors per seed]) or (layers, method, errors, update_prob, dataset)."""
+    out = []
+    for row in rows:
+        layers, method, errors = row[:3]
+        p = row[3] if len(row) > 3 else 1.0
+        dataset = row[4] if len(row) > 4 else "mnist"
+        out += [{"dataset": dataset, "arch": "fcn", "layers": layers, "method": method, "update_prob": p, "seed": s,
+                 "test_error": e} for s, e in enumerate(errors)]
+    return pd.DataFrame(out, columns=report.RUN_COLUMNS["feedforward"])
+
+
+def rnn_runs(rows):
+    """(task, method, T, [lengths per seed], late cosine)."""
+    out = [{"task": task, "method": method, "T": T, "seed": s, "largest_length_solved": n, "N_solved": n,
+            "late_cosine": cos, "late_norm_ratio": 0.5 if cos == cos else math.nan}
+           for task, method, T, lengths, cos in rows for s, n in enumerate(lengths)]
+    return pd.DataFrame(out, columns=report.RUN_COLUMNS["rnn"])
+
+
+EMPTY_FF, EMPTY_RNN = ff_runs([]), rnn_runs([])
+NAN = math.nan
+CASES = [
+    # claim, ff rows, rnn rows, expected verdict
+    ("F1", [(3, "no_bprop", [9, 10]), (3, "dni", [3, 4]), (3, "cdni", [2, 3])], [], claims.REPRODUCED),
+    ("F1", [(3, "no_bprop", [9, 10]), (3, "dni", [3, 4]), (6, "no_bprop", [20]), (6, "cdni", [21])], [],
+     claims.NOT_REPRODUCED),
+    ("F1", [(3, "dni", [3, 4]), (3, "backprop", [2])], [], claims.NOT_MEASURED),
+    ("F2", [(3, "backprop", [2, 2]), (3, "dni", [4.4, 4.6]), (3, "cdni", [2, 2])], [], claims.REPRODUCED),
+    ("F2", [(3, "backprop", [2, 2]), (3, "dni", [4.6, 4.6])], [], claims.NOT_REPRODUCED),
+    ("F2", [(3, "backprop", [40]), (3, "dni", [50], 1.0, "cifar10-jpeg")], [], claims.NOT_MEASURED),
+    ("F3", [(4, "dni", [3, 3]), (4, "cdni", [3.4, 3.5])], [], claims.REPRODUCED),
+    ("F3", [(4, "dni", [3, 3]), (4, "cdni", [3.6, 3.6]), (3, "dni", [1]), (3, "cdni", [9])], [],
+     claims.NOT_REPRODUCED),
+    ("F3", [(3, "dni", [3, 3]), (3, "cdni", [9, 9])], [], claims.NOT_MEASURED),
+    ("F4", [(3, "backprop", [2]), (3, "dni", [3]), (6, "backprop", [2]), (6, "dni", [5])], [], claims.REPRODUCED),
+    ("F4", [(3, "backprop", [2]), (3, "dni", [4]), (6, "backprop", [2]), (6, "dni", [4])], [], claims.NOT_REPRODUCED),
+    ("F4", [(3, "backprop", [2]), (3, "dni", [4])], [], claims.NOT_MEASURED),
+    ("U1", [(3, "backprop", [2, 2]), (3, "unlock", [9, 9]), (3, "cunlock", [4.5, 5])], [], claims.REPRODUCED),
+    ("U1", [(3, "backprop", [2, 2]), (3, "cunlock", [5.5, 5])], [], claims.NOT_REPRODUCED),
+    ("U1", [(3, "backprop", [2, 2]), (3, "dni", [2, 2])], [], claims.NOT_MEASURED),
+    ("A1", [(3, "dni", [3, 3]), (3, "dni", [9, 9], 0.5), (3, "dni", [7, 8], 0.2)], [], claims.REPRODUCED),
+    ("A1", [(3, "dni", [3, 3]), (3, "dni", [8.5, 9], 0.2)], [], claims.NOT_REPRODUCED),
+    ("A1", [(3, "dni", [3, 3]), (3, "dni", [3, 3], 0.8)], [], claims.NOT_MEASURED),
+    ("R1", [], [("copy", "bptt", 2, [3, 5], NAN), ("copy", "dni", 2, [8, 9], 0.3)], claims.REPRODUCED),
+    ("R1", [], [("copy", "bptt", 2, [3, 5], NAN), ("copy", "dni", 2, [4, 4], 0.3),
+                ("copy", "bptt", 4, [1], NAN), ("copy", "dni", 4, [9], 0.3)], claims.NOT_REPRODUCED),
+    ("R1", [], [("copy", "dni", 2, [8, 9], 0.3)], claims.NOT_MEASURED),
+    ("R2", [], [("copy", "dni", 2, [8, 9], 0.3), ("copy", "dni_aux", 2, [8.5, 9], 0.3)], claims.REPRODUCED),
+    ("R2", [], [("copy", "dni", 2, [8, 9], 0.3), ("copy", "dni_aux", 2, [8, 8], 0.3)], claims.NOT_REPRODUCED),
+    ("R2", [], [("copy", "dni", 2, [8, 9], 0.3)], claims.NOT_MEASURED),
+    ("R3", [], [("copy", "dni", 4, [4, 5], 0.15)], claims.REPRODUCED),
+    ("R3", [], [("copy", "dni", 4, [3, 3], 0.5)], claims.NOT_REPRODUCED),        # span 4 = T: not beyond
+    ("R3", [], [("copy", "dni", 2, [5, 5], 0.05)], claims.NOT_REPRODUCED),       # no signal in the SG
+    ("R3", [], [("repeat_copy", "dni", 2, [5, 5], 0.5), ("copy", "bptt", 2, [5], NAN)], claims.NOT_MEASURED),
+]
+
+
+@pytest.mark.parametrize("claim_id, ff, rnn, expected", CASES)
+def test_verdict_rules(claim_id, ff, rnn, expected):
+    claim = next(c for c in claims.CLAIMS if c.id == claim_id)
+    check = claim.check(claims.measured_from_runs(ff_runs(ff), rnn_runs(rnn)))
+    assert check.verdict == expected, [e.numbers for e in check.evidence]
+    assert (check.deciding() is None) == (expected == claims.NOT_MEASURED)
+
+
+def test_rules_read_the_papers_own_numbers_fairly():
+    """Applied to [DNI]'s (recalled) numbers, the rules hold, except F1, which MNIST CNN-3 contradicts
+    (DNI 0.9 = No Bprop 0.9): the report shows that beside the verdict."""
+    paper = claims.measured_from_paper(claims.load_reference())
+    verdicts = {c.id: c.check(paper) for c in claims.CLAIMS}
+    assert {k: v.verdict for k, v in verdicts.items() if k in ("F2", "F3", "F4", "R1")} == dict.fromkeys(
+        ("F2", "F3", "F4", "R1"), claims.REPRODUCED)
+    assert verdicts["F1"].verdict == claims.NOT_REPRODUCED and verdicts["F1"].deciding().label.startswith("mnist CNN-3")
+    assert all(verdicts[k].verdict == claims.NOT_MEASURED for k in ("R2", "U1", "A1"))
+
+
+def test_report_states_tier_budget_and_every_verdict(tmp_path):
+    tables, figures = tmp_path / "results" / "tables" / "quick", tmp_path / "results" / "figures" / "quick"
+    runs = [ff_metrics(m, layers=n, seed=s, test_error=e, iterations=2000) for m, e in
+            (("backprop", 3.0), ("dni", 5.0), ("cdni", 4.0), ("no_bprop", 30.0)) for n in (3, 6) for s in (0, 1)]
+    report.aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tables)
+    report.aggregate("rnn", [], "quick", tables)
+    text = claims.write_report("quick", tables, figures, tmp_path / "results" / "REPORT.md")
+    assert text == (tmp_path / "results" / "REPORT.md").read_text()
+    assert "not the paper-scale replication" in text and "2,000 iterations (at most 0.4 % of [DNI]'s 500,000)" in text
+    for claim in claims.CLAIMS:
+        assert f"| {claim.id} |" in text and f"**{claim.id}**:" in text
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith(("| F", "| R"))}
+    assert "**reproduced**" in rows["| F1"] and "**not reproduced**" in rows["| F4"]   # same gap at both depths
+    assert "**not measured at this tier**" in rows["| R1"] and "| rnn | 0 |" in text
+    assert "[DNI] Table 1 (recalled)" in text and "5.00 ± 0.00 (n=2)" in text and "Test CPU" in text
+    assert "(figures/quick/ff_test_error.png)" in text and "(tables/quick/feedforward.md)" in text
+
+
+def test_figures_are_drawn_for_runs_and_for_families_not_run(tmp_path):
+    from sgbench import figures
+
+    ff = [ff_metrics(m, seed=s, test_error=e + s, update_prob=p) for m, e, p in
+          (("backprop", 3.0, None), ("dni", 5.0, None), ("unlock", 8.0, 1.0), ("dni", 7.0, 0.2)) for s in (0, 1)]
+    rnn = [rnn_metrics(m, T=t, seed=s, length=3 + t + s) for m in ("bptt", "dni") for t in (2, 4) for s in (0, 1)]
+    report.aggregate("feedforward", write_runs(tmp_path / "ff", ff), "quick", tmp_path / "t")
+    report.aggregate("rnn", write_runs(tmp_path / "rnn", rnn), "quick", tmp_path / "t")
+    report.aggregate("rnn", [], "smoke", tmp_path / "empty")
+    drawn = figures.draw("feedforward", "quick", tmp_path / "t", tmp_path / "f")
+    drawn += figures.draw("rnn", "quick", tmp_path / "t", tmp_path / "f")
+    drawn += figures.draw("rnn", "smoke", tmp_path / "empty", tmp_path / "none")
+    assert len(drawn) == 8
+    for png in drawn:
+        assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 1000

@@ -1,0 +1,42 @@
+# Stage 4: the figures of each family (PNG for the reports, PDF for papers), from the tidy tables.
+
+
+rule figures_ff:
+    input:
+        runs=table("feedforward", "runs"),
+        curves=table("feedforward", "curves"),
+    output:
+        report(f"{FIGURES}/ff_test_error.png", caption="../report/ff_test_error.rst", category="Feed-forward"),
+        report(f"{FIGURES}/unlock_test_error.png", caption="../report/unlock_test_error.rst", category="Feed-forward"),
+        figure_files("feedforward", "pdf"),
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/figures/{TIER}/feedforward.log",
+    params:
+        tier=TIER,
+        tables=lambda wildcards, input: os.path.dirname(input.runs),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "sgbench figures feedforward --tier {params.tier} --tables {params.tables} --out {params.out} > {log} 2>&1"
+
+
+rule figures_rnn:
+    input:
+        runs=table("rnn", "runs"),
+        curves=table("rnn", "curves"),
+    output:
+        report(f"{FIGURES}/rnn_length_vs_T.png", caption="../report/rnn_length_vs_T.rst", category="RNN"),
+        report(f"{FIGURES}/rnn_boundary_gradients.png", caption="../report/rnn_boundary_gradients.rst", category="RNN"),
+        report(f"{FIGURES}/rnn_curriculum.png", caption="../report/rnn_curriculum.rst", category="RNN"),
+        figure_files("rnn", "pdf"),
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/figures/{TIER}/rnn.log",
+    params:
+        tier=TIER,
+        tables=lambda wildcards, input: os.path.dirname(input.runs),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "sgbench figures rnn --tier {params.tier} --tables {params.tables} --out {params.out} > {log} 2>&1"
