@@ -31,7 +31,7 @@ F3_SLACK = 0.5          # cDNI may trail DNI by this much (seed noise and the pa
 U1_MAX_GAP = 3.0        # best complete-unlock method vs backprop on MNIST
 A1_MAX_LOSS = 5.0       # error added by updating layers with probability p <= A1_MAX_P
 A1_MAX_P = 0.5          # "well below 1"
-R3_MIN_COSINE = 0.1     # late cosine between SG and true boundary gradient
+R3_MIN_COSINE = 0.0     # late cosine between SG and its target must exceed this: aligned, not random (0)
 RNN_CLAIM_METRICS = ("largest_length_solved", "N_solved", "late_cosine", "late_norm_ratio")
 
 
@@ -213,8 +213,9 @@ def check_r2(m: Measured) -> Check:
 
 
 def check_r3(m: Measured) -> Check:
-    """Copy task, every T measured with DNI: (a) mean N solved + 1 > T (the dependency spans more steps
-    than one truncation window) and (b) the late SG/true-gradient cosine, mean over seeds, >= R3_MIN_COSINE."""
+    """Copy task, every T measured with DNI: (a) mean N solved + 1 > T - 1 (the first input is needed N + 1
+    steps later; a window of T steps holds lags of at most T - 1, so every such dependency crosses a
+    boundary) and (b) the late SG/true-gradient cosine, mean over seeds, > R3_MIN_COSINE."""
     solved, cosine = rnn_cells(m.rnn, "N_solved"), rnn_cells(m.rnn, "late_cosine")
     ratio = rnn_cells(m.rnn, "late_norm_ratio")
     ev = []
@@ -222,13 +223,14 @@ def check_r3(m: Measured) -> Check:
         cos = cosine.get(key, {}).get("dni")
         if key[0] != "copy" or "dni" not in rows or cos is None or pd.isna(cos["mean"]):
             continue
-        span = rows["dni"]["mean"] + 1
+        lag, window_lag = rows["dni"]["mean"] + 1, key[1] - 1
         norm = ratio.get(key, {}).get("dni")
         ev.append(Evidence(key, rows["_label"],
-                           f"dni N solved {value_text(rows['dni'])} (span N + 1 = {span:.1f} vs T = {key[1]}); "
-                           f"late cosine {value_text(cos)}; late norm ratio SG/true {value_text(norm)}",
-                           min(span - key[1], cos["mean"] - R3_MIN_COSINE),
-                           span > key[1] and cos["mean"] >= R3_MIN_COSINE))
+                           f"dni N solved {value_text(rows['dni'])} (lag N + 1 = {lag:.1f} vs at most "
+                           f"T − 1 = {window_lag} inside a window); late cosine {value_text(cos)}; "
+                           f"late norm ratio SG/true {value_text(norm)}",
+                           min(lag - window_lag, cos["mean"] - R3_MIN_COSINE),
+                           lag > window_lag and cos["mean"] > R3_MIN_COSINE))
     return finish(ev)
 
 
@@ -303,10 +305,11 @@ CLAIMS = (
           "mean largest length solved by dni_aux ≥ dni's at every (task, T) measured with both",
           lambda ref: f"{ref['rnn_largest_length']['source']}: no DNI + Aux numbers copied into sgbench", check_r2),
     Claim("R3", "rnn", "Dependencies longer than the truncation window are learned: the SG carries signal "
-          "across the boundary.", f"copy task, every T measured with DNI: (a) mean N solved + 1 > T (the first "
-          f"input is needed N + 1 steps later, beyond one window) and (b) the cosine between the SG and the true "
-          f"gradient at the boundary, averaged over the last {report.LATE_FRACTION:.0%} of each run's logged "
-          f"points and then over seeds, ≥ {R3_MIN_COSINE}. The SG/true norm ratio is reported, not judged. "
+          "across the boundary.", f"copy task, every T measured with DNI: (a) mean N solved + 1 > T − 1 (the first "
+          f"input is needed N + 1 steps later; a window of T steps holds lags of at most T − 1, so every such "
+          f"dependency crosses a boundary) and (b) the cosine between the SG and its target (the gradient "
+          f"arriving at the boundary), averaged over the last {report.LATE_FRACTION:.0%} of each run's logged "
+          f"points and then over seeds, > {R3_MIN_COSINE:g} (aligned; a random SG averages 0). The SG/true norm ratio is reported, not judged. "
           "(a) alone is not enough: BPTT can also pass T by chance.", _rnn, check_r3),
     Claim("U1", "feedforward", "Complete unlock (synthetic inputs and synthetic gradients) still trains an "
           "MNIST FCN to within a few points of backprop.", f"min(mean unlock, mean cunlock) − mean backprop ≤ "

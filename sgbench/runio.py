@@ -1,6 +1,7 @@
 """What every run writes beside its result: atomic files, run metadata, schema checks."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -15,6 +16,43 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import torch
+
+
+class RunConfig:
+    """Base of the run-config dataclasses (FFConfig, RNNConfig): built from known keys only, values
+    checked with messages that name the fix. Subclasses set CHOICES {field: allowed values}."""
+    CHOICES: dict = {}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def check(self, rules) -> None:
+        """Raise ValueError with the message of the first (ok, message) rule that fails; CHOICES first."""
+        choices = [(getattr(self, key) in options,
+                    f"unknown {key} {getattr(self, key)!r}: choose one of {', '.join(options)}")
+                   for key, options in self.CHOICES.items()]
+        for ok, message in [*choices, *rules]:
+            if not ok:
+                raise ValueError(message)
+
+
+def start_run(cfg, out_dir):
+    """What every runner does first: make the run folder, set CPU threads, pick the device, record
+    the metadata (now, so the git commit is that of the code this run loaded), seed torch.
+    Returns (out_dir as a Path, device, metadata)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    meta = run_metadata(device)
+    torch.manual_seed(cfg.seed)
+    return out_dir, device, meta
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:

@@ -43,7 +43,7 @@ class RunInterrupted(RuntimeError):
 
 
 @dataclass
-class FFConfig:
+class FFConfig(runio.RunConfig):
     """Every setting of a feed-forward run. Defaults are the paper's ([DNI] supplement)."""
     dataset: str = "mnist"              # mnist | cifar10 | cifar10-jpeg
     arch: str = "fcn"                   # fcn | cnn
@@ -77,9 +77,7 @@ class FFConfig:
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
         c = dataclasses.replace(self)
-        checks = [
-            *((getattr(c, key) in options, f"unknown {key} {getattr(c, key)!r}: choose one of {', '.join(options)}")
-              for key, options in self.CHOICES.items()),
+        c.check([
             (c.layers >= 1, f"layers must be >= 1, got {c.layers}"),
             (c.iterations >= 1, f"iterations must be >= 1, got {c.iterations}"),
             (c.batch_size >= 2, f"batch_size must be >= 2 (batch norm needs it), got {c.batch_size}"),
@@ -96,10 +94,7 @@ class FFConfig:
             (c.update_periods is None or all(n >= 1 for n in c.update_periods),
              f"update_periods are steps between a layer's updates, each >= 1, got {c.update_periods}"),
             (c.eval_every >= 0 and c.train_limit >= 0 and c.test_limit >= 0, "eval_every, train_limit, test_limit must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        ])
         if c.sg_hidden_layers is None and c.method in SG_METHODS:
             c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)
         if c.sg_hidden_dim is None and c.method in SG_METHODS:
@@ -112,14 +107,6 @@ class FFConfig:
             c.eval_every = max(1, math.ceil(c.iterations / 20))
         c.lr_milestones = [float(m) for m in c.lr_milestones]
         return c
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FFConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
-        return cls(**d)
 
 
 class BatchStream:
@@ -227,13 +214,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     """
     t_start = time.perf_counter()
     cfg = config.resolved()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = runio.resolve_device(cfg.device)
-    meta = runio.run_metadata(device)  # now, so the git commit is that of the code this run loaded
-    torch.manual_seed(cfg.seed)
+    out_dir, device, meta = runio.start_run(cfg, out_dir)
 
     data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
     train_x, train_y = data.train_x, data.train_y

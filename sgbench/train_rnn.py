@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +43,7 @@ NON_RESULT_FIELDS = {"device", "threads"}
 
 
 @dataclass
-class RNNConfig:
+class RNNConfig(runio.RunConfig):
     """Every setting of an RNN run. Where [DNI] gives no value, the choice is sgbench's (marked)."""
     task: str = "copy"                  # copy | repeat_copy
     method: str = "dni"                 # bptt | dni | dni_aux
@@ -73,9 +71,7 @@ class RNNConfig:
     def resolved(self) -> "RNNConfig":
         """Check every value; raises ValueError naming the fix."""
         c = dataclasses.replace(self)
-        checks = [
-            *((getattr(c, key) in options, f"unknown {key} {getattr(c, key)!r}: choose one of {', '.join(options)}")
-              for key, options in self.CHOICES.items()),
+        c.check([
             (c.T >= 1, f"T (truncation length) must be >= 1, got {c.T}"),
             (c.timesteps >= c.T, f"timesteps must be >= T, got {c.timesteps}"),
             (c.batch_size >= 2, f"batch_size must be >= 2, got {c.batch_size}"),
@@ -84,19 +80,8 @@ class RNNConfig:
             (c.sg_hidden_layers >= 0, f"sg_hidden_layers must be >= 0, got {c.sg_hidden_layers}"),
             (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
             (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        ])
         return c
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RNNConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
-        return cls(**d)
 
 
 class SequenceNet(nn.Module):
@@ -170,13 +155,7 @@ def train_rnn(config: RNNConfig, out_dir) -> dict:
     """Train one RNN run; returns the metrics dict also written to out_dir/metrics.json."""
     t_start = time.perf_counter()
     cfg = config.resolved()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = runio.resolve_device(cfg.device)
-    meta = runio.run_metadata(device)
-    torch.manual_seed(cfg.seed)
+    out_dir, device, meta = runio.start_run(cfg, out_dir)
 
     task = Task(cfg.task, cfg.repeat_norm)
     stream = EpisodeStream(task, cfg.batch_size, cfg.seed)

@@ -218,8 +218,9 @@ CASES = [
     ("R2", [], [("copy", "dni", 2, [8, 9], 0.3), ("copy", "dni_aux", 2, [8, 8], 0.3)], claims.NOT_REPRODUCED),
     ("R2", [], [("copy", "dni", 2, [8, 9], 0.3)], claims.NOT_MEASURED),
     ("R3", [], [("copy", "dni", 4, [4, 5], 0.15)], claims.REPRODUCED),
-    ("R3", [], [("copy", "dni", 4, [3, 3], 0.5)], claims.NOT_REPRODUCED),        # span 4 = T: not beyond
-    ("R3", [], [("copy", "dni", 2, [5, 5], 0.05)], claims.NOT_REPRODUCED),       # no signal in the SG
+    ("R3", [], [("copy", "dni", 4, [2, 2], 0.5)], claims.NOT_REPRODUCED),        # lag 3 = T - 1: fits a window
+    ("R3", [], [("copy", "dni", 2, [1, 1], 0.05)], claims.REPRODUCED),           # lag 2 > T - 1: crosses
+    ("R3", [], [("copy", "dni", 2, [5, 5], -0.02)], claims.NOT_REPRODUCED),      # no signal in the SG
     ("R3", [], [("repeat_copy", "dni", 2, [5, 5], 0.5), ("copy", "bptt", 2, [5], NAN)], claims.NOT_MEASURED),
 ]
 
