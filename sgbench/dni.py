@@ -124,22 +124,42 @@ def _zero_last(layer: nn.Module) -> nn.Module:
 class MLPSG(nn.Module):
     """SG model for vector activations: n hidden (linear, BN, ReLU) layers, then linear.
 
-    hidden_layers=0 is the linear SG `g = W [h; c] + b`.
+    hidden_layers=0 is the linear SG `g = W [h; c] + b`. out_dim (default: dim) lets the same
+    network predict something of another size (the input models of complete unlock).
     """
 
-    def __init__(self, dim: int, hidden_layers: int = 0, hidden_dim: int = 1024, context_dim: int = 0):
+    def __init__(self, dim: int, hidden_layers: int = 0, hidden_dim: int = 1024, context_dim: int = 0,
+                 out_dim: int | None = None):
         super().__init__()
         layers, width = [], dim + context_dim
         for _ in range(hidden_layers):
             layers += [nn.Linear(width, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU()]
             width = hidden_dim
-        layers.append(_zero_last(nn.Linear(width, dim)))
+        layers.append(_zero_last(nn.Linear(width, out_dim or dim)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, h, context=None):
         if context is not None:
             h = torch.cat([h, context.to(h.dtype)], dim=1)
         return self.net(h)
+
+
+def conv_layers(width: int, hidden_layers: int, hidden_channels: int, kernel_size: int):
+    """n hidden (conv, BN, ReLU) layers at constant resolution: (layers, output channels)."""
+    layers = []
+    for _ in range(hidden_layers):
+        layers += [nn.Conv2d(width, hidden_channels, kernel_size, padding=kernel_size // 2),
+                   nn.BatchNorm2d(hidden_channels), nn.ReLU()]
+        width = hidden_channels
+    return layers, width
+
+
+def with_label_channels(x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """Feature maps with the context (one-hot label) appended as constant channels."""
+    if context is None:
+        return x
+    n, _, height, width = x.shape
+    return torch.cat([x, context.to(x.dtype).view(n, -1, 1, 1).expand(-1, -1, height, width)], dim=1)
 
 
 class ConvSG(nn.Module):
@@ -151,20 +171,12 @@ class ConvSG(nn.Module):
     def __init__(self, channels: int, hidden_layers: int = 2, hidden_channels: int = 128,
                  kernel_size: int = 5, context_dim: int = 0):
         super().__init__()
-        pad = kernel_size // 2
-        layers, width = [], channels + context_dim
-        for _ in range(hidden_layers):
-            layers += [nn.Conv2d(width, hidden_channels, kernel_size, padding=pad),
-                       nn.BatchNorm2d(hidden_channels), nn.ReLU()]
-            width = hidden_channels
-        layers.append(_zero_last(nn.Conv2d(width, channels, kernel_size, padding=pad)))
+        layers, width = conv_layers(channels + context_dim, hidden_layers, hidden_channels, kernel_size)
+        layers.append(_zero_last(nn.Conv2d(width, channels, kernel_size, padding=kernel_size // 2)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, h, context=None):
-        if context is not None:
-            n, _, height, width = h.shape
-            h = torch.cat([h, context.to(h.dtype).view(n, -1, 1, 1).expand(-1, -1, height, width)], dim=1)
-        return self.net(h)
+        return self.net(with_label_channels(h, context))
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

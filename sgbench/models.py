@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .dni import DNI, ConvSG, MLPSG, _zero_last, one_hot
+from .dni import DNI, ConvSG, MLPSG, _zero_last, conv_layers, one_hot, with_label_channels
 
 METHODS = ("backprop", "dni", "cdni", "no_bprop", "unlock", "cunlock")
 ARCHS = ("fcn", "cnn")
@@ -101,25 +101,16 @@ def cnn_blocks(in_shape, layers: int, channels: int = 128) -> list[nn.Module]:
 
 
 # ---------------------------------------------------------------- input models (complete unlock)
-class MLPInput(nn.Module):
-    """Predicts a vector activation from the flattened data (and the label): n hidden (linear, BN,
-    ReLU) layers, then a zero-initialised linear layer. hidden_layers=0 is linear in [x; c]."""
+class MLPInput(MLPSG):
+    """Predicts a vector activation from the flattened data (and the label): the SG models' MLP
+    (n hidden linear-BN-ReLU layers, zero-initialised last layer) on [x; c], with its own output size."""
 
     def __init__(self, in_dim: int, out_dim: int, hidden_layers: int = 1, hidden_dim: int = 1024,
                  context_dim: int = 0):
-        super().__init__()
-        layers, width = [], in_dim + context_dim
-        for _ in range(hidden_layers):
-            layers += [nn.Linear(width, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU()]
-            width = hidden_dim
-        layers.append(_zero_last(nn.Linear(width, out_dim)))
-        self.net = nn.Sequential(*layers)
+        super().__init__(in_dim, hidden_layers, hidden_dim, context_dim, out_dim=out_dim)
 
     def forward(self, x, context=None):
-        x = x.flatten(1)
-        if context is not None:
-            x = torch.cat([x, context.to(x.dtype)], dim=1)
-        return self.net(x)
+        return super().forward(x.flatten(1), context)
 
 
 class ConvInput(nn.Module):
@@ -130,21 +121,13 @@ class ConvInput(nn.Module):
     def __init__(self, in_channels: int, out_shape, hidden_layers: int = 1, hidden_channels: int = 128,
                  kernel_size: int = 5, context_dim: int = 0):
         super().__init__()
-        pad = kernel_size // 2
-        layers, width = [], in_channels + context_dim
-        for _ in range(hidden_layers):
-            layers += [nn.Conv2d(width, hidden_channels, kernel_size, padding=pad),
-                       nn.BatchNorm2d(hidden_channels), nn.ReLU()]
-            width = hidden_channels
+        layers, width = conv_layers(in_channels + context_dim, hidden_layers, hidden_channels, kernel_size)
         layers += [nn.AdaptiveAvgPool2d(tuple(out_shape[1:])),
-                   _zero_last(nn.Conv2d(width, out_shape[0], kernel_size, padding=pad))]
+                   _zero_last(nn.Conv2d(width, out_shape[0], kernel_size, padding=kernel_size // 2))]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x, context=None):
-        if context is not None:
-            n, _, height, width = x.shape
-            x = torch.cat([x, context.to(x.dtype).view(n, -1, 1, 1).expand(-1, -1, height, width)], dim=1)
-        return self.net(x)
+        return self.net(with_label_channels(x, context))
 
 
 @contextmanager
