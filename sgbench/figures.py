@@ -71,15 +71,20 @@ def ff_context(runs: pd.DataFrame, tier: str) -> list[str]:
             report.budget_text(runs, "iterations", "iterations"), hardware]
 
 
+def ff_curves_by_net(runs: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The curves of `runs`, each row labelled with its net ("mnist FCN-3"), and the nets in table order."""
+    data = curves.merge(runs[report.FF_CELL + ["method", "update_prob", "seed"]])
+    data = data.assign(net=data.apply(net_label, axis=1))
+    return data, list(dict.fromkeys(data.sort_values(report.FF_CELL)["net"]))
+
+
 def ff_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
     """Test error vs iterations, one panel per net and depth, one line per method ([DNI] Table 1 runs)."""
     title = "Feed-forward: test error vs iterations"
     runs = report.table1_runs(runs)
     if runs.empty:
         return not_run(stem, title, tier)
-    data = curves.merge(runs[report.FF_CELL + ["method", "update_prob", "seed"]])
-    data = data.assign(net=data.apply(net_label, axis=1))
-    nets = list(dict.fromkeys(data.sort_values(report.FF_CELL)["net"]))
+    data, nets = ff_curves_by_net(runs, curves)
     g = sns.relplot(data, x="step", y="test_error", hue="method",
                     hue_order=report.ordered(data["method"], report.TABLE1_METHODS), col="net", col_order=nets,
                     col_wrap=min(4, len(nets)), kind="line", errorbar=report.t_interval, marker="o", markersize=3,
@@ -98,9 +103,7 @@ def unlock_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem:
     runs = report.unlock_cells(runs)
     if runs.empty:
         return not_run(stem, title, tier)
-    data = curves.merge(runs[report.FF_CELL + ["method", "update_prob", "seed"]])
-    data = data.assign(net=data.apply(net_label, axis=1))
-    nets = list(dict.fromkeys(data.sort_values(report.FF_CELL)["net"]))
+    data, nets = ff_curves_by_net(runs, curves)
     fig, axes = plt.subplots(len(nets), 2, figsize=(10, 3.2 * len(nets)), squeeze=False)
     for (left, right), net in zip(axes, nets):
         cell = data[data["net"] == net]

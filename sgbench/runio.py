@@ -18,6 +18,16 @@ from typing import BinaryIO, Callable
 import torch
 
 
+TIERS = ("smoke", "quick", "paper", "custom")  # the `tier` label every run config takes
+
+
+def progress_line(done: int, total: int, elapsed: float, detail: str) -> str:
+    """'step 300/1000 ( 30%) <detail> | 12.3 steps/s, ETA 1m00s': the runners' periodic log line."""
+    rate = done / elapsed if elapsed else 0.0
+    eta = (total - done) / rate if rate else 0.0
+    return f"step {done}/{total} ({100 * done / total:3.0f}%) {detail} | {rate:.1f} steps/s, ETA {format_duration(eta)}"
+
+
 class RunConfig:
     """Base of the run-config dataclasses (FFConfig, RNNConfig): built from known keys only, values
     checked with messages that name the fix. Subclasses set CHOICES {field: allowed values}."""

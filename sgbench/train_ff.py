@@ -31,7 +31,6 @@ from .models import (ARCHS, METHODS, SG_METHODS, UNLOCK_METHODS, FeedForwardNet,
                      default_input_hidden, paper_sg_hidden_layers)
 
 log = logging.getLogger(__name__)
-TIERS = ("smoke", "quick", "paper", "custom")
 # Fields that do not change the numbers a run computes (a checkpoint made with other values resumes).
 NON_RESULT_FIELDS = {"device", "data_root", "download", "threads"}
 # The update-mask generator's seed is the run seed plus this, so it never coincides with a batch stream's.
@@ -72,7 +71,7 @@ class FFConfig(runio.RunConfig):
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
-    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "tier": TIERS}
+    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "tier": runio.TIERS}
 
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
@@ -325,8 +324,5 @@ def update_fractions(schedule: UpdateSchedule, model, iterations: int) -> list[f
 
 
 def _log_progress(step: int, total: int, train_time: float, curves: dict) -> None:
-    rate = step / train_time if train_time else 0.0
-    eta = (total - step) / rate if rate else 0.0
     last = f"loss {curves['train_loss'][-1]:.4f} test error {curves['test_error'][-1]:.2f}%" if curves["step"] else ""
-    log.info("step %d/%d (%3.0f%%) %s | %.1f steps/s, ETA %s", step, total, 100 * step / total, last, rate,
-             runio.format_duration(eta))
+    log.info(runio.progress_line(step, total, train_time, last))

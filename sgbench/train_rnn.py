@@ -38,7 +38,6 @@ from .tasks import TASKS, Curriculum, EpisodeStream, Task, bits
 
 log = logging.getLogger(__name__)
 METHODS = ("bptt", "dni", "dni_aux")
-TIERS = ("smoke", "quick", "paper", "custom")
 NON_RESULT_FIELDS = {"device", "threads"}
 
 
@@ -66,7 +65,7 @@ class RNNConfig(runio.RunConfig):
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
-    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS}
+    CHOICES = {"task": TASKS, "method": METHODS, "tier": runio.TIERS}
 
     def resolved(self) -> "RNNConfig":
         """Check every value; raises ValueError naming the fix."""
@@ -260,12 +259,9 @@ class _Interval:
 
 
 def _log_progress(timestep, total, train_time, curves):
-    rate = timestep / train_time if train_time else 0.0
-    eta = (total - timestep) / rate if rate else 0.0
     last = ""
     if curves["timestep"]:
         bps = curves["bits_per_sequence"][-1]
         last = (f"length {curves['length'][-1]} bits/output {curves['bits_per_output_step'][-1] or 0:.3f}"
                 + (f" bits/seq {bps:.3f}" if bps is not None else ""))
-    log.info("step %d/%d (%3.0f%%) %s | %.0f steps/s, ETA %s", timestep, total, 100 * timestep / total, last,
-             rate, runio.format_duration(eta))
+    log.info(runio.progress_line(timestep, total, train_time, last))
