@@ -21,7 +21,7 @@ from typing import Callable
 import pandas as pd
 import yaml
 
-from . import report, runio
+from . import report, runio, speed
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured at this tier"
 
@@ -44,16 +44,18 @@ def load_reference() -> dict:
 
 @dataclass(frozen=True)
 class Measured:
-    """Stats per cell: ff (test error by data set/net/depth/method/update_prob), rnn (per task/method/T/metric)."""
+    """Stats per cell: ff (test error by data set/net/depth/method/update_prob), rnn (per task/method/T/metric),
+    par (throughput and time to target by data set/net/depth/method/workers: sgbench.speed.speed_stats)."""
     ff: pd.DataFrame
     rnn: pd.DataFrame
+    par: pd.DataFrame
 
 
-def measured_from_runs(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame) -> Measured:
+def measured_from_runs(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, par_runs: pd.DataFrame | None = None) -> Measured:
     ff = report.group_stats(ff_runs, report.FF_CELL + ["method", "update_prob"], "test_error")
     rnn = pd.concat([report.group_stats(rnn_runs, ["task", "method", "T"], metric).assign(metric=metric)
                      for metric in RNN_CLAIM_METRICS], ignore_index=True)
-    return Measured(ff, rnn)
+    return Measured(ff, rnn, speed.speed_stats(pd.DataFrame() if par_runs is None else par_runs))
 
 
 def measured_from_paper(reference: dict) -> Measured:
@@ -69,7 +71,7 @@ def measured_from_paper(reference: dict) -> Measured:
             rnn += [{"task": r["task"], "method": r["method"], "T": int(key[1:]), "metric": metric, "n": nan,
                      "mean": float(value), "std": nan, "ci95": nan, "ci95_low": nan, "ci95_high": nan}
                     for metric in metrics]
-    return Measured(pd.DataFrame(ff), pd.DataFrame(rnn))
+    return Measured(pd.DataFrame(ff), pd.DataFrame(rnn), speed.speed_stats(pd.DataFrame()))  # no wall-clock numbers
 
 
 def base_dataset(name: str) -> str:
@@ -266,6 +268,44 @@ def check_a1(m: Measured) -> Check:
     return finish(ev)
 
 
+def _decoupled_vs_locked(m: Measured, value: str, unit: str, better: Callable[[float, float], float]) -> Check:
+    """Every (cell, K >= 2) with locked backprop and an SG method: `better(sg, locked)` > 0 for each SG method."""
+    ev = []
+    for key, g in m.par[m.par["workers"] > 1].groupby(speed.CELL + ["workers"]) if not m.par.empty else ():
+        rows = {r["method"]: r for r in g.to_dict("records")}
+        if "backprop" not in rows:
+            continue
+        label = f"{key[0]} {key[1].upper()}-{int(key[2])}, K = {int(key[3])}"
+        for method in (x for x in ("cdni", "dni") if x in rows):
+            sg, locked = rows[method][value], rows["backprop"][value]
+            margin = better(sg, locked)
+            ev.append(Evidence(tuple(key) + (method,), f"{label}, {method}",
+                               f"{method} {speed._pm(sg, rows[method][value + '_ci95'], 1)} vs locked backprop "
+                               f"{speed._pm(locked, rows['backprop'][value + '_ci95'], 1)} {unit} "
+                               f"(single-process backprop ×{rows[method]['speedup']:.2f} in samples/s)",
+                               margin, margin > 0))
+    return finish(ev)
+
+
+def check_p1(m: Measured) -> Check:
+    """Throughput: mean samples/s of each SG method > locked backprop's on the same K >= 2 workers."""
+    return _decoupled_vs_locked(m, "samples_per_s", "samples/s", lambda sg, locked: sg / locked - 1)
+
+
+def check_p2(m: Measured) -> Check:
+    """Time to target: mean seconds of each SG method < locked backprop's on the same K >= 2 workers
+    (never reaching the target in some seed counts as never)."""
+    def better(sg, locked):
+        if math.isinf(sg):
+            return -math.inf
+        return math.inf if math.isinf(locked) else locked / sg - 1
+    return _decoupled_vs_locked(m, "time_to_target_s", "s", better)
+
+
+def _speed_source(ref: dict) -> str:
+    return f"{ref['parallel_speed']['source']} ({ref['parallel_speed']['status']})"
+
+
 @dataclass(frozen=True)
 class Claim:
     id: str
@@ -321,6 +361,13 @@ CLAIMS = (
           f"p ≤ {A1_MAX_P}: mean error at the smallest p ≤ mean error at p = 1 + {A1_MAX_LOSS} points",
           lambda ref: f"{ref['async_updates']['source']} ({ref['async_updates']['status']}): trains at p = "
                       f"{ref['async_updates']['update_prob_example']:g}; no error numbers copied", check_a1),
+    Claim("P1", "parallel", "Decoupled SG training on K workers processes more samples per second than locked "
+          "backprop on the same workers.", "mean samples/s of each SG method (dni, cdni) > mean samples/s of the "
+          "locked backprop pipeline, at every (net, K ≥ 2) measured with both", _speed_source, check_p1),
+    Claim("P2", "parallel", "Decoupled SG training on K workers reaches a target test error sooner in wall-clock "
+          "than locked backprop on the same workers.", "mean training seconds to the target test error of each SG "
+          "method < the locked pipeline's, at every (net, K ≥ 2) measured with both; a method that misses the "
+          "target in any seed counts as never reaching it", _speed_source, check_p2),
 )
 
 
@@ -353,13 +400,14 @@ def rule_on_paper(outcome: Outcome) -> str:
     return {REPRODUCED: "holds", NOT_MEASURED: "no numbers to apply it to"}[outcome.paper.verdict]
 
 
-def families_table(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame) -> str:
+def families_table(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, par_runs: pd.DataFrame) -> str:
     """What was run at this tier: runs, seeds, budgets, data, hardware, code version."""
     lines = ["| family | runs | seeds | budget | data | hardware | sgbench commit |",
              "| --- | ---: | --- | --- | --- | --- | --- |"]
     for family, runs, budget, unit, data in (
             ("feedforward", ff_runs, "iterations", "iterations", "dataset"),
-            ("rnn", rnn_runs, "timesteps", "stream time steps", "task")):
+            ("rnn", rnn_runs, "timesteps", "stream time steps", "task"),
+            ("parallel", par_runs, "iterations", "iterations", "dataset")):
         if runs.empty:
             lines.append(f"| {family} | 0 | — | — | — | — | {report.NOT_RUN} |")
             continue
@@ -438,7 +486,8 @@ def links_section(tables: Path, figures: Path, here: Path) -> list[str]:
     lines = ["## Tables\n"]
     for name, title in ((names["feedforward"]["table1_md"], "Table 1 layout"),
                         (names["feedforward"]["unlock_md"], "complete unlock / update probability"),
-                        (names["rnn"]["md"], "RNN largest length solved")):
+                        (names["rnn"]["md"], "RNN largest length solved"),
+                        (names["parallel"]["md"], "parallel workers: throughput, time to target, analytic model")):
         lines.append(f"- [{title}]({relative(tables / name, here)}) (CSV beside it)")
     lines += ["", "## Figures\n"]
     for png in (figures / f"{name}.png" for family in report.FIGURES.values() for name in family):
@@ -451,19 +500,20 @@ def sources_section(reference: dict) -> list[str]:
              "Numbers copied from it live in `sgbench/reference.yaml`, each table with its status "
              "(*verified*: read in the paper; *recalled*: from memory of it, to be checked against the PDF):\n"]
     return lines + [f"- {reference[key]['source']}: **{reference[key]['status']}**"
-                    for key in ("budgets", "table1", "rnn_largest_length", "unlock", "async_updates")]
+                    for key in ("budgets", "table1", "rnn_largest_length", "unlock", "async_updates", "parallel_speed")]
 
 
 def render(tier: str, ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, tables: Path, figures: Path,
-           out: Path) -> str:
+           out: Path, par_runs: pd.DataFrame | None = None) -> str:
     """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, tables, figures, sources."""
     reference = load_reference()
-    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs), measured_from_paper(reference))
+    par_runs = pd.DataFrame(columns=speed.RUN_COLUMNS) if par_runs is None else par_runs
+    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs), measured_from_paper(reference))
     parts = [f"# sgbench replication report: tier `{tier}`\n",
              "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
              "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",
              "> " + tier_warning(tier, ff_runs, rnn_runs, reference) + "\n",
-             "## What was run\n", families_table(ff_runs, rnn_runs) + "\n",
+             "## What was run\n", families_table(ff_runs, rnn_runs, par_runs) + "\n",
              f"Uncertainty: {report.CI_TEXT}.\n",
              "## Verdicts\n",
              *verdict_table(outcomes, tier, reference),
@@ -480,6 +530,7 @@ def write_report(tier: str, tables: Path, figures: Path, out: Path) -> str:
     tables, figures, out = Path(tables), Path(figures), Path(out)
     ff_runs = report.read_table(tables / report.OUTPUTS["feedforward"]["runs"])
     rnn_runs = report.read_table(tables / report.OUTPUTS["rnn"]["runs"])
-    text = render(tier, ff_runs, rnn_runs, tables, figures, out)
+    par_runs = report.read_table(tables / report.OUTPUTS["parallel"]["runs"])
+    text = render(tier, ff_runs, rnn_runs, tables, figures, out, par_runs)
     runio.atomic_write_bytes(out, text.encode())
     return text

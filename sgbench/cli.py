@@ -17,6 +17,7 @@ from .data import DATASETS, DataNotFoundError, load_dataset, resolve_data_root
 from .report import FIGURES, OUTPUTS, MetricsError, aggregate
 from .train_ff import FFConfig, train_ff
 from .train_rnn import RNNConfig, train_rnn
+from .parallel import ParallelConfig, ParallelRunError, train_parallel
 
 
 def _flag_type(tp):
@@ -95,6 +96,14 @@ def main(argv=None) -> int:
     add_config_flags(rnn, RNNConfig)
     rnn.add_argument("--quiet", action="store_true", help="log warnings only")
 
+    par = sub.add_parser("train-parallel", help="one feed-forward run split over K worker processes "
+                         "(backprop: locked pipeline; dni/cdni: update-unlocked stages)",
+                         description="One feed-forward run on `workers` processes (torch.distributed), measuring "
+                         "throughput and time to target_error. Restarts from scratch when rerun.")
+    par.add_argument("--out", type=Path, required=True, help="run folder: metrics.json")
+    add_config_flags(par, ParallelConfig)
+    par.add_argument("--quiet", action="store_true", help="log warnings only")
+
     prep = sub.add_parser("prepare-data", help="check a data set is readable (decode + cache CIFAR JPEGs once)")
     prep.add_argument("--dataset", required=True, choices=DATASETS)
     prep.add_argument("--data-root", default=None, help="else $SGBENCH_DATA, else ./data")
@@ -136,6 +145,10 @@ def main(argv=None) -> int:
             config = build_config(RNNConfig, args)
             config.resolved()
             train_rnn(config, args.out)
+        elif args.command == "train-parallel":
+            config = build_config(ParallelConfig, args)
+            config.resolved()
+            train_parallel(config, args.out)
         elif args.command == "prepare-data":
             prepare_data(args)
         elif args.command == "aggregate":
@@ -146,7 +159,7 @@ def main(argv=None) -> int:
         elif args.command == "report":
             from .claims import write_report
             write_report(args.tier, args.tables, args.figures, args.out)
-    except (ValueError, DataNotFoundError, FileNotFoundError, MetricsError) as e:
+    except (ValueError, DataNotFoundError, FileNotFoundError, MetricsError, ParallelRunError) as e:
         print(f"sgbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

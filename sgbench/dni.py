@@ -112,6 +112,13 @@ class DNI(nn.Module):
             h.backward(injected)
         return h_out
 
+    def learn(self, h: torch.Tensor, context: torch.Tensor | None, grad_from_above: torch.Tensor) -> None:
+        """Regress the SG model, evaluated now on (h, context), towards a gradient that arrived late
+        for that activation (parallel workers: it belongs to an earlier batch). Same target and loss
+        as when the gradient reaches the cut directly; accumulates into the SG parameters' .grad."""
+        cut, _ = self.split(h.detach(), context)
+        cut.backward(grad_from_above)
+
 
 # ---------------------------------------------------------------- SG models
 def _zero_last(layer: nn.Module) -> nn.Module:

@@ -33,18 +33,21 @@ RNN_CELL = ["task", "T"]
 # The last quarter of a run's logged points describes where its boundary gradients ended up.
 LATE_FRACTION = 0.25
 
-SCHEMAS = {"feedforward": "ff_metrics", "rnn": "rnn_metrics"}
+SCHEMAS = {"feedforward": "ff_metrics", "rnn": "rnn_metrics", "parallel": "parallel_metrics"}
 # What `sgbench aggregate FAMILY` writes into its --out folder (the workflow lists the same names).
 OUTPUTS = {
     "feedforward": {"runs": "feedforward_runs.csv", "curves": "feedforward_curves.csv",
                     "table1_md": "feedforward.md", "table1_csv": "feedforward.csv",
                     "unlock_md": "unlock.md", "unlock_csv": "unlock.csv"},
     "rnn": {"runs": "rnn_runs.csv", "curves": "rnn_curves.csv", "md": "rnn.md", "csv": "rnn.csv"},
+    "parallel": {"runs": "parallel_runs.csv", "curves": "parallel_curves.csv", "md": "parallel.md",
+                 "csv": "parallel.csv", "model": "parallel_model.csv"},
 }
 # What `sgbench figures FAMILY` draws into its --out folder, each as NAME.png and NAME.pdf.
 FIGURES = {
     "feedforward": ("ff_test_error", "unlock_test_error"),
     "rnn": ("rnn_length_vs_T", "rnn_boundary_gradients", "rnn_curriculum"),
+    "parallel": ("parallel_speed",),
 }
 RUN_COLUMNS = {
     "feedforward": ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "iterations",
@@ -321,6 +324,12 @@ def _write_text(path: Path, text: str) -> None:
 def aggregate(family: str, paths, tier: str, out_dir: Path) -> pd.DataFrame:
     """Write every table of a family into out_dir (names in OUTPUTS); returns the runs table."""
     out = {k: Path(out_dir) / v for k, v in OUTPUTS[family].items()}
+    if family == "parallel":  # multi-worker runs: sgbench/speed.py
+        from . import speed
+        written = speed.tables(paths, tier)
+        for key, value in written.items():
+            (_write_text if isinstance(value, str) else _write_csv)(out[key], value)
+        return written["runs"]
     sort = {"feedforward": FF_CELL + ["method", "update_prob", "seed"], "rnn": ["task", "T", "method", "seed"]}[family]
     runs, curves = collect(family, paths, tier)
     runs = runs.sort_values(sort, ignore_index=True)

@@ -184,6 +184,29 @@ def train_step(model, opt, x, y, update: list[bool] | None = None) -> torch.Tens
     return loss
 
 
+def load_run_data(cfg: FFConfig, device):
+    """(data set, (train x, y) on `device`, (test x, y)), cut to train_limit / test_limit."""
+    data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
+    train_x, train_y = data.train_x, data.train_y
+    if cfg.train_limit:
+        train_x, train_y = train_x[:cfg.train_limit], train_y[:cfg.train_limit]
+    test_x, test_y = (data.test_x[:cfg.test_limit], data.test_y[:cfg.test_limit]) if cfg.test_limit else (data.test_x, data.test_y)
+    return data, (train_x.to(device), train_y.to(device)), (test_x, test_y)  # all of MNIST/CIFAR fits in memory
+
+
+def build_net(cfg: FFConfig, data) -> FeedForwardNet:
+    """The run's network, SG and input models (initialised from torch's global generator)."""
+    sg = SGSpec(cfg.sg_hidden_layers, cfg.sg_hidden_dim, cfg.sg_loss_weight, cfg.sg_scale)
+    inputs = InputSpec(cfg.input_hidden_layers, cfg.input_hidden_dim)
+    return FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg, inputs)
+
+
+def lr_schedule(opt, cfg: FFConfig):
+    """Adam's learning rate divided by lr_gamma at each milestone (fractions of the iterations)."""
+    milestones = sorted({max(1, int(m * cfg.iterations)) for m in cfg.lr_milestones})
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)
+
+
 def _result_config(cfg: FFConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
 
@@ -215,19 +238,10 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     cfg = config.resolved()
     out_dir, device, meta = runio.start_run(cfg, out_dir)
 
-    data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
-    train_x, train_y = data.train_x, data.train_y
-    if cfg.train_limit:
-        train_x, train_y = train_x[:cfg.train_limit], train_y[:cfg.train_limit]
-    test_x, test_y = (data.test_x[:cfg.test_limit], data.test_y[:cfg.test_limit]) if cfg.test_limit else (data.test_x, data.test_y)
-    train_x, train_y = train_x.to(device), train_y.to(device)  # all of MNIST/CIFAR fits in memory
-
-    sg = SGSpec(cfg.sg_hidden_layers, cfg.sg_hidden_dim, cfg.sg_loss_weight, cfg.sg_scale)
-    inputs = InputSpec(cfg.input_hidden_layers, cfg.input_hidden_dim)
-    model = FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg, inputs).to(device)
+    data, (train_x, train_y), (test_x, test_y) = load_run_data(cfg, device)
+    model = build_net(cfg, data).to(device)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
-    milestones = sorted({max(1, int(m * cfg.iterations)) for m in cfg.lr_milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)
+    sched = lr_schedule(opt, cfg)
     stream = BatchStream(len(train_y), cfg.batch_size, cfg.seed)
     schedule = UpdateSchedule(cfg.layers + 1, cfg.update_prob, cfg.update_periods, cfg.seed)
     n_boundaries = 0 if model.boundaries is None else len(model.boundaries)

@@ -33,6 +33,14 @@ def make_pair(arch, in_shape):
     return bp, dni
 
 
+def step_tolerance(optimizer: str, device: str) -> float:
+    """How far one step's parameters may differ. Adam divides by |g| + eps, so a gradient element near
+    eps turns float rounding into a visible step: on an H200, cuDNN's kernels for the two call patterns
+    (one backward vs a backward per block) left one CNN weight 4 % of Adam's step (lr) apart. The
+    gradients themselves are compared tightly on every device."""
+    return 0.05 * 1e-2 if (optimizer == "adam" and device == "cuda") else 1e-6
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch,in_shape", [("fcn", (1, 6, 6)), ("cnn", (3, 8, 8))])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -57,7 +65,8 @@ def test_oracle_sg_step_equals_backprop_step(arch, in_shape, optimizer, device, 
     step(dni)
     for p_bp, p_dni, p0 in zip(bp.model_parameters(), dni.model_parameters(), before):
         assert not torch.equal(p_dni, p0), "every parameter should move in one step"
-        torch.testing.assert_close(p_dni, p_bp, atol=1e-6, rtol=0)
+        torch.testing.assert_close(p_dni.grad, p_bp.grad, atol=1e-7, rtol=1e-5)
+        torch.testing.assert_close(p_dni, p_bp, atol=step_tolerance(optimizer, device), rtol=0)
     # The oracle is exact, so the SG regression loss at every boundary is ~0.
     assert all(loss < 1e-10 for loss in dni.sg_losses())
 

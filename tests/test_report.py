@@ -250,6 +250,7 @@ def test_report_states_tier_budget_and_every_verdict(tmp_path):
             (("backprop", 3.0), ("dni", 5.0), ("cdni", 4.0), ("no_bprop", 30.0)) for n in (3, 6) for s in (0, 1)]
     report.aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tables)
     report.aggregate("rnn", [], "quick", tables)
+    report.aggregate("parallel", [], "quick", tables)
     text = claims.write_report("quick", tables, figures, tmp_path / "results" / "REPORT.md")
     assert text == (tmp_path / "results" / "REPORT.md").read_text()
     assert "not the paper-scale replication" in text and "2,000 iterations (at most 0.4 % of [DNI]'s 500,000)" in text
@@ -257,7 +258,7 @@ def test_report_states_tier_budget_and_every_verdict(tmp_path):
         assert f"| {claim.id} |" in text and f"**{claim.id}**:" in text
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith(("| F", "| R"))}
     assert "**reproduced**" in rows["| F1"] and "**not reproduced**" in rows["| F4"]   # same gap at both depths
-    assert "**not measured at this tier**" in rows["| R1"] and "| rnn | 0 |" in text
+    assert "**not measured at this tier**" in rows["| R1"] and "| rnn | 0 |" in text and "| parallel | 0 |" in text
     assert "[DNI] Table 1 (recalled)" in text and "5.00 ± 0.00 (n=2)" in text and "Test CPU" in text
     assert "(figures/quick/ff_test_error.png)" in text and "(tables/quick/feedforward.md)" in text
 

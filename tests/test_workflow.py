@@ -117,8 +117,11 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
                 assert (results / "figures" / "smoke" / f"{name}{suffix}").stat().st_size > 1000, name
     text = (results / "reports" / "smoke" / "REPORT.md").read_text()
     assert "Tier smoke: not the paper-scale replication" in text
-    for claim in ("F1", "F2", "F3", "F4", "R1", "R2", "R3", "U1", "A1"):
+    for claim in ("F1", "F2", "F3", "F4", "R1", "R2", "R3", "U1", "A1", "P1", "P2"):
         assert f"| {claim} |" in text
+    parallel_runs = pd.read_csv(results / "tables" / "smoke" / "parallel_runs.csv")
+    assert sorted(zip(parallel_runs["method"], parallel_runs["workers"])) == [
+        ("backprop", 1), ("backprop", 2), ("cdni", 1), ("cdni", 2)]
     runs = sorted((results / "runs" / "feedforward" / "smoke").glob("*/metrics.json"))
     assert len(runs) == 7
     assert all((tmp_path / "logs" / "train_ff" / "smoke" / f"{r.parent.name}.log").exists() for r in runs)

@@ -40,3 +40,23 @@ rule aggregate_rnn:
         out=lambda wildcards, output: os.path.dirname(output.runs),
     shell:
         "sgbench aggregate rnn {input} --tier {params.tier} --out {params.out} > {log} 2>&1"
+
+
+rule aggregate_parallel:
+    input:
+        metrics_files("parallel"),
+    output:
+        runs=table("parallel", "runs"),
+        curves=table("parallel", "curves"),
+        md=table("parallel", "md"),
+        csv=report(table("parallel", "csv"), caption="../report/parallel_table.rst", category="Tables"),
+        model=table("parallel", "model"),
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/aggregate/{TIER}/parallel.log",
+    params:
+        tier=TIER,
+        out=lambda wildcards, output: os.path.dirname(output.runs),
+    shell:
+        "sgbench aggregate parallel {input} --tier {params.tier} --out {params.out} > {log} 2>&1"

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from sgbench import report as sgreport
-from sgbench import train_ff, train_rnn
+from sgbench import parallel, train_ff, train_rnn
 
 # `--config download=true` arrives as the string "true"; read the usual spellings as booleans.
 BOOLEAN_WORDS = {"true": True, "yes": True, "false": False, "no": False}
@@ -38,6 +38,11 @@ def ff_run_name(p):
     return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}-seed{p['seed']}"
 
 
+def parallel_run_name(p):
+    """mnist-fcn3-cdni-k2-seed0: K workers."""
+    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}-k{p['workers']}-seed{p['seed']}"
+
+
 def rnn_run_name(p):
     return f"{p['task']}-T{p['T']}-{p['method']}-seed{p['seed']}"
 
@@ -48,6 +53,10 @@ FAMILIES = {
                         keys=("dataset", "arch", "layers", "method", "update_prob", "seed"), name=ff_run_name),
     "rnn": dict(config=train_rnn.RNNConfig, non_result=train_rnn.NON_RESULT_FIELDS, budget="timesteps",
                 keys=("task", "method", "T", "seed"), name=rnn_run_name),
+    # Timing runs: threads (per worker) are part of the measurement, so they come from the tier file.
+    "parallel": dict(config=parallel.ParallelConfig, non_result={"device", "data_root", "download"},
+                     budget="iterations", keys=("dataset", "arch", "layers", "method", "workers", "seed"),
+                     name=parallel_run_name),
 }
 
 
@@ -75,7 +84,17 @@ def expand_grids(family, tier):
 
 
 RUNS = {family: expand_grids(family, TIER) for family in FAMILIES}
-FF_RUNS, RNN_RUNS = RUNS["feedforward"], RUNS["rnn"]
+FF_RUNS, RNN_RUNS, PARALLEL_RUNS = RUNS["feedforward"], RUNS["rnn"], RUNS["parallel"]
+
+
+def parallel_threads(wildcards):
+    """A timing run's cores: every core Snakemake was given, so that no other job shares its CPUs (at
+    least its K workers x threads each; without --cores, e.g. under SLURM, exactly that)."""
+    cfg = PARALLEL_RUNS[wildcards.run]
+    try:
+        return max(cfg.workers * cfg.threads, workflow.cores)
+    except WorkflowError:  # no --cores given
+        return cfg.workers * cfg.threads
 
 
 def run_flags(family, run):

@@ -40,3 +40,23 @@ rule figures_rnn:
         out=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "sgbench figures rnn --tier {params.tier} --tables {params.tables} --out {params.out} > {log} 2>&1"
+
+
+rule figures_parallel:
+    input:
+        runs=table("parallel", "runs"),
+        curves=table("parallel", "curves"),
+        model=table("parallel", "model"),
+    output:
+        report(f"{FIGURES}/parallel_speed.png", caption="../report/parallel_speed.rst", category="Parallel workers"),
+        figure_files("parallel", "pdf"),
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/figures/{TIER}/parallel.log",
+    params:
+        tier=TIER,
+        tables=lambda wildcards, input: os.path.dirname(input.runs),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "sgbench figures parallel --tier {params.tier} --tables {params.tables} --out {params.out} > {log} 2>&1"

@@ -5,8 +5,10 @@ rule report:
     input:
         ff_runs=table("feedforward", "runs"),
         rnn_runs=table("rnn", "runs"),
-        tables=[table("feedforward", "table1_md"), table("feedforward", "unlock_md"), table("rnn", "md")],
-        figures=figure_files("feedforward", "png") + figure_files("rnn", "png"),
+        parallel_runs=table("parallel", "runs"),
+        tables=[table("feedforward", "table1_md"), table("feedforward", "unlock_md"), table("rnn", "md"),
+                table("parallel", "md")],
+        figures=figure_files("feedforward", "png") + figure_files("rnn", "png") + figure_files("parallel", "png"),
     output:
         report(REPORT_MD, caption="../report/replication_report.rst", category="Replication report"),
     conda:

@@ -33,3 +33,24 @@ rule train_rnn:
     threads: config["train_threads"]
     shell:
         "sgbench train-rnn {params.flags} --threads {threads} --out {params.out} > {log} 2>&1"
+
+
+# A timing run reserves every core this Snakemake was given (threads are capped at --cores), so
+# nothing else shares its CPUs; its K workers use `threads` each (the tier file says how many).
+# Rerunning restarts it: a timing is not resumed.
+rule train_parallel:
+    input:
+        data=lambda wildcards: f"results/data/{PARALLEL_RUNS[wildcards.run].dataset}.json",
+    output:
+        f"results/runs/parallel/{TIER}/{{run}}/metrics.json",
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/train_parallel/{TIER}/{{run}}.log",
+    params:
+        flags=lambda wildcards: run_flags("parallel", wildcards.run),
+        data=data_flags(),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    threads: parallel_threads
+    shell:
+        "sgbench train-parallel {params.flags} {params.data} --out {params.out} > {log} 2>&1"

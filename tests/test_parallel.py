@@ -1,0 +1,200 @@
+"""The multi-worker trainer (sgbench.parallel): same numbers as one process where it must, learning
+on two workers, valid JSON, and a killed worker ending the run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import write_learnable_mnist
+from sgbench import runio
+from sgbench.dni import DNI, MLPSG
+from sgbench.parallel import ParallelConfig, balanced_split, predicted_step_s, stage_bounds, train_parallel
+from sgbench.train_ff import FFConfig, train_ff
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_learnable_mnist(tmp_path_factory.mktemp("data"))
+
+
+COMMON = dict(dataset="mnist", layers=2, iterations=30, batch_size=32, lr=3e-4, eval_every=10,
+              sg_hidden_layers=1, sg_hidden_dim=32, device="cpu", tier="smoke")
+
+
+def parallel(data_root, **kw):
+    return ParallelConfig(**(COMMON | dict(data_root=str(data_root), method="dni", workers=2) | kw))
+
+
+def numbers(metrics):
+    return {k: metrics["curves"][k] for k in ("step", "train_loss", "test_error")}
+
+
+def assert_same_run(a, b):
+    """Same steps, test errors and (to float rounding) training losses."""
+    assert a["curves"]["step"] == b["curves"]["step"] and a["curves"]["test_error"] == b["curves"]["test_error"]
+    assert a["curves"]["train_loss"] == pytest.approx(b["curves"]["train_loss"], rel=1e-6)
+
+
+def test_one_worker_is_the_single_process_dni_run(data_root, tmp_path):
+    single = train_ff(FFConfig(**(COMMON | dict(data_root=str(data_root), method="dni"))), tmp_path / "ff")
+    # The same thread count: another one changes float rounding in the matrix products.
+    one = train_parallel(parallel(data_root, workers=1, threads=torch.get_num_threads()), tmp_path / "k1")
+    assert_same_run(one, single)
+
+
+def test_locked_pipeline_is_single_process_backprop(data_root, tmp_path):
+    single = train_ff(FFConfig(**(COMMON | dict(data_root=str(data_root), method="backprop"))), tmp_path / "ff")
+    locked = train_parallel(parallel(data_root, method="backprop", workers=3, threads=torch.get_num_threads()),
+                            tmp_path / "k3")
+    assert locked["model"]["split"] == [1, 1, 1]
+    assert_same_run(locked, single)
+
+
+@pytest.fixture(scope="module")
+def two_workers(data_root, tmp_path_factory):
+    """A 2-worker cDNI run: (its folder, its metrics)."""
+    out = tmp_path_factory.mktemp("cdni-k2")
+    return out, train_parallel(parallel(data_root, method="cdni", iterations=60, eval_every=20), out)
+
+
+def test_two_decoupled_workers_learn_and_write_valid_json(data_root, two_workers, tmp_path):
+    out, metrics = two_workers
+    on_disk = json.loads((out / "metrics.json").read_text())
+    runio.validate(on_disk, "parallel_metrics")
+    assert [w["rank"] for w in on_disk["timing"]["workers"]] == [0, 1]
+    assert on_disk["timing"]["samples_per_s"] > 0 and on_disk["timing"]["link_latency_s"] > 0
+    loss = metrics["curves"]["train_loss"]
+    assert loss[-1] < 0.5 * loss[0], f"the loss should fall on the easy fixture: {loss}"
+    assert metrics["final"]["test_error"] < 50
+    assert not list(out.glob(".worker*")), "the workers' partial results are merged and removed"
+    # Same seed, same numbers: the message order is fixed, so timing cannot change the result.
+    again = train_parallel(parallel(data_root, method="cdni", iterations=60, eval_every=20), tmp_path / "again")
+    assert numbers(again) == numbers(metrics)
+
+
+def test_decoupled_workers_differ_from_one_process_only_by_the_late_sg(data_root, tmp_path):
+    one = train_parallel(parallel(data_root, workers=1), tmp_path / "k1")
+    two = train_parallel(parallel(data_root, workers=2), tmp_path / "k2")
+    assert numbers(two) != numbers(one)  # the cut's SG model learns one batch late
+    assert two["final"]["test_error"] < 50
+
+
+def test_late_sg_regression_is_the_cut_target():
+    """DNI.learn(h, c, g) gives the SG parameters the gradient they get when g reaches the cut itself."""
+    torch.manual_seed(0)
+    boundary = DNI(MLPSG(6, hidden_layers=1, hidden_dim=8, context_dim=3), conditioned=True)
+    h, ctx, g = torch.randn(4, 6), torch.eye(3)[[0, 1, 2, 0]], torch.randn(4, 6)
+    torch.nn.init.normal_(boundary.sg_model.net[-1].weight)
+    cut, _ = boundary.split(h.clone().requires_grad_(), ctx)
+    cut.backward(g)
+    direct = [p.grad.clone() for p in boundary.parameters()]
+    boundary.zero_grad()
+    boundary.learn(h, ctx, g)
+    assert all(torch.allclose(a, p.grad) for a, p in zip(direct, boundary.parameters()))
+    assert any(a.abs().sum() > 0 for a in direct)
+
+
+def test_balanced_split_and_the_analytic_model():
+    assert balanced_split([4, 1, 1, 1, 1], 2) == [1, 4]
+    assert balanced_split([1, 1, 1, 1], 2) == [2, 2]
+    assert stage_bounds([1, 3]) == [(0, 1), (1, 4)]
+    unit_s, cut_s = [2.0, 1.0, 1.0, 0.5], [0.3, 0.3, 0.3, 0.0]
+    assert predicted_step_s("backprop", unit_s, cut_s, [4], 0.1) == 4.5
+    assert predicted_step_s("backprop", unit_s, cut_s, [1, 3], 0.1) == pytest.approx(4.7)
+    assert predicted_step_s("dni", unit_s, cut_s, [1, 3], 0.1) == pytest.approx(max(2.3, 2.5) + 0.2)
+    assert predicted_step_s("dni", unit_s, cut_s, [4], 0.1) == 4.5
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(workers=4), "workers must be between 1 and"),
+    (dict(split=[1, 1]), "split gives the units"),
+    (dict(method="unlock"), "unknown method"),
+    (dict(update_prob=0.5), "do not apply to parallel runs"),
+])
+def test_bad_parallel_config_is_refused(data_root, bad, message):
+    with pytest.raises(ValueError, match=message):
+        parallel(data_root, **bad).resolved()
+
+
+def test_killed_worker_ends_the_run_with_an_error(data_root, tmp_path):
+    cmd = [sys.executable, "-m", "sgbench", "train-parallel", "--dataset", "mnist", "--layers", "2",
+           "--method", "cdni", "--workers", "2", "--iterations", "1000000", "--batch-size", "32",
+           "--eval-every", "1000", "--sg-hidden-dim", "32", "--data-root", str(data_root), "--device", "cpu",
+           "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    lines, pids = [], {}
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if " pid " in line and "worker" in line:
+                rank, pid = line.split("worker ")[1].split()[0], line.split(" pid ")[1].split(",")[0]
+                pids[int(rank)] = int(pid)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 120
+        while len(pids) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert len(pids) == 2, "both workers should start:\n" + "".join(lines)
+        time.sleep(2)  # training by now
+        os.kill(pids[1], signal.SIGKILL)
+        rc = proc.wait(timeout=60)  # the bound: a dead worker must not leave the run hanging
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=5)
+    out = "".join(lines)
+    assert rc == 2, out
+    assert "worker 1 of 2" in out and "SIGKILL" in out, out
+    for pid in pids.values():  # no orphan: every worker is gone
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def variant(metrics, method, workers, seed, samples_per_s, time_to_target_s):
+    """A copy of a real run's metrics, relabelled, with other timings (for the tables and verdicts)."""
+    m = json.loads(json.dumps(metrics))
+    m["config"].update(method=method, workers=workers, seed=seed)
+    m["model"]["split"] = [m["model"]["units"]] if workers == 1 else m["model"]["split"]
+    m["timing"].update(samples_per_s=samples_per_s, time_to_target_s=time_to_target_s)
+    return m
+
+
+@pytest.mark.parametrize("cdni_speed, verdict", [(1500.0, "reproduced"), (700.0, "not reproduced")])
+def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, verdict):
+    from sgbench import claims, figures, report
+    _, real = two_workers
+    paths = []
+    for seed in (0, 1):
+        for method, k, speed, target in (("backprop", 1, 1000.0, 2.0), ("backprop", 2, 800.0, 2.5),
+                                         ("cdni", 2, cdni_speed + seed, 1.5 if cdni_speed > 800 else None)):
+            path = tmp_path / "runs" / f"{method}-k{k}-{seed}" / "metrics.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(variant(real, method, k, seed, speed, target)))
+            paths.append(path)
+    tables = tmp_path / "tables"
+    report.aggregate("parallel", paths, "smoke", tables)
+    stats = report.read_table(tables / "parallel.csv")
+    cdni = stats[(stats["method"] == "cdni") & (stats["workers"] == 2)].iloc[0]
+    assert cdni["n"] == 2 and cdni["samples_per_s"] == pytest.approx(cdni_speed + 0.5)
+    assert cdni["speedup"] == pytest.approx((cdni_speed + 0.5) / 1000.0)
+    model = report.read_table(tables / "parallel_model.csv")
+    assert sorted(model["workers"].unique()) == [1, 2, 3] and set(model["method"]) == {"backprop", "cdni"}
+    text = (tables / "parallel.md").read_text()
+    assert "| cdni | 2 |" in text and ("| not reached |" in text) == (cdni_speed < 800)
+    check = claims.check_p1(claims.measured_from_runs(pd.DataFrame(), pd.DataFrame(), report.read_table(
+        tables / "parallel_runs.csv")))
+    assert check.verdict == verdict
+    p2 = claims.check_p2(claims.measured_from_runs(pd.DataFrame(), pd.DataFrame(), report.read_table(
+        tables / "parallel_runs.csv")))
+    assert p2.verdict == verdict  # the slow variant never reaches the target
+    drawn = figures.draw("parallel", "smoke", tables, tmp_path / "figures")
+    assert drawn[0].stat().st_size > 5000 and drawn[0].with_suffix(".pdf").exists()
