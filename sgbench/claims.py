@@ -353,13 +353,14 @@ def rule_on_paper(outcome: Outcome) -> str:
     return {REPRODUCED: "holds", NOT_MEASURED: "no numbers to apply it to"}[outcome.paper.verdict]
 
 
-def families_table(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame) -> str:
+def families_table(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, diag_runs: pd.DataFrame | None = None) -> str:
     """What was run at this tier: runs, seeds, budgets, data, hardware, code version."""
     lines = ["| family | runs | seeds | budget | data | hardware | sgbench commit |",
              "| --- | ---: | --- | --- | --- | --- | --- |"]
     for family, runs, budget, unit, data in (
             ("feedforward", ff_runs, "iterations", "iterations", "dataset"),
-            ("rnn", rnn_runs, "timesteps", "stream time steps", "task")):
+            ("rnn", rnn_runs, "timesteps", "stream time steps", "task"),
+            ("diagnostics", pd.DataFrame() if diag_runs is None else diag_runs, "iterations", "iterations", "dataset")):
         if runs.empty:
             lines.append(f"| {family} | 0 | — | — | — | — | {report.NOT_RUN} |")
             continue
@@ -438,7 +439,8 @@ def links_section(tables: Path, figures: Path, here: Path) -> list[str]:
     lines = ["## Tables\n"]
     for name, title in ((names["feedforward"]["table1_md"], "Table 1 layout"),
                         (names["feedforward"]["unlock_md"], "complete unlock / update probability"),
-                        (names["rnn"]["md"], "RNN largest length solved")):
+                        (names["rnn"]["md"], "RNN largest length solved"),
+                        (names["diagnostics"]["md"], "diagnostics: placement, fidelity, warm-up, SG model")):
         lines.append(f"- [{title}]({relative(tables / name, here)}) (CSV beside it)")
     lines += ["", "## Figures\n"]
     for png in (figures / f"{name}.png" for family in report.FIGURES.values() for name in family):
@@ -454,21 +456,42 @@ def sources_section(reference: dict) -> list[str]:
                     for key in ("budgets", "table1", "rnn_largest_length", "unlock", "async_updates")]
 
 
+def diagnostics_section(tier: str, diag_runs: pd.DataFrame, fidelity: pd.DataFrame) -> list[str]:
+    """Issue #8: sgbench's own measured findings (not [DNI]'s claims), each with seeds and intervals."""
+    from . import diagnostics
+    lines = ["## Diagnostics: why DNI works or fails (sgbench's own measurements)\n",
+             "These are findings of sgbench's own runs, not claims of [DNI], and get no verdict. D1: how well the "
+             "synthetic gradient matches the exact one (probe: cosine and relative L2 error over a fixed probe batch, "
+             "sgbench/probe.py) at the boundary feeding the head vs the lowest one; D2: final test error by where the "
+             "DNIs sit ([Czarnecki et al. 2017]'s single DNI in the middle vs every / every second boundary); D3: "
+             "final test error after w % of the iterations as exact backprop; D4: final test error and training "
+             "steps/s per SG model.\n"]
+    if diag_runs.empty:
+        return lines + [f"Tier **{tier}**: {report.NOT_RUN}.\n"]
+    lines.append(report.context_lines(diag_runs, tier, "iterations", "iterations",
+                                      ", ".join(sorted(diag_runs["dataset"].unique()))) + "\n")
+    return lines + diagnostics.findings(diag_runs, fidelity) + [""]
+
+
 def render(tier: str, ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, tables: Path, figures: Path,
-           out: Path) -> str:
-    """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, tables, figures, sources."""
+           out: Path, diag_runs: pd.DataFrame | None = None, diag_fidelity: pd.DataFrame | None = None) -> str:
+    """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, diagnostics, tables, figures,
+    sources."""
     reference = load_reference()
+    diag_runs = pd.DataFrame() if diag_runs is None else diag_runs
+    diag_fidelity = pd.DataFrame() if diag_fidelity is None else diag_fidelity
     outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs), measured_from_paper(reference))
     parts = [f"# sgbench replication report: tier `{tier}`\n",
              "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
              "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",
              "> " + tier_warning(tier, ff_runs, rnn_runs, reference) + "\n",
-             "## What was run\n", families_table(ff_runs, rnn_runs) + "\n",
+             "## What was run\n", families_table(ff_runs, rnn_runs, diag_runs) + "\n",
              f"Uncertainty: {report.CI_TEXT}.\n",
              "## Verdicts\n",
              *verdict_table(outcomes, tier, reference),
              *rules_section(outcomes),
              *evidence_section(outcomes),
+             *diagnostics_section(tier, diag_runs, diag_fidelity),
              *links_section(tables, figures, out.parent),
              "",
              *sources_section(reference)]
@@ -480,6 +503,9 @@ def write_report(tier: str, tables: Path, figures: Path, out: Path) -> str:
     tables, figures, out = Path(tables), Path(figures), Path(out)
     ff_runs = report.read_table(tables / report.OUTPUTS["feedforward"]["runs"])
     rnn_runs = report.read_table(tables / report.OUTPUTS["rnn"]["runs"])
-    text = render(tier, ff_runs, rnn_runs, tables, figures, out)
+    diag = {k: tables / report.OUTPUTS["diagnostics"][k] for k in ("runs", "fidelity")}
+    diag_runs, diag_fidelity = ((report.read_table(diag["runs"]), report.read_table(diag["fidelity"]))
+                                if diag["runs"].exists() else (None, None))  # tables of an older pipeline
+    text = render(tier, ff_runs, rnn_runs, tables, figures, out, diag_runs, diag_fidelity)
     runio.atomic_write_bytes(out, text.encode())
     return text

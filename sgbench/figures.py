@@ -245,6 +245,118 @@ def rnn_curriculum(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Pa
     save(g.figure, stem)
 
 
+# ---------------------------------------------------------------- diagnostics (issue #8)
+
+def _diag_net(df: pd.DataFrame) -> pd.Series:
+    return df["dataset"] + " " + df["arch"].str.upper() + "-" + df["layers"].astype(str)
+
+
+def diag_fidelity(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Cosine(SG, exact gradient) vs step, one line per boundary (by distance from the loss), one panel per
+    net / method / placement (warm-up 0, default SG)."""
+    from . import diagnostics
+    title = "Diagnostics: SG fidelity per boundary vs iterations"
+    data = fidelity.merge(diagnostics.placement_runs(runs)[diagnostics.KEYS]) if not fidelity.empty else fidelity
+    if data.empty:
+        return not_run(stem, title, tier)
+    data = data.assign(panel=_diag_net(data) + ", " + data["method"] + ", " + data["dni_placement"],
+                       d=data["distance"].map("d = {}".format))
+    panels = sorted(data["panel"].unique())
+    g = sns.relplot(data, x="step", y="cosine", hue="d", hue_order=sorted(data["d"].unique(), key=lambda t: int(t[4:])),
+                    col="panel", col_order=panels, col_wrap=min(3, len(panels)), kind="line", marker="o",
+                    markersize=3, errorbar=report.t_interval, height=2.8, aspect=1.3, palette="viridis")
+    g.set_axis_labels("training iterations (steps)", "cosine(SG, exact gradient)")
+    g.set_titles("{col_name}")
+    for ax in g.axes.flat:
+        ax.axhline(0, color="0.5", lw=0.8)
+    in_thousands(g.axes)
+    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
+    footnote(g.figure, *ff_context(runs, tier), seeds_text(data, ["panel", "d"]), BAND,
+             "d: layers between the boundary and the loss (1 = feeds the head); probe batch: first training examples")
+    save(g.figure, stem)
+
+
+def diag_placement(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Left: final test error vs number of DNIs (0 = backprop); right: late cosine vs distance from the loss,
+    one line per placement."""
+    from . import diagnostics
+    title = "Diagnostics: DNI placement"
+    data = diagnostics.placement_runs(runs)
+    if data.empty or data["dni_boundaries"].nunique() < 2:
+        return not_run(stem, title, tier)
+    data = data.assign(net=_diag_net(data), run=data["method"].where(data["method"] == "backprop",
+                                                                       data["method"] + ", " + data["dni_placement"]))
+    late = diagnostics.late_fidelity(runs, fidelity)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    sns.lineplot(data, x="dni_boundaries", y="test_error", hue="net", style="method", errorbar=report.t_interval,
+                 err_style="bars", marker="o", ax=left)
+    left.set_xlabel("number of DNI boundaries (0: backprop)")
+    left.set_ylabel("final test error (%)")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if late.empty:
+        right.text(0.5, 0.5, f"no probe {report.NOT_RUN}", ha="center", transform=right.transAxes)
+    else:
+        late = late.assign(run=_diag_net(late) + ", " + late["method"] + ", " + late["dni_placement"])
+        sns.lineplot(late, x="distance", y="cosine", hue="run", errorbar=report.t_interval, err_style="bars",
+                     marker="o", ax=right)
+        right.axhline(0, color="0.5", lw=0.8)
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xlabel("distance of the boundary from the loss (layers above it)")
+    right.set_ylabel("cosine(SG, exact) at the last probe")
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title} (tier {tier})", y=1.02)
+    fig.tight_layout()
+    footnote(fig, *ff_context(data, tier), seeds_text(data, ["net", "run"]), BAND)
+    save(fig, stem)
+
+
+def diag_warmup(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Test error vs iterations, one line per warm-up fraction w, one panel per net and method."""
+    from . import diagnostics
+    title = "Diagnostics: warm-up of exact backprop, then DNI"
+    wruns = diagnostics.warmup_runs(runs)
+    if wruns.empty or wruns["warmup"].nunique() < 2:
+        return not_run(stem, title, tier)
+    data = curves.merge(wruns[diagnostics.KEYS])
+    data = data.assign(panel=_diag_net(data) + ", " + data["method"], w=data["warmup"].map(lambda w: f"w = {100 * w:g} %"))
+    panels = sorted(data["panel"].unique())
+    g = sns.relplot(data, x="step", y="test_error", hue="w", col="panel", col_order=panels,
+                    col_wrap=min(3, len(panels)), kind="line", errorbar=report.t_interval, marker="o", markersize=3,
+                    height=2.8, aspect=1.3, facet_kws={"sharey": False})
+    g.set_axis_labels("training iterations (steps)", "test error (%)")
+    g.set_titles("{col_name}")
+    in_thousands(g.axes)
+    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
+    footnote(g.figure, *ff_context(wruns, tier), seeds_text(data, ["panel", "w"]), BAND,
+             "the first w % of the iterations are exact backprop while the SG models learn from the true gradient")
+    save(g.figure, stem)
+
+
+def diag_sg_cost(runs: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Cost (training steps/s) against final test error, one point per SG architecture (mean ± interval)."""
+    from . import diagnostics
+    title = "Diagnostics: SG model, accuracy vs cost"
+    data = diagnostics.sg_runs(runs)
+    if data.empty:
+        return not_run(stem, title, tier)
+    data = data.assign(sg=data.apply(diagnostics.sg_label, axis=1), net=_diag_net(data))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (net, sg), g in data.groupby(["net", "sg"]):
+        (x0, x1), (y0, y1) = report.t_interval(g["steps_per_s"]), report.t_interval(g["test_error"])
+        x, y = g["steps_per_s"].mean(), g["test_error"].mean()
+        ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], fmt="o", capsize=3,
+                    label=f"{net}: {sg}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training steps/s (log; evaluation excluded)")
+    ax.set_ylabel("final test error (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title} (tier {tier})")
+    footnote(fig, *ff_context(data, tier), seeds_text(data, ["net", "sg"]), "points: mean over seeds; bars: 95 % "
+             "Student-t interval", "steps/s depend on the machine and on jobs sharing it")
+    save(fig, stem)
+
+
 def draw(family: str, tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every figure of a family from the tables in `tables`; returns the PNG paths."""
     _style()
@@ -252,7 +364,13 @@ def draw(family: str, tier: str, tables: Path, out_dir: Path) -> list[Path]:
     runs = report.read_table(Path(tables) / names["runs"])
     curves = report.read_table(Path(tables) / names["curves"])
     stems = {name: Path(out_dir) / name for name in report.FIGURES[family]}
-    if family == "feedforward":
+    if family == "diagnostics":
+        fidelity = report.read_table(Path(tables) / names["fidelity"])
+        diag_fidelity(runs, fidelity, tier, stems["diag_fidelity"])
+        diag_placement(runs, fidelity, tier, stems["diag_placement"])
+        diag_warmup(runs, curves, tier, stems["diag_warmup"])
+        diag_sg_cost(runs, tier, stems["diag_sg_cost"])
+    elif family == "feedforward":
         ff_test_error(runs, curves, tier, stems["ff_test_error"])
         unlock_test_error(runs, curves, tier, stems["unlock_test_error"])
     else:

@@ -40,11 +40,14 @@ OUTPUTS = {
                     "table1_md": "feedforward.md", "table1_csv": "feedforward.csv",
                     "unlock_md": "unlock.md", "unlock_csv": "unlock.csv"},
     "rnn": {"runs": "rnn_runs.csv", "curves": "rnn_curves.csv", "md": "rnn.md", "csv": "rnn.csv"},
+    "diagnostics": {"runs": "diagnostics_runs.csv", "curves": "diagnostics_curves.csv",
+                    "fidelity": "diagnostics_fidelity.csv", "md": "diagnostics.md"},
 }
 # What `sgbench figures FAMILY` draws into its --out folder, each as NAME.png and NAME.pdf.
 FIGURES = {
     "feedforward": ("ff_test_error", "unlock_test_error"),
     "rnn": ("rnn_length_vs_T", "rnn_boundary_gradients", "rnn_curriculum"),
+    "diagnostics": ("diag_fidelity", "diag_placement", "diag_warmup", "diag_sg_cost"),
 }
 RUN_COLUMNS = {
     "feedforward": ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "iterations",
@@ -321,6 +324,13 @@ def _write_text(path: Path, text: str) -> None:
 def aggregate(family: str, paths, tier: str, out_dir: Path) -> pd.DataFrame:
     """Write every table of a family into out_dir (names in OUTPUTS); returns the runs table."""
     out = {k: Path(out_dir) / v for k, v in OUTPUTS[family].items()}
+    if family == "diagnostics":  # feed-forward runs, tabled by ablation (sgbench/diagnostics.py)
+        from . import diagnostics
+        runs, curves, fidelity = diagnostics.collect(paths, tier)
+        for key, df in (("runs", runs), ("curves", curves), ("fidelity", fidelity)):
+            _write_csv(out[key], df)
+        _write_text(out["md"], diagnostics.markdown(runs, fidelity, tier))
+        return runs
     sort = {"feedforward": FF_CELL + ["method", "update_prob", "seed"], "rnn": ["task", "T", "method", "seed"]}[family]
     runs, curves = collect(family, paths, tier)
     runs = runs.sort_values(sort, ignore_index=True)

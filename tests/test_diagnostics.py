@@ -216,3 +216,51 @@ def test_rnn_run_with_probe_writes_valid_curves_and_bptt_refuses_it(tmp_path):
     assert all(-1 <= c <= 1 for c in m["curves"]["probe_cosine"])
     with pytest.raises(ValueError, match="needs a synthetic gradient"):
         RNNConfig(method="bptt", probe_every=10).resolved()
+
+
+# ---------------------------------------------------------------- tables, figures, report
+
+def test_aggregate_figures_and_report_of_the_diagnostics_family(data_root, tmp_path):
+    from sgbench.claims import write_report
+    from sgbench.figures import draw
+    settings = dict(probe_every=20, probe_size=64, sg_hidden_layers=None)  # None: the paper's SG, the default
+    configs = {"bp": tiny(data_root, method="backprop"), "every": tiny(data_root, **settings),
+               "middle": tiny(data_root, dni_placement="middle", **settings),
+               "warm": tiny(data_root, warmup=0.5, **settings), "sg0": tiny(data_root, **(settings | {"sg_hidden_layers": 0}))}
+    paths = []
+    for seed in (0, 1):
+        for name, cfg in configs.items():
+            train_ff(FFConfig(**(vars(cfg) | {"seed": seed})), tmp_path / "runs" / f"{name}{seed}")
+            paths.append(tmp_path / "runs" / f"{name}{seed}" / "metrics.json")
+    tables = tmp_path / "tables"
+    runs = report.aggregate("diagnostics", paths, "smoke", tables)
+    assert len(runs) == 10 and set(runs["dni_boundaries"]) == {0, 1, 3}
+    fidelity = report.read_table(tables / "diagnostics_fidelity.csv")
+    assert set(fidelity["distance"]) == {1, 2, 3} and fidelity["cosine"].between(-1, 1).all()
+    md = (tables / "diagnostics.md").read_text()
+    for text in ("Placement", "d = 3", "w = 50 %", "steps/s", "(n=2)", "backprop (0 DNIs)", "dni, middle (1 DNIs)"):
+        assert text in md, text
+    with pytest.raises(report.MetricsError, match="the same run twice"):
+        report.aggregate("diagnostics", paths + paths[:1], "smoke", tmp_path / "again")
+
+    pngs = draw("diagnostics", "smoke", tables, tmp_path / "figures")
+    assert all(p.stat().st_size > 10_000 for p in pngs), "every figure drawn, none 'not run'"
+    for family in ("feedforward", "rnn"):  # the report needs every family's runs table
+        report.aggregate(family, [], "smoke", tables)
+    text = write_report("smoke", tables, tmp_path / "figures", tmp_path / "REPORT.md")
+    for claim in ("D1 fidelity vs depth", "D2 placement", "D3 warm-up", "D4 SG model cost"):
+        line = next(line for line in text.splitlines() if claim in line)
+        assert report.NOT_RUN not in line and "(n=2)" in line, line
+    assert "| diagnostics | 10 | 0, 1 |" in text
+
+
+def test_diagnostics_not_run_says_so(tmp_path):
+    from sgbench.claims import write_report
+    from sgbench.figures import draw
+    for family in ("feedforward", "rnn", "diagnostics"):
+        report.aggregate(family, [], "quick", tmp_path)
+    assert report.NOT_RUN in (tmp_path / "diagnostics.md").read_text()
+    draw("diagnostics", "quick", tmp_path, tmp_path / "figures")
+    text = write_report("quick", tmp_path, tmp_path / "figures", tmp_path / "REPORT.md")
+    section = text.split("## Diagnostics")[1].split("## Tables")[0]
+    assert report.NOT_RUN in section and "| diagnostics | 0 |" in text

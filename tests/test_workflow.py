@@ -13,8 +13,8 @@ from helpers import write_learnable_mnist
 from sgbench import report
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ("prepare_data", "train_ff", "train_rnn", "aggregate_ff", "aggregate_rnn", "figures_ff", "figures_rnn",
-         "report")
+RULES = ("prepare_data", "train_ff", "train_rnn", "train_diagnostics", "aggregate_ff", "aggregate_rnn",
+         "aggregate_diagnostics", "figures_ff", "figures_rnn", "figures_diagnostics", "report")
 
 
 def snakemake(*args, cwd, env=None, snakefile=ROOT / "Snakefile"):
@@ -119,6 +119,10 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
     assert "Tier smoke: not the paper-scale replication" in text
     for claim in ("F1", "F2", "F3", "F4", "R1", "R2", "R3", "U1", "A1"):
         assert f"| {claim} |" in text
+    diagnostics = (results / "tables" / "smoke" / "diagnostics.md").read_text()
+    assert "dni, middle (1 DNIs)" in diagnostics and "w = 50 %" in diagnostics and "d = 3" in diagnostics
+    assert "D1 fidelity vs depth** (mnist FCN-3" in text
+    assert len(list((results / "runs" / "diagnostics" / "smoke").glob("*/metrics.json"))) == 4
     runs = sorted((results / "runs" / "feedforward" / "smoke").glob("*/metrics.json"))
     assert len(runs) == 7
     assert all((tmp_path / "logs" / "train_ff" / "smoke" / f"{r.parent.name}.log").exists() for r in runs)

@@ -38,6 +38,21 @@ def ff_run_name(p):
     return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}-seed{p['seed']}"
 
 
+def diag_run_name(p):
+    """mnist-fcn6-cdni-seed0, plus only what differs from the defaults: -middle (placement), -w0.1
+    (warm-up), -sgh1 (SG hidden layers, when the grid lists them), -sgw10 (SG-loss weight)."""
+    parts = [f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}"]
+    if p.get("dni_placement", "every") != "every":
+        parts.append(p["dni_placement"])
+    if p.get("warmup", 0):
+        parts.append(f"w{p['warmup']:g}")
+    if p.get("sg_hidden_layers") is not None:
+        parts.append(f"sgh{p['sg_hidden_layers']}")
+    if p.get("sg_loss_weight", 1.0) != 1.0:
+        parts.append(f"sgw{p['sg_loss_weight']:g}")
+    return "-".join(parts + [f"seed{p['seed']}"])
+
+
 def rnn_run_name(p):
     return f"{p['task']}-T{p['T']}-{p['method']}-seed{p['seed']}"
 
@@ -48,6 +63,10 @@ FAMILIES = {
                         keys=("dataset", "arch", "layers", "method", "update_prob", "seed"), name=ff_run_name),
     "rnn": dict(config=train_rnn.RNNConfig, non_result=train_rnn.NON_RESULT_FIELDS, budget="timesteps",
                 keys=("task", "method", "T", "seed"), name=rnn_run_name),
+    # Issue #8: feed-forward runs that vary DNI placement, warm-up and the SG model (sgbench/diagnostics.py).
+    "diagnostics": dict(config=train_ff.FFConfig, non_result=train_ff.NON_RESULT_FIELDS, budget="iterations",
+                        keys=("dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers",
+                              "sg_loss_weight", "seed"), name=diag_run_name),
 }
 
 
@@ -75,7 +94,7 @@ def expand_grids(family, tier):
 
 
 RUNS = {family: expand_grids(family, TIER) for family in FAMILIES}
-FF_RUNS, RNN_RUNS = RUNS["feedforward"], RUNS["rnn"]
+FF_RUNS, RNN_RUNS, DIAG_RUNS = RUNS["feedforward"], RUNS["rnn"], RUNS["diagnostics"]
 
 
 def run_flags(family, run):

@@ -5,8 +5,11 @@ rule report:
     input:
         ff_runs=table("feedforward", "runs"),
         rnn_runs=table("rnn", "runs"),
-        tables=[table("feedforward", "table1_md"), table("feedforward", "unlock_md"), table("rnn", "md")],
-        figures=figure_files("feedforward", "png") + figure_files("rnn", "png"),
+        diag_runs=table("diagnostics", "runs"),
+        diag_fidelity=table("diagnostics", "fidelity"),
+        tables=[table("feedforward", "table1_md"), table("feedforward", "unlock_md"), table("rnn", "md"),
+                table("diagnostics", "md")],
+        figures=figure_files("feedforward", "png") + figure_files("rnn", "png") + figure_files("diagnostics", "png"),
     output:
         report(REPORT_MD, caption="../report/replication_report.rst", category="Replication report"),
     conda:
