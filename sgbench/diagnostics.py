@@ -205,9 +205,10 @@ def findings(runs: pd.DataFrame, fidelity: pd.DataFrame) -> list[str]:
     for net, g in (pruns.groupby(pruns.apply(net_text, axis=1)) if not pruns.empty else []):
         if g["dni_boundaries"].nunique() < 2:
             continue
-        parts = [f"{k[0]}{'' if k[0] == 'backprop' else ', ' + k[1]} ({k[2]} DNIs): {_stat(v['test_error'])}"
+        parts = [f"{k[0]}{'' if k[0] == 'backprop' else ', ' + k[1]} ({k[2]} DNIs): {_stat(v['test_error'])} % "
+                 f"at {_stat(v['steps_per_s'], 1)} steps/s"
                  for k, v in g.groupby(["method", "dni_placement", "dni_boundaries"])]
-        lines.append(f"- **D2 placement** ({net}): final test error " + "; ".join(parts) + ".")
+        lines.append(f"- **D2 placement** ({net}): final test error and cost " + "; ".join(parts) + ".")
     if not any("D2" in line for line in lines):
         lines.append(f"- **D2 placement**: {report.NOT_RUN}.")
     wruns = warmup_runs(runs)
