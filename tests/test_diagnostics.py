@@ -212,6 +212,9 @@ def test_rnn_run_with_probe_writes_valid_curves_and_bptt_refuses_it(tmp_path):
                     probe_horizon=3, device="cpu", log_points=4)
     m = train_rnn(cfg, tmp_path)
     runio.validate(json.loads((tmp_path / "metrics.json").read_text()), "rnn_metrics")
+    plain = train_rnn(RNNConfig(**(vars(cfg) | {"probe_every": 0})), tmp_path / "plain")
+    for key in ("bits_per_output_step", "boundary_cosine", "length"):  # the probe changes nothing of the run
+        assert m["curves"][key] == plain["curves"][key]
     assert m["curves"]["probe_timestep"] == [50, 100, 150, 200]
     assert all(-1 <= c <= 1 for c in m["curves"]["probe_cosine"])
     with pytest.raises(ValueError, match="needs a synthetic gradient"):
