@@ -33,12 +33,39 @@ FIDELITY_COLUMNS = KEYS + ["step", "boundary", "distance", "cosine", "rel_error"
 PLACEMENTS = ("every", "every_second", "middle")
 
 
+def sg_changes(c: dict) -> dict:
+    """What of a (resolved) config's SG model differs from its method's default: {"sgh": hidden layers}
+    unless they are the paper's (models.paper_sg_hidden_layers), {"sgw": weight} unless the SG-loss
+    weight is 1. Empty for backprop, which has no SG."""
+    if c["method"] == "backprop":
+        return {}
+    changes = {}
+    if c.get("sg_hidden_layers") not in (None, paper_sg_hidden_layers(c["arch"], c["method"])):
+        changes["sgh"] = int(c["sg_hidden_layers"])
+    if float(c.get("sg_loss_weight", 1.0)) != 1.0:
+        changes["sgw"] = float(c["sg_loss_weight"])
+    return changes
+
+
+def run_name(c: dict) -> str:
+    """A diagnostics run's name in the pipeline, from its resolved config: mnist-fcn6-cdni-seed0 plus only
+    what differs from the defaults: -middle (placement), -w0.3 (warm-up), -sgh1 (SG hidden layers),
+    -sgw10 (SG-loss weight). Canonical: a default given explicitly (placement every, warm-up 0, the
+    paper's SG hidden layers, weight 1) names the same run as one left out, so it is trained once."""
+    parts = [f"{c['dataset']}-{c['arch']}{c['layers']}-{c['method']}"]
+    if c.get("dni_placement", "every") != "every":
+        parts.append(c["dni_placement"])
+    if c.get("warmup", 0):
+        parts.append(f"w{c['warmup']:g}")
+    parts += [f"{key}{value:g}" for key, value in sg_changes(c).items()]
+    return "-".join(parts + [f"seed{c['seed']}"])
+
+
 def run_row(path, m: dict) -> dict:
     c = m["config"]
     row = report.ff_run_row(path, m)
     sg_layers = None if c["method"] == "backprop" else c.get("sg_hidden_layers")
-    default_sg = (c["method"] == "backprop" or (sg_layers == paper_sg_hidden_layers(c["arch"], c["method"])
-                                                and float(c.get("sg_loss_weight", 1.0)) == 1.0))
+    default_sg = not sg_changes(c)
     late = {"late_cosine_top": None, "late_cosine_bottom": None}
     cos = m["curves"].get("probe_cosine")
     if cos:

@@ -161,6 +161,21 @@ def test_probe_is_off_by_default_and_leaves_the_run_unchanged(data_root, tmp_pat
     assert probed["curves"]["train_loss"] == plain["curves"]["train_loss"]
 
 
+@pytest.mark.parametrize("method, explicit", [("dni", dict(sg_hidden_layers=2)), ("cdni", dict(sg_hidden_layers=0)),
+                                              ("dni", dict(warmup=0.0, dni_placement="every", sg_loss_weight=1.0))])
+def test_run_names_are_canonical(method, explicit):
+    """The paper's defaults given explicitly name the same run as when left out; other values are named."""
+    from dataclasses import asdict
+    from sgbench.diagnostics import run_name
+
+    def name(**kw):
+        return run_name(asdict(FFConfig(arch="fcn", layers=6, method=method, **kw).resolved()))
+
+    assert name(**explicit) == name() == f"mnist-fcn6-{method}-seed0"
+    assert name(sg_hidden_layers=1, warmup=0.3, dni_placement="middle", sg_loss_weight=10.0) == \
+        f"mnist-fcn6-{method}-middle-w0.3-sgh1-sgw10-seed0"
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(dni_placement="sometimes"), "unknown dni_placement 'sometimes'"),
     (dict(method="backprop", dni_placement="middle"), "needs method dni or cdni"),

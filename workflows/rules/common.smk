@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from sgbench import report as sgreport
-from sgbench import train_ff, train_rnn
+from sgbench import diagnostics, train_ff, train_rnn
 
 # `--config download=true` arrives as the string "true"; read the usual spellings as booleans.
 BOOLEAN_WORDS = {"true": True, "yes": True, "false": False, "no": False}
@@ -38,21 +38,6 @@ def ff_run_name(p):
     return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}-seed{p['seed']}"
 
 
-def diag_run_name(p):
-    """mnist-fcn6-cdni-seed0, plus only what differs from the defaults: -middle (placement), -w0.1
-    (warm-up), -sgh1 (SG hidden layers, when the grid lists them), -sgw10 (SG-loss weight)."""
-    parts = [f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}"]
-    if p.get("dni_placement", "every") != "every":
-        parts.append(p["dni_placement"])
-    if p.get("warmup", 0):
-        parts.append(f"w{p['warmup']:g}")
-    if p.get("sg_hidden_layers") is not None:
-        parts.append(f"sgh{p['sg_hidden_layers']}")
-    if p.get("sg_loss_weight", 1.0) != 1.0:
-        parts.append(f"sgw{p['sg_loss_weight']:g}")
-    return "-".join(parts + [f"seed{p['seed']}"])
-
-
 def rnn_run_name(p):
     return f"{p['task']}-T{p['T']}-{p['method']}-seed{p['seed']}"
 
@@ -66,7 +51,7 @@ FAMILIES = {
     # Issue #8: feed-forward runs that vary DNI placement, warm-up and the SG model (sgbench/diagnostics.py).
     "diagnostics": dict(config=train_ff.FFConfig, non_result=train_ff.NON_RESULT_FIELDS, budget="iterations",
                         keys=("dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers",
-                              "sg_loss_weight", "seed"), name=diag_run_name),
+                              "sg_loss_weight", "seed"), name=diagnostics.run_name),
 }
 
 
@@ -74,7 +59,8 @@ def expand_grids(family, tier):
     """{run name: config} for every point of every grid of a family; refuses bad values before anything runs.
 
     Grids may overlap (the unlock grid repeats Table 1's FCN-3 runs): a run named twice must be the
-    same run, else the tier file is ambiguous and refused."""
+    same run, else the tier file is ambiguous and refused. Names come from the resolved config, so a
+    default given explicitly names the same run as one left out."""
     spec, runs = FAMILIES[family], {}
     for grid in TIER_CONFIG.get(family, []):
         keys = [k for k in spec["keys"] if k in grid]
@@ -83,13 +69,13 @@ def expand_grids(family, tier):
             settings = dict(grid.get("settings", {}), tier=tier, **{spec["budget"]: grid[spec["budget"]]})
             try:
                 cfg = spec["config"].from_dict(point | settings)
-                cfg.resolved()
+                resolved = cfg.resolved()
             except ValueError as e:
                 raise ValueError(f"tiers/{tier}.yaml, {family} grid {point}: {e}") from e
-            name = spec["name"](point)
-            if runs.get(name, cfg) != cfg:
+            name = spec["name"](dataclasses.asdict(resolved))
+            if name in runs and runs[name].resolved() != resolved:
                 raise ValueError(f"tiers/{tier}.yaml: two {family} grids define run {name} differently")
-            runs[name] = cfg
+            runs.setdefault(name, cfg)
     return runs
 
 
