@@ -117,7 +117,7 @@ def ff_cells(ff: pd.DataFrame, update_prob: float = 1.0) -> dict[tuple, dict[str
     cells: dict[tuple, dict[str, dict]] = {}
     for row in ff[ff["update_prob"] == update_prob].to_dict("records"):
         key = (base_dataset(row["dataset"]), row["arch"], int(row["layers"]))
-        cells.setdefault(key, {"_label": f"{row['dataset']} {row['arch'].upper()}-{int(row['layers'])}"})
+        cells.setdefault(key, {"_label": report.net_label(row)})
         cells[key][row["method"]] = row
     return cells
 

@@ -134,10 +134,6 @@ def sg_label(row) -> str:
     return f"{row['method']}, {int(row['sg_hidden_layers'])} hidden{weight}"
 
 
-def net_text(row) -> str:
-    return f"{row['dataset']} {row['arch'].upper()}-{int(row['layers'])}"
-
-
 # ---------------------------------------------------------------- tables
 
 def _cells(runs: pd.DataFrame, keys: list[str], value: str, digits: int = 2) -> pd.DataFrame:
@@ -215,43 +211,40 @@ def _stat(values, digits=2) -> str:
     return report.cell_text(report.seed_stats(values), digits)
 
 
+def _by_net(runs: pd.DataFrame, *keys: str):
+    """Groups of runs by net ('mnist FCN-6') and `keys`: ((net, *key values), runs); none if runs is empty."""
+    return [] if runs.empty else runs.groupby([runs.apply(report.net_label, axis=1), *keys])
+
+
+def _error_at_cost(runs: pd.DataFrame, keys: list[str], label) -> str:
+    """'<label(key values)>: error % at steps/s' per group of runs, joined."""
+    return "; ".join(f"{label(k)}: {_stat(g['test_error'])} % at {_stat(g['steps_per_s'], 1)} steps/s"
+                     for k, g in runs.groupby(keys))
+
+
 def findings(runs: pd.DataFrame, fidelity: pd.DataFrame) -> list[str]:
     """One measured sentence per ablation and net, with seeds and intervals; 'not run' where absent."""
-    lines = []
+    found = {"D1 fidelity vs depth": [], "D2 placement": [], "D3 warm-up": [], "D4 SG model cost": []}
     late = late_fidelity(runs, fidelity)
-    every = late[late["dni_placement"] == "every"] if not late.empty else late
-    for (net, method), g in (every.groupby([every.apply(net_text, axis=1), "method"]) if not every.empty else []):
+    for (net, method), g in _by_net(late[late["dni_placement"] == "every"] if not late.empty else late, "method"):
         top, bottom = g[g["distance"] == g["distance"].min()], g[g["distance"] == g["distance"].max()]
-        lines.append(f"- **D1 fidelity vs depth** ({net}, {method}, DNI at every boundary): late cosine(SG, exact) "
-                     f"{_stat(top['cosine'], 3)} at the boundary feeding the head vs {_stat(bottom['cosine'], 3)} "
-                     f"at the lowest (d = {int(bottom['distance'].max())}); relative error "
-                     f"{_stat(top['rel_error'], 3)} vs {_stat(bottom['rel_error'], 3)}.")
-    if not lines:
-        lines.append(f"- **D1 fidelity vs depth**: {report.NOT_RUN} (no probed run with DNI at every boundary).")
-    pruns = placement_runs(runs)
-    for net, g in (pruns.groupby(pruns.apply(net_text, axis=1)) if not pruns.empty else []):
-        if g["dni_boundaries"].nunique() < 2:
-            continue
-        parts = [f"{k[0]}{'' if k[0] == 'backprop' else ', ' + k[1]} ({k[2]} DNIs): {_stat(v['test_error'])} % "
-                 f"at {_stat(v['steps_per_s'], 1)} steps/s"
-                 for k, v in g.groupby(["method", "dni_placement", "dni_boundaries"])]
-        lines.append(f"- **D2 placement** ({net}): final test error and cost " + "; ".join(parts) + ".")
-    if not any("D2" in line for line in lines):
-        lines.append(f"- **D2 placement**: {report.NOT_RUN}.")
-    wruns = warmup_runs(runs)
-    for (net, method), g in (wruns.groupby([wruns.apply(net_text, axis=1), "method"]) if not wruns.empty else []):
-        if g["warmup"].nunique() < 2:
-            continue
-        parts = [f"w = {100 * w:g} %: {_stat(v['test_error'])}" for w, v in g.groupby("warmup")]
-        lines.append(f"- **D3 warm-up** ({net}, {method}): final test error " + "; ".join(parts) + ".")
-    if not any("D3" in line for line in lines):
-        lines.append(f"- **D3 warm-up**: {report.NOT_RUN}.")
-    sruns = sg_runs(runs)
-    for net, g in (sruns.groupby(sruns.apply(net_text, axis=1)) if not sruns.empty else []):
-        parts = [f"{sg_label(dict(zip(['method', 'sg_hidden_layers', 'sg_loss_weight'], k)))}: "
-                 f"{_stat(v['test_error'])} % at {_stat(v['steps_per_s'], 1)} steps/s"
-                 for k, v in g.groupby(["method", "sg_hidden_layers", "sg_loss_weight"])]
-        lines.append(f"- **D4 SG model cost** ({net}): " + "; ".join(parts) + ".")
-    if not any("D4" in line for line in lines):
-        lines.append(f"- **D4 SG model cost**: {report.NOT_RUN}.")
-    return lines
+        found["D1 fidelity vs depth"].append(
+            f"({net}, {method}, DNI at every boundary): late cosine(SG, exact) {_stat(top['cosine'], 3)} at the "
+            f"boundary feeding the head vs {_stat(bottom['cosine'], 3)} at the lowest (d = "
+            f"{int(bottom['distance'].max())}); relative error {_stat(top['rel_error'], 3)} vs "
+            f"{_stat(bottom['rel_error'], 3)}.")
+    for (net,), g in _by_net(placement_runs(runs)):
+        if g["dni_boundaries"].nunique() > 1:
+            found["D2 placement"].append(f"({net}): final test error and cost " + _error_at_cost(
+                g, ["method", "dni_placement", "dni_boundaries"],
+                lambda k: f"{k[0]}{'' if k[0] == 'backprop' else ', ' + k[1]} ({k[2]} DNIs)") + ".")
+    for (net, method), g in _by_net(warmup_runs(runs), "method"):
+        if g["warmup"].nunique() > 1:
+            found["D3 warm-up"].append(f"({net}, {method}): final test error " + "; ".join(
+                f"w = {100 * w:g} %: {_stat(v['test_error'])}" for w, v in g.groupby("warmup")) + ".")
+    keys = ["method", "sg_hidden_layers", "sg_loss_weight"]
+    for (net,), g in _by_net(sg_runs(runs)):
+        found["D4 SG model cost"].append(f"({net}): " + _error_at_cost(g, keys, lambda k: sg_label(dict(zip(keys, k))))
+                                         + ".")
+    return [line for name, texts in found.items()
+            for line in ([f"- **{name}** {text}" for text in texts] or [f"- **{name}**: {report.NOT_RUN}."])]

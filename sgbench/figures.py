@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on cluster nodes or CI
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -61,20 +61,29 @@ def not_run(stem: Path, title: str, tier: str) -> None:
     save(fig, stem)
 
 
-def net_label(row) -> str:
-    return f"{row['dataset']} {row['arch'].upper()}-{row['layers']}"
-
-
 def ff_context(runs: pd.DataFrame, tier: str) -> list[str]:
     hardware = ", ".join(sorted(set(runs["device"] + " " + runs["hardware"])))
     return [f"tier {tier}", f"data: {', '.join(sorted(runs['dataset'].unique()))}",
             report.budget_text(runs, "iterations", "iterations"), hardware]
 
 
+def curves_grid(data: pd.DataFrame, y: str, ylabel: str, hue: str, col: str, col_order: list, title: str, tier: str,
+                wrap: int = 3, **kw):
+    """`y` vs training iterations, one panel per `col` value, one line per `hue` value (mean over seeds with
+    its 95 % interval); the titles and axes every curve figure shares. Returns the FacetGrid."""
+    g = sns.relplot(data, x="step", y=y, hue=hue, col=col, col_order=col_order, col_wrap=min(wrap, len(col_order)),
+                    kind="line", errorbar=report.t_interval, marker="o", markersize=3, height=2.8, **kw)
+    g.set_axis_labels("training iterations (steps)", ylabel)
+    g.set_titles("{col_name}")
+    in_thousands(g.axes)
+    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
+    return g
+
+
 def ff_curves_by_net(runs: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The curves of `runs`, each row labelled with its net ("mnist FCN-3"), and the nets in table order."""
     data = curves.merge(runs[report.FF_CELL + ["method", "update_prob", "seed"]])
-    data = data.assign(net=data.apply(net_label, axis=1))
+    data = data.assign(net=data.apply(report.net_label, axis=1))
     return data, list(dict.fromkeys(data.sort_values(report.FF_CELL)["net"]))
 
 
@@ -85,14 +94,9 @@ def ff_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Pat
     if runs.empty:
         return not_run(stem, title, tier)
     data, nets = ff_curves_by_net(runs, curves)
-    g = sns.relplot(data, x="step", y="test_error", hue="method",
-                    hue_order=report.ordered(data["method"], report.TABLE1_METHODS), col="net", col_order=nets,
-                    col_wrap=min(4, len(nets)), kind="line", errorbar=report.t_interval, marker="o", markersize=3,
-                    height=2.8, aspect=1.2, facet_kws={"sharey": False})
-    g.set_axis_labels("training iterations (steps)", "test error (%)")
-    g.set_titles("{col_name}")
-    in_thousands(g.axes)
-    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
+    g = curves_grid(data, "test_error", "test error (%)", "method", "net", nets, title, tier, wrap=4,
+                    hue_order=report.ordered(data["method"], report.TABLE1_METHODS), aspect=1.2,
+                    facet_kws={"sharey": False})
     footnote(g.figure, *ff_context(runs, tier), seeds_text(runs, report.FF_CELL + ["method"]), BAND)
     save(g.figure, stem)
 
@@ -248,7 +252,7 @@ def rnn_curriculum(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Pa
 # ---------------------------------------------------------------- diagnostics (issue #8)
 
 def _diag_net(df: pd.DataFrame) -> pd.Series:
-    return df["dataset"] + " " + df["arch"].str.upper() + "-" + df["layers"].astype(str)
+    return df.apply(report.net_label, axis=1)
 
 
 def diag_fidelity(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, stem: Path) -> None:
@@ -261,16 +265,11 @@ def diag_fidelity(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, stem: P
         return not_run(stem, title, tier)
     data = data.assign(panel=_diag_net(data) + ", " + data["method"] + ", " + data["dni_placement"],
                        d=data["distance"].map("d = {}".format))
-    panels = sorted(data["panel"].unique())
-    g = sns.relplot(data, x="step", y="cosine", hue="d", hue_order=sorted(data["d"].unique(), key=lambda t: int(t[4:])),
-                    col="panel", col_order=panels, col_wrap=min(3, len(panels)), kind="line", marker="o",
-                    markersize=3, errorbar=report.t_interval, height=2.8, aspect=1.3, palette="viridis")
-    g.set_axis_labels("training iterations (steps)", "cosine(SG, exact gradient)")
-    g.set_titles("{col_name}")
+    g = curves_grid(data, "cosine", "cosine(SG, exact gradient)", "d", "panel", sorted(data["panel"].unique()), title,
+                    tier, hue_order=sorted(data["d"].unique(), key=lambda t: int(t[4:])), aspect=1.3,
+                    palette="viridis")
     for ax in g.axes.flat:
         ax.axhline(0, color="0.5", lw=0.8)
-    in_thousands(g.axes)
-    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
     footnote(g.figure, *ff_context(runs, tier), seeds_text(data, ["panel", "d"]), BAND,
              "d: layers between the boundary and the loss (1 = feeds the head); probe batch: first training examples")
     save(g.figure, stem)
@@ -320,14 +319,8 @@ def diag_warmup(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path)
         return not_run(stem, title, tier)
     data = curves.merge(wruns[diagnostics.KEYS])
     data = data.assign(panel=_diag_net(data) + ", " + data["method"], w=data["warmup"].map(lambda w: f"w = {100 * w:g} %"))
-    panels = sorted(data["panel"].unique())
-    g = sns.relplot(data, x="step", y="test_error", hue="w", col="panel", col_order=panels,
-                    col_wrap=min(3, len(panels)), kind="line", errorbar=report.t_interval, marker="o", markersize=3,
-                    height=2.8, aspect=1.3, facet_kws={"sharey": False})
-    g.set_axis_labels("training iterations (steps)", "test error (%)")
-    g.set_titles("{col_name}")
-    in_thousands(g.axes)
-    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
+    g = curves_grid(data, "test_error", "test error (%)", "w", "panel", sorted(data["panel"].unique()), title, tier,
+                    aspect=1.3, facet_kws={"sharey": False})
     footnote(g.figure, *ff_context(wruns, tier), seeds_text(data, ["panel", "w"]), BAND,
              "the first w % of the iterations are exact backprop while the SG models learn from the true gradient")
     save(g.figure, stem)
@@ -345,15 +338,19 @@ def diag_sg_cost(runs: pd.DataFrame, tier: str, stem: Path) -> None:
     for (net, sg), g in data.groupby(["net", "sg"]):
         (x0, x1), (y0, y1) = report.t_interval(g["steps_per_s"]), report.t_interval(g["test_error"])
         x, y = g["steps_per_s"].mean(), g["test_error"].mean()
-        ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], fmt="o", capsize=3,
-                    label=f"{net}: {sg}")
+        ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], capsize=3, label=f"{net}: {sg}",
+                    fmt="o" if g["method"].iloc[0] == "cdni" else "s")  # circles: label-conditioned SG
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 2, 5, 10, 20, 50: no crowded minor labels
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training steps/s (log; evaluation excluded)")
     ax.set_ylabel("final test error (%)")
     ax.legend(fontsize=7)
     ax.set_title(f"{title} (tier {tier})")
-    footnote(fig, *ff_context(data, tier), seeds_text(data, ["net", "sg"]), "points: mean over seeds; bars: 95 % "
-             "Student-t interval", "steps/s depend on the machine and on jobs sharing it")
+    footnote(fig, *ff_context(data, tier), seeds_text(data, ["net", "sg"]), "points: mean over seeds (circles: cDNI, "
+             "SG sees the label; squares: DNI); bars: 95 % Student-t interval",
+             "steps/s depend on the machine and on jobs sharing it")
     save(fig, stem)
 
 

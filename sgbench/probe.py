@@ -23,7 +23,6 @@ norm_ratio = |sg| / |true|.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .models import batch_stats_only
 

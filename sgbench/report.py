@@ -255,6 +255,11 @@ def pivot_markdown(stats: pd.DataFrame, rows: list[str], column: str, order, lab
     return table.to_markdown(index=False)
 
 
+def net_label(row) -> str:
+    """A feed-forward net as tables, figures and the report name it: 'mnist FCN-3'."""
+    return f"{row['dataset']} {row['arch'].upper()}-{int(row['layers'])}"
+
+
 def budget_text(runs: pd.DataFrame, budget: str, unit: str) -> str:
     return ", ".join(f"{int(b):,} {unit}" for b in sorted(runs[budget].unique()))
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import write_learnable_mnist
+from helpers import tiny_ff_config
 from sgbench import report, runio
 from sgbench.models import FeedForwardNet, SGSpec, placed_boundaries
 from sgbench.probe import compare, ff_fidelity, rnn_fidelity
@@ -112,15 +112,8 @@ def test_single_middle_dni_leaves_every_other_boundary_exact_backprop():
 
 # ---------------------------------------------------------------- runs
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_learnable_mnist(tmp_path_factory.mktemp("data"))
-
-
 def tiny(data_root, **kw):
-    base = dict(dataset="mnist", layers=3, method="dni", iterations=40, batch_size=32, lr=1e-3, eval_every=10,
-                sg_hidden_layers=1, sg_hidden_dim=32, data_root=str(data_root), device="cpu", tier="smoke")
-    return FFConfig(**(base | kw))
+    return tiny_ff_config(data_root, **({"layers": 3} | kw))
 
 
 def results(metrics):
