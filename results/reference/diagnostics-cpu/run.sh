@@ -30,6 +30,14 @@ run dni-middle-seed0 120 --method dni --seed 0 --dni-placement middle $P
 run dni-every_second-seed0 200 --method dni --seed 0 --dni-placement every_second $P
 run dni-w0.3-seed0 300 --method dni --seed 0 --warmup 0.3 $P
 run dni-w0.1-seed0 320 --method dni --seed 0 --warmup 0.1 $P
+# SG-model ablation (D4), added after the runs above: hidden layers 0 / 1 / 2 with and without the label
+# (DNI 2 and cDNI 0 hidden layers are the runs above), and the SG-loss weight; seed 0, ~10 CPU-minutes
+run dni-sgh0-seed0 45 --method dni --seed 0 --sg-hidden-layers 0 $P
+run cdni-sgh1-seed0 110 --method cdni --seed 0 --sg-hidden-layers 1 $P
+run cdni-sgw0.1-seed0 45 --method cdni --seed 0 --sg-loss-weight 0.1 $P
+run cdni-sgw10-seed0 45 --method cdni --seed 0 --sg-loss-weight 10 $P
+run dni-sgh1-seed0 110 --method dni --seed 0 --sg-hidden-layers 1 $P
+run cdni-sgh2-seed0 260 --method cdni --seed 0 --sg-hidden-layers 2 $P
 run dni-every-seed1 330 --method dni --seed 1 $P
 run dni-middle-seed1 120 --method dni --seed 1 --dni-placement middle $P
 run dni-every_second-seed1 200 --method dni --seed 1 --dni-placement every_second $P

@@ -27,6 +27,7 @@ for method, g in every.groupby("method"):
 
 print("## Final test error (%) and cost\n")
 runs["run"] = [("backprop" if r.method == "backprop" else f"{r.method}, {r.dni_placement}, w = {100 * r.warmup:g} %")
+               + ("" if r.default_sg else f", SG {r.sg_hidden_layers} hidden, weight {r.sg_loss_weight:g}")
                + f" ({r.dni_boundaries} DNIs)" for r in runs.itertuples()]
 rows = []
 for name, g in runs.groupby("run", sort=False):
@@ -35,3 +36,14 @@ for name, g in runs.groupby("run", sort=False):
                  "test error (%)": report.cell_text(report.seed_stats(g["test_error"])),
                  "steps/s (1 thread)": report.cell_text(report.seed_stats(g["steps_per_s"]), 1)})
 print(pd.DataFrame(rows).sort_values("run").to_markdown(index=False))
+
+print("\n## SG model (DNI at every boundary, no warm-up): error, fidelity and cost\n")
+sg = runs[(runs["method"] != "backprop") & (runs["dni_placement"] == "every") & (runs["warmup"] == 0)]
+rows = []
+for (method, hidden, weight), g in sg.groupby(["method", "sg_hidden_layers", "sg_loss_weight"]):
+    rows.append({"SG": f"{method} ({'label' if method == 'cdni' else 'no label'}), {hidden} hidden, weight {weight:g}",
+                 "seeds": ", ".join(map(str, sorted(g["seed"]))),
+                 "test error (%)": report.cell_text(report.seed_stats(g["test_error"])),
+                 "late cos top / bottom": f"{g['late_cosine_top'].mean():.3f} / {g['late_cosine_bottom'].mean():.3f}",
+                 "steps/s (1 thread)": report.cell_text(report.seed_stats(g["steps_per_s"]), 1)})
+print(pd.DataFrame(rows).to_markdown(index=False))
