@@ -4,38 +4,27 @@
 
 Trains MNIST FCN nets with DNI and cDNI (paper settings) and, every --every steps, compares on a
 fixed probe batch each boundary's synthetic gradient with the exact backprop gradient of the same
-network at that point (computed on a copy, so training is not disturbed): cosine similarity and
-norm ratio ||sg|| / ||true||, both over the whole batch tensor.
+network at that point (sgbench.probe.ff_fidelity, which disturbs nothing of the run): cosine
+similarity and norm ratio ||sg|| / ||true||, both over the whole batch tensor. `sgbench train-ff
+--probe-every N` records the same numbers (and the relative error) in metrics.json.
 
 Why it matters: without the label an SG model can at best learn E[dl/dh | h]. At the top boundary
 dl/dlogits = softmax - onehot, whose expectation given h vanishes as the classifier becomes
 calibrated, so an unconditioned SG is pushed towards ~0 there; cDNI sees the label and can predict it.
 """
 import argparse
-import copy
 
 import torch
-import torch.nn.functional as F
 
 from sgbench.data import as_input, load_dataset
-from sgbench.dni import one_hot
 from sgbench.models import FeedForwardNet
+from sgbench.probe import ff_fidelity
 from sgbench.train_ff import BatchStream, train_step
 
 
 def fidelity(model, x, y):
-    """Per boundary (bottom first): cosine(sg, true) and ||sg|| / ||true||."""
-    true_grads = model.exact_boundary_gradients(x, y)
-    probe = copy.deepcopy(model)  # the SG models' BN statistics of the real model stay untouched
-    ctx = one_hot(y, probe.num_classes) if probe.method == "cdni" else None
-    rows, h = [], x
-    with torch.no_grad():
-        for block, boundary, true in zip(probe.blocks, probe.boundaries, true_grads):
-            h = block(h)
-            sg = boundary.synthetic_gradient(h, ctx) / len(y)  # per-example -> d(mean loss)/dh
-            cos = F.cosine_similarity(true.flatten(), sg.flatten(), dim=0).item()
-            rows.append((cos, (sg.norm() / true.norm()).item()))
-    return rows
+    """Per boundary (bottom first): cosine(sg, true) and ||sg|| / ||true|| (sgbench.probe's conventions)."""
+    return [(r["cosine"], r["norm_ratio"]) for r in ff_fidelity(model, x, y)]
 
 
 def main():

@@ -119,7 +119,7 @@ def ff_cells(ff: pd.DataFrame, update_prob: float = 1.0) -> dict[tuple, dict[str
     cells: dict[tuple, dict[str, dict]] = {}
     for row in ff[ff["update_prob"] == update_prob].to_dict("records"):
         key = (base_dataset(row["dataset"]), row["arch"], int(row["layers"]))
-        cells.setdefault(key, {"_label": f"{row['dataset']} {row['arch'].upper()}-{int(row['layers'])}"})
+        cells.setdefault(key, {"_label": report.net_label(row)})
         cells[key][row["method"]] = row
     return cells
 
@@ -400,14 +400,16 @@ def rule_on_paper(outcome: Outcome) -> str:
     return {REPRODUCED: "holds", NOT_MEASURED: "no numbers to apply it to"}[outcome.paper.verdict]
 
 
-def families_table(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, par_runs: pd.DataFrame) -> str:
+def families_table(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, diag_runs: pd.DataFrame | None = None,
+                   par_runs: pd.DataFrame | None = None) -> str:
     """What was run at this tier: runs, seeds, budgets, data, hardware, code version."""
     lines = ["| family | runs | seeds | budget | data | hardware | sgbench commit |",
              "| --- | ---: | --- | --- | --- | --- | --- |"]
     for family, runs, budget, unit, data in (
             ("feedforward", ff_runs, "iterations", "iterations", "dataset"),
             ("rnn", rnn_runs, "timesteps", "stream time steps", "task"),
-            ("parallel", par_runs, "iterations", "iterations", "dataset")):
+            ("diagnostics", pd.DataFrame() if diag_runs is None else diag_runs, "iterations", "iterations", "dataset"),
+            ("parallel", pd.DataFrame() if par_runs is None else par_runs, "iterations", "iterations", "dataset")):
         if runs.empty:
             lines.append(f"| {family} | 0 | — | — | — | — | {report.NOT_RUN} |")
             continue
@@ -487,6 +489,7 @@ def links_section(tables: Path, figures: Path, here: Path) -> list[str]:
     for name, title in ((names["feedforward"]["table1_md"], "Table 1 layout"),
                         (names["feedforward"]["unlock_md"], "complete unlock / update probability"),
                         (names["rnn"]["md"], "RNN largest length solved"),
+                        (names["diagnostics"]["md"], "diagnostics: placement, fidelity, warm-up, SG model"),
                         (names["parallel"]["md"], "parallel workers: throughput, time to target, analytic model")):
         lines.append(f"- [{title}]({relative(tables / name, here)}) (CSV beside it)")
     lines += ["", "## Figures\n"]
@@ -503,22 +506,44 @@ def sources_section(reference: dict) -> list[str]:
                     for key in ("budgets", "table1", "rnn_largest_length", "unlock", "async_updates", "parallel_speed")]
 
 
+def diagnostics_section(tier: str, diag_runs: pd.DataFrame, fidelity: pd.DataFrame) -> list[str]:
+    """Issue #8: sgbench's own measured findings (not [DNI]'s claims), each with seeds and intervals."""
+    from . import diagnostics
+    lines = ["## Diagnostics: why DNI works or fails (sgbench's own measurements)\n",
+             "These are findings of sgbench's own runs, not claims of [DNI], and get no verdict. D1: how well the "
+             "synthetic gradient matches the exact one (probe: cosine and relative L2 error over a fixed probe batch, "
+             "sgbench/probe.py) at the boundary feeding the head vs the lowest one; D2: final test error by where the "
+             "DNIs sit ([Czarnecki et al. 2017]'s single DNI in the middle vs every / every second boundary); D3: "
+             "final test error after w % of the iterations as exact backprop; D4: final test error and training "
+             "steps/s per SG model.\n"]
+    if diag_runs.empty:
+        return lines + [f"Tier **{tier}**: {report.NOT_RUN}.\n"]
+    lines.append(report.context_lines(diag_runs, tier, "iterations", "iterations",
+                                      ", ".join(sorted(diag_runs["dataset"].unique()))) + "\n")
+    return lines + diagnostics.findings(diag_runs, fidelity) + [""]
+
+
 def render(tier: str, ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, tables: Path, figures: Path,
-           out: Path, par_runs: pd.DataFrame | None = None) -> str:
-    """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, tables, figures, sources."""
+           out: Path, diag_runs: pd.DataFrame | None = None, diag_fidelity: pd.DataFrame | None = None,
+           par_runs: pd.DataFrame | None = None) -> str:
+    """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, diagnostics, tables, figures,
+    sources."""
     reference = load_reference()
+    diag_runs = pd.DataFrame() if diag_runs is None else diag_runs
+    diag_fidelity = pd.DataFrame() if diag_fidelity is None else diag_fidelity
     par_runs = pd.DataFrame(columns=speed.RUN_COLUMNS) if par_runs is None else par_runs
     outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs), measured_from_paper(reference))
     parts = [f"# sgbench replication report: tier `{tier}`\n",
              "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
              "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",
              "> " + tier_warning(tier, ff_runs, rnn_runs, reference) + "\n",
-             "## What was run\n", families_table(ff_runs, rnn_runs, par_runs) + "\n",
+             "## What was run\n", families_table(ff_runs, rnn_runs, diag_runs, par_runs) + "\n",
              f"Uncertainty: {report.CI_TEXT}.\n",
              "## Verdicts\n",
              *verdict_table(outcomes, tier, reference),
              *rules_section(outcomes),
              *evidence_section(outcomes),
+             *diagnostics_section(tier, diag_runs, diag_fidelity),
              *links_section(tables, figures, out.parent),
              "",
              *sources_section(reference)]
@@ -530,7 +555,11 @@ def write_report(tier: str, tables: Path, figures: Path, out: Path) -> str:
     tables, figures, out = Path(tables), Path(figures), Path(out)
     ff_runs = report.read_table(tables / report.OUTPUTS["feedforward"]["runs"])
     rnn_runs = report.read_table(tables / report.OUTPUTS["rnn"]["runs"])
-    par_runs = report.read_table(tables / report.OUTPUTS["parallel"]["runs"])
-    text = render(tier, ff_runs, rnn_runs, tables, figures, out, par_runs)
+    diag = {k: tables / report.OUTPUTS["diagnostics"][k] for k in ("runs", "fidelity")}
+    diag_runs, diag_fidelity = ((report.read_table(diag["runs"]), report.read_table(diag["fidelity"]))
+                                if diag["runs"].exists() else (None, None))  # tables of an older pipeline
+    par_path = tables / report.OUTPUTS["parallel"]["runs"]
+    par_runs = report.read_table(par_path) if par_path.exists() else None  # tables of an older pipeline
+    text = render(tier, ff_runs, rnn_runs, tables, figures, out, diag_runs, diag_fidelity, par_runs)
     runio.atomic_write_bytes(out, text.encode())
     return text

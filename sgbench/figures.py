@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on cluster nodes or CI
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -61,20 +61,29 @@ def not_run(stem: Path, title: str, tier: str) -> None:
     save(fig, stem)
 
 
-def net_label(row) -> str:
-    return f"{row['dataset']} {row['arch'].upper()}-{row['layers']}"
-
-
 def ff_context(runs: pd.DataFrame, tier: str) -> list[str]:
     hardware = ", ".join(sorted(set(runs["device"] + " " + runs["hardware"])))
     return [f"tier {tier}", f"data: {', '.join(sorted(runs['dataset'].unique()))}",
             report.budget_text(runs, "iterations", "iterations"), hardware]
 
 
+def curves_grid(data: pd.DataFrame, y: str, ylabel: str, hue: str, col: str, col_order: list, title: str, tier: str,
+                wrap: int = 3, **kw):
+    """`y` vs training iterations, one panel per `col` value, one line per `hue` value (mean over seeds with
+    its 95 % interval); the titles and axes every curve figure shares. Returns the FacetGrid."""
+    g = sns.relplot(data, x="step", y=y, hue=hue, col=col, col_order=col_order, col_wrap=min(wrap, len(col_order)),
+                    kind="line", errorbar=report.t_interval, marker="o", markersize=3, height=2.8, **kw)
+    g.set_axis_labels("training iterations (steps)", ylabel)
+    g.set_titles("{col_name}")
+    in_thousands(g.axes)
+    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
+    return g
+
+
 def ff_curves_by_net(runs: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The curves of `runs`, each row labelled with its net ("mnist FCN-3"), and the nets in table order."""
     data = curves.merge(runs[report.FF_CELL + ["method", "update_prob", "seed"]])
-    data = data.assign(net=data.apply(net_label, axis=1))
+    data = data.assign(net=data.apply(report.net_label, axis=1))
     return data, list(dict.fromkeys(data.sort_values(report.FF_CELL)["net"]))
 
 
@@ -85,14 +94,9 @@ def ff_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Pat
     if runs.empty:
         return not_run(stem, title, tier)
     data, nets = ff_curves_by_net(runs, curves)
-    g = sns.relplot(data, x="step", y="test_error", hue="method",
-                    hue_order=report.ordered(data["method"], report.TABLE1_METHODS), col="net", col_order=nets,
-                    col_wrap=min(4, len(nets)), kind="line", errorbar=report.t_interval, marker="o", markersize=3,
-                    height=2.8, aspect=1.2, facet_kws={"sharey": False})
-    g.set_axis_labels("training iterations (steps)", "test error (%)")
-    g.set_titles("{col_name}")
-    in_thousands(g.axes)
-    g.figure.suptitle(f"{title} (tier {tier})", y=1.03)
+    g = curves_grid(data, "test_error", "test error (%)", "method", "net", nets, title, tier, wrap=4,
+                    hue_order=report.ordered(data["method"], report.TABLE1_METHODS), aspect=1.2,
+                    facet_kws={"sharey": False})
     footnote(g.figure, *ff_context(runs, tier), seeds_text(runs, report.FF_CELL + ["method"]), BAND)
     save(g.figure, stem)
 
@@ -245,18 +249,123 @@ def rnn_curriculum(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Pa
     save(g.figure, stem)
 
 
+# ---------------------------------------------------------------- diagnostics (issue #8)
+
+def _diag_net(df: pd.DataFrame) -> pd.Series:
+    return df.apply(report.net_label, axis=1)
+
+
+def diag_fidelity(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Cosine(SG, exact gradient) vs step, one line per boundary (by distance from the loss), one panel per
+    net / method / placement (warm-up 0, default SG)."""
+    from . import diagnostics
+    title = "Diagnostics: SG fidelity per boundary vs iterations"
+    data = fidelity.merge(diagnostics.placement_runs(runs)[diagnostics.KEYS]) if not fidelity.empty else fidelity
+    if data.empty:
+        return not_run(stem, title, tier)
+    data = data.assign(panel=_diag_net(data) + ", " + data["method"] + ", " + data["dni_placement"],
+                       d=data["distance"].map("d = {}".format))
+    g = curves_grid(data, "cosine", "cosine(SG, exact gradient)", "d", "panel", sorted(data["panel"].unique()), title,
+                    tier, hue_order=sorted(data["d"].unique(), key=lambda t: int(t[4:])), aspect=1.3,
+                    palette="viridis")
+    for ax in g.axes.flat:
+        ax.axhline(0, color="0.5", lw=0.8)
+    footnote(g.figure, *ff_context(runs, tier), seeds_text(data, ["panel", "d"]), BAND,
+             "d: layers between the boundary and the loss (1 = feeds the head); probe batch: first training examples")
+    save(g.figure, stem)
+
+
+def diag_placement(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Left: final test error vs number of DNIs (0 = backprop); right: late cosine vs distance from the loss,
+    one line per placement."""
+    from . import diagnostics
+    title = "Diagnostics: DNI placement"
+    data = diagnostics.placement_runs(runs)
+    if data.empty or data["dni_boundaries"].nunique() < 2:
+        return not_run(stem, title, tier)
+    data = data.assign(net=_diag_net(data), run=data["method"].where(data["method"] == "backprop",
+                                                                       data["method"] + ", " + data["dni_placement"]))
+    late = diagnostics.late_fidelity(runs, fidelity)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    sns.lineplot(data, x="dni_boundaries", y="test_error", hue="net", style="method", errorbar=report.t_interval,
+                 err_style="bars", marker="o", ax=left)
+    left.set_xlabel("number of DNI boundaries (0: backprop)")
+    left.set_ylabel("final test error (%)")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if late.empty:
+        right.text(0.5, 0.5, f"no probe {report.NOT_RUN}", ha="center", transform=right.transAxes)
+    else:
+        late = late.assign(run=_diag_net(late) + ", " + late["method"] + ", " + late["dni_placement"])
+        sns.lineplot(late, x="distance", y="cosine", hue="run", errorbar=report.t_interval, err_style="bars",
+                     marker="o", ax=right)
+        right.axhline(0, color="0.5", lw=0.8)
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xlabel("distance of the boundary from the loss (layers above it)")
+    right.set_ylabel("cosine(SG, exact) at the last probe")
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title} (tier {tier})", y=1.02)
+    fig.tight_layout()
+    footnote(fig, *ff_context(data, tier), seeds_text(data, ["net", "run"]), BAND)
+    save(fig, stem)
+
+
+def diag_warmup(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Test error vs iterations, one line per warm-up fraction w, one panel per net and method."""
+    from . import diagnostics
+    title = "Diagnostics: warm-up of exact backprop, then DNI"
+    wruns = diagnostics.warmup_runs(runs)
+    if wruns.empty or wruns["warmup"].nunique() < 2:
+        return not_run(stem, title, tier)
+    data = curves.merge(wruns[diagnostics.KEYS])
+    data = data.assign(panel=_diag_net(data) + ", " + data["method"], w=data["warmup"].map(lambda w: f"w = {100 * w:g} %"))
+    g = curves_grid(data, "test_error", "test error (%)", "w", "panel", sorted(data["panel"].unique()), title, tier,
+                    aspect=1.3, facet_kws={"sharey": False})
+    footnote(g.figure, *ff_context(wruns, tier), seeds_text(data, ["panel", "w"]), BAND,
+             "the first w % of the iterations are exact backprop while the SG models learn from the true gradient")
+    save(g.figure, stem)
+
+
+def diag_sg_cost(runs: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Cost (training steps/s) against final test error, one point per SG architecture (mean ± interval)."""
+    from . import diagnostics
+    title = "Diagnostics: SG model, accuracy vs cost"
+    data = diagnostics.sg_runs(runs)
+    if data.empty:
+        return not_run(stem, title, tier)
+    data = data.assign(sg=data.apply(diagnostics.sg_label, axis=1), net=_diag_net(data))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (net, sg), g in data.groupby(["net", "sg"]):
+        (x0, x1), (y0, y1) = report.t_interval(g["steps_per_s"]), report.t_interval(g["test_error"])
+        x, y = g["steps_per_s"].mean(), g["test_error"].mean()
+        ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], capsize=3, label=f"{net}: {sg}",
+                    fmt="o" if g["method"].iloc[0] == "cdni" else "s")  # circles: label-conditioned SG
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 2, 5, 10, 20, 50: no crowded minor labels
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training steps/s (log; evaluation excluded)")
+    ax.set_ylabel("final test error (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title} (tier {tier})")
+    footnote(fig, *ff_context(data, tier), seeds_text(data, ["net", "sg"]), "points: mean over seeds (circles: cDNI, "
+             "SG sees the label; squares: DNI); bars: 95 % Student-t interval",
+             "steps/s depend on the machine and on jobs sharing it")
+    save(fig, stem)
+
+
 def parallel_speed(runs: pd.DataFrame, model: pd.DataFrame, tier: str, stem: Path) -> None:
     """Per net: samples/s vs K (ideal: K x single-process backprop), time to target vs K, and the
     speedup over single-process backprop, measured (points) beside the analytic model (lines)."""
     title = "Parallel workers: throughput, time to target, speedup"
     if runs.empty:
         return not_run(stem, title, tier)
-    nets = list(dict.fromkeys(runs.sort_values(report.FF_CELL).apply(net_label, axis=1)))
+    nets = list(dict.fromkeys(runs.sort_values(report.FF_CELL).apply(report.net_label, axis=1)))
     fig, axes = plt.subplots(len(nets), 3, figsize=(13, 3.4 * len(nets)), squeeze=False)
     order = report.ordered(runs["method"], ("backprop", "cdni", "dni"))
     palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
     for row, net in zip(axes, nets):
-        data = runs[runs.apply(net_label, axis=1) == net]
+        data = runs[runs.apply(report.net_label, axis=1) == net]
         reached = data.assign(time_to_target_s=data["time_to_target_s"].where(data["time_to_target_s"].notna()))
         for ax, y, label in ((row[0], "samples_per_s", "samples / s"),
                              (row[1], "time_to_target_s", f"s to {data['target_error'].iloc[0]:g} % test error")):
@@ -268,7 +377,7 @@ def parallel_speed(runs: pd.DataFrame, model: pd.DataFrame, tier: str, stem: Pat
         ks = sorted(data["workers"].unique())
         row[0].plot(ks, [k * single for k in ks], ls=":", color="0.4", label="ideal: K × single-process backprop")
         row[0].legend(fontsize=7)
-        cell = model[model.apply(net_label, axis=1) == net] if not model.empty else model
+        cell = model[model.apply(report.net_label, axis=1) == net] if not model.empty else model
         for method, g in cell.groupby("method"):
             row[2].plot(g["workers"], g["predicted_speedup"], ls="--", color=palette.get(method), label=f"{method} model")
             row[2].plot(g["workers"], g["measured_speedup"], "o", color=palette.get(method), label=f"{method} measured")
@@ -294,7 +403,13 @@ def draw(family: str, tier: str, tables: Path, out_dir: Path) -> list[Path]:
     runs = report.read_table(Path(tables) / names["runs"])
     curves = report.read_table(Path(tables) / names["curves"])
     stems = {name: Path(out_dir) / name for name in report.FIGURES[family]}
-    if family == "feedforward":
+    if family == "diagnostics":
+        fidelity = report.read_table(Path(tables) / names["fidelity"])
+        diag_fidelity(runs, fidelity, tier, stems["diag_fidelity"])
+        diag_placement(runs, fidelity, tier, stems["diag_placement"])
+        diag_warmup(runs, curves, tier, stems["diag_warmup"])
+        diag_sg_cost(runs, tier, stems["diag_sg_cost"])
+    elif family == "feedforward":
         ff_test_error(runs, curves, tier, stems["ff_test_error"])
         unlock_test_error(runs, curves, tier, stems["unlock_test_error"])
     elif family == "parallel":

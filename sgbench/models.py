@@ -54,6 +54,22 @@ ARCHS = ("fcn", "cnn")
 SG_METHODS = ("dni", "cdni", "unlock", "cunlock")     # a DNI boundary after every hidden block
 CONDITIONED_METHODS = ("cdni", "cunlock")             # SG (and input) models also see the label
 UNLOCK_METHODS = ("unlock", "cunlock")                # layers also train on predicted inputs
+PLACEMENTS = ("every", "every_second", "middle")      # where DNI boundaries sit (dni / cdni)
+
+
+def placed_boundaries(layers: int, placement: str) -> list[bool]:
+    """Which of the `layers` boundaries (after hidden block i, bottom first; the last feeds the head)
+    carry a DNI. every: all. every_second: after blocks 2, 4, ... (1-based), i.e. every second
+    boundary counting from the bottom. middle: one, after block ceil(layers / 2) (0-based index
+    (layers - 1) // 2), with as many hidden blocks below as above, give or take one ([Czarnecki et al.
+    2017]'s single DNI in the middle of the stack). The other boundaries are exact backprop."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown dni_placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
+    if placement == "every":
+        return [True] * layers
+    if placement == "every_second":
+        return [i % 2 == 1 for i in range(layers)] if layers > 1 else [True]
+    return [i == (layers - 1) // 2 for i in range(layers)]
 
 
 @dataclass(frozen=True)
@@ -153,10 +169,14 @@ def input_grad_only(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 class FeedForwardNet(nn.Module):
     """Blocks, one DNI after each (none for backprop / no_bprop), then a linear head; for the
-    unlock methods also one input model per layer above the first (see the module docstring)."""
+    unlock methods also one input model per layer above the first (see the module docstring).
+
+    placement (dni / cdni only; see `placed_boundaries`): a boundary without a DNI is still a `DNI`
+    module, so boundaries keep their indices, but one with no SG model (`nn.Identity`, no
+    parameters) in exact mode that does not learn: its forward is the identity, i.e. exact backprop."""
 
     def __init__(self, arch: str, layers: int, method: str, in_shape, num_classes: int = 10,
-                 sg: SGSpec = SGSpec(), inputs: InputSpec = InputSpec()):
+                 sg: SGSpec = SGSpec(), inputs: InputSpec = InputSpec(), placement: str = "every"):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
@@ -175,8 +195,13 @@ class FeedForwardNet(nn.Module):
         self.blocks.train()
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shapes[-1]), num_classes))
         self.boundaries = self.input_models = None
+        self.placed = placed_boundaries(layers, placement) if method in SG_METHODS else []
+        if placement != "every" and method not in ("dni", "cdni"):
+            raise ValueError(f"dni_placement {placement!r} needs method dni or cdni, not {method!r}")
         if method in SG_METHODS:
-            self.boundaries = nn.ModuleList(self._make_dni(arch, shape, sg) for shape in shapes)
+            self.boundaries = nn.ModuleList(
+                self._make_dni(arch, shape, sg) if on else DNI(nn.Identity(), exact=True, learn_sg=False)
+                for shape, on in zip(shapes, self.placed))
         if method in UNLOCK_METHODS:  # input_models[k] predicts the input of layer k + 1
             self.input_models = nn.ModuleList(self._make_input_model(arch, in_shape, shape, inputs) for shape in shapes)
         if method == "no_bprop":  # the paper's lower baseline: only the last layer learns
@@ -268,6 +293,12 @@ class FeedForwardNet(nn.Module):
             outs.append(h)
         F.cross_entropy(net.head(h), y).backward()
         return [o.grad.detach() for o in outs]
+
+    def set_exact(self, exact: bool) -> None:
+        """Warm-up: every placed DNI passes the true gradient (still training its SG) or injects its SG."""
+        for boundary, on in zip(self.boundaries or [], self.placed):
+            if on:
+                boundary.exact = exact
 
     def model_parameters(self):
         """Parameters of the network itself (blocks and head), not of the SG or input models."""

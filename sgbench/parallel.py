@@ -85,6 +85,8 @@ class ParallelConfig(FFConfig):
         c.check([
             (c.update_prob == 1 and c.update_periods is None,
              "update_prob / update_periods do not apply to parallel runs (every stage updates every step)"),
+            (c.dni_placement == "every" and c.warmup == 0 and c.probe_every == 0,
+             "dni_placement, warmup and probe_every (diagnostics) do not apply to parallel runs: use train-ff"),
             (1 <= c.workers <= units, f"workers must be between 1 and the number of units "
              f"(layers + head = {units}), got {c.workers}"),
             (c.split is None or (len(c.split) == c.workers and all(n >= 1 for n in c.split) and sum(c.split) == units),

@@ -42,12 +42,15 @@ OUTPUTS = {
     "rnn": {"runs": "rnn_runs.csv", "curves": "rnn_curves.csv", "md": "rnn.md", "csv": "rnn.csv"},
     "parallel": {"runs": "parallel_runs.csv", "curves": "parallel_curves.csv", "md": "parallel.md",
                  "csv": "parallel.csv", "model": "parallel_model.csv"},
+    "diagnostics": {"runs": "diagnostics_runs.csv", "curves": "diagnostics_curves.csv",
+                    "fidelity": "diagnostics_fidelity.csv", "md": "diagnostics.md"},
 }
 # What `sgbench figures FAMILY` draws into its --out folder, each as NAME.png and NAME.pdf.
 FIGURES = {
     "feedforward": ("ff_test_error", "unlock_test_error"),
     "rnn": ("rnn_length_vs_T", "rnn_boundary_gradients", "rnn_curriculum"),
     "parallel": ("parallel_speed",),
+    "diagnostics": ("diag_fidelity", "diag_placement", "diag_warmup", "diag_sg_cost"),
 }
 RUN_COLUMNS = {
     "feedforward": ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "iterations",
@@ -255,6 +258,11 @@ def pivot_markdown(stats: pd.DataFrame, rows: list[str], column: str, order, lab
     return table.to_markdown(index=False)
 
 
+def net_label(row) -> str:
+    """A feed-forward net as tables, figures and the report name it: 'mnist FCN-3'."""
+    return f"{row['dataset']} {row['arch'].upper()}-{int(row['layers'])}"
+
+
 def budget_text(runs: pd.DataFrame, budget: str, unit: str) -> str:
     return ", ".join(f"{int(b):,} {unit}" for b in sorted(runs[budget].unique()))
 
@@ -330,6 +338,13 @@ def aggregate(family: str, paths, tier: str, out_dir: Path) -> pd.DataFrame:
         for key, value in written.items():
             (_write_text if isinstance(value, str) else _write_csv)(out[key], value)
         return written["runs"]
+    if family == "diagnostics":  # feed-forward runs, tabled by ablation (sgbench/diagnostics.py)
+        from . import diagnostics
+        runs, curves, fidelity = diagnostics.collect(paths, tier)
+        for key, df in (("runs", runs), ("curves", curves), ("fidelity", fidelity)):
+            _write_csv(out[key], df)
+        _write_text(out["md"], diagnostics.markdown(runs, fidelity, tier))
+        return runs
     sort = {"feedforward": FF_CELL + ["method", "update_prob", "seed"], "rnn": ["task", "T", "method", "seed"]}[family]
     runs, curves = collect(family, paths, tier)
     runs = runs.sort_values(sort, ignore_index=True)

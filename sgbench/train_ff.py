@@ -13,6 +13,14 @@ then dropped, and Adam skips parameters without a gradient. BN running statistic
 learnt but track the real activations that evaluation will see, keep being updated. The coins come
 from their own generator (seeded from the run seed, saved in the checkpoint); with update_prob = 1
 none is drawn, so the run is the ordinary one bit for bit.
+
+Diagnostics (dni / cdni): `dni_placement` puts DNIs at only some boundaries (the others are exact
+backprop; see models.placed_boundaries). `warmup` = w: the first round(w * iterations) steps are
+exact backprop, every placed DNI passing the true gradient through while its SG model trains on
+it; then the SGs take over. With w = 1 the network's updates are the backprop run's, with w = 0
+the DNI run's. `probe_every` = n > 0: every n steps (and at the last) the SG fidelity probe
+(sgbench.probe) runs on a fixed probe batch, the first `probe_size` training examples; its time
+is excluded from the training time, like evaluation.
 """
 from __future__ import annotations
 
@@ -27,12 +35,14 @@ import torch
 
 from . import runio
 from .data import DATASETS, as_input, load_dataset, resolve_data_root
-from .models import (ARCHS, METHODS, SG_METHODS, UNLOCK_METHODS, FeedForwardNet, InputSpec, SGSpec,
+from .models import (ARCHS, METHODS, PLACEMENTS, SG_METHODS, UNLOCK_METHODS, FeedForwardNet, InputSpec, SGSpec,
                      default_input_hidden, paper_sg_hidden_layers)
+from .probe import ff_fidelity
 
 log = logging.getLogger(__name__)
 # Fields that do not change the numbers a run computes (a checkpoint made with other values resumes).
 NON_RESULT_FIELDS = {"device", "data_root", "download", "threads"}
+PROBE_KEYS = ("cosine", "rel_error", "norm_ratio")  # per boundary, see sgbench.probe
 # The update-mask generator's seed is the run seed plus this, so it never coincides with a batch stream's.
 UPDATE_SEED_OFFSET = 2**32
 
@@ -62,6 +72,10 @@ class FFConfig(runio.RunConfig):
     input_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
     update_prob: float = 1.0            # each step each layer updates with this probability (1: always)
     update_periods: list[int] | None = None  # layer k updates every n_k steps; one per layer, head last
+    dni_placement: str = "every"        # dni/cdni: every | every_second | middle boundary (others exact)
+    warmup: float = 0.0                 # dni/cdni: fraction of iterations of exact backprop first (SGs learn)
+    probe_every: int = 0                # SG fidelity probe every n steps (0: off)
+    probe_size: int = 256               # probe batch: the first N training examples
     eval_every: int = 0                 # 0: 20 evaluations over the run
     train_limit: int = 0                # use only the first N training examples (0: all)
     test_limit: int = 0                 # evaluate on the first N test examples (0: all)
@@ -71,7 +85,8 @@ class FFConfig(runio.RunConfig):
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
-    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "tier": runio.TIERS}
+    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "dni_placement": PLACEMENTS,
+               "tier": runio.TIERS}
 
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
@@ -93,6 +108,15 @@ class FFConfig(runio.RunConfig):
             (c.update_periods is None or all(n >= 1 for n in c.update_periods),
              f"update_periods are steps between a layer's updates, each >= 1, got {c.update_periods}"),
             (c.eval_every >= 0 and c.train_limit >= 0 and c.test_limit >= 0, "eval_every, train_limit, test_limit must be >= 0"),
+            (c.dni_placement == "every" or c.method in ("dni", "cdni"),
+             f"dni_placement {c.dni_placement!r} needs method dni or cdni (got {c.method!r}); use dni_placement every"),
+            (0 <= c.warmup <= 1, f"warmup is a fraction of the iterations in [0, 1], got {c.warmup}"),
+            (c.warmup == 0 or c.method in ("dni", "cdni"),
+             f"warmup needs method dni or cdni (got {c.method!r}); use warmup 0"),
+            (c.probe_every >= 0, f"probe_every must be >= 0 (0: no probe), got {c.probe_every}"),
+            (c.probe_every == 0 or c.method in ("dni", "cdni"),
+             f"the SG probe needs method dni or cdni (got {c.method!r}); use probe_every 0"),
+            (c.probe_size >= 2, f"probe_size must be >= 2 (batch norm needs it), got {c.probe_size}"),
         ])
         if c.sg_hidden_layers is None and c.method in SG_METHODS:
             c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)
@@ -198,7 +222,8 @@ def build_net(cfg: FFConfig, data) -> FeedForwardNet:
     """The run's network, SG and input models (initialised from torch's global generator)."""
     sg = SGSpec(cfg.sg_hidden_layers, cfg.sg_hidden_dim, cfg.sg_loss_weight, cfg.sg_scale)
     inputs = InputSpec(cfg.input_hidden_layers, cfg.input_hidden_dim)
-    return FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg, inputs)
+    return FeedForwardNet(cfg.arch, cfg.layers, cfg.method, data.input_shape, data.num_classes, sg, inputs,
+                          cfg.dni_placement)
 
 
 def lr_schedule(opt, cfg: FFConfig):
@@ -248,6 +273,10 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     n_inputs = 0 if model.input_models is None else len(model.input_models)
     curves = {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": [],
               "sg_loss": [[] for _ in range(n_boundaries)], "input_loss": [[] for _ in range(n_inputs)]}
+    if cfg.probe_every:
+        curves |= {"probe_step": [], **{f"probe_{k}": [[] for _ in range(n_boundaries)] for k in PROBE_KEYS}}
+        probe_x, probe_y = as_input(train_x[:cfg.probe_size]), train_y[:cfg.probe_size]
+    warmup_steps = round(cfg.warmup * cfg.iterations)
     step, train_time = 0, 0.0
     ckpt_path = out_dir / "checkpoint.pt"
     stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream, "schedule": schedule}
@@ -267,6 +296,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
         t0 = time.perf_counter()
         idx = stream.next().to(device)
         x, y = as_input(train_x[idx]), train_y[idx]
+        if cfg.warmup:
+            model.set_exact(step < warmup_steps)
         loss = train_step(model, opt, x, y, schedule.mask(step + 1))
         sched.step()
         step, since = step + 1, since + 1
@@ -278,6 +309,11 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             input_sum[i] += input_loss
         train_time += time.perf_counter() - t0
 
+        if cfg.probe_every and (step % cfg.probe_every == 0 or step == cfg.iterations):
+            curves["probe_step"].append(step)
+            for i, row in enumerate(ff_fidelity(model, probe_x, probe_y)):
+                for k in PROBE_KEYS:
+                    curves[f"probe_{k}"][i].append(None if row is None else row[k])
         if step % cfg.eval_every == 0 or step == cfg.iterations:
             err = test_error(model, test_x, test_y, device)
             curves["step"].append(step)
@@ -285,8 +321,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             curves["test_error"].append(err)
             curves["lr"].append(sched.get_last_lr()[0])
             curves["elapsed_s"].append(round(train_time, 3))
-            for i in range(n_boundaries):
-                curves["sg_loss"][i].append(float(sg_sum[i]) / since)
+            for i in range(n_boundaries):  # None where no DNI sits (dni_placement)
+                curves["sg_loss"][i].append(float(sg_sum[i]) / since if model.placed[i] else None)
             for i in range(n_inputs):
                 curves["input_loss"][i].append(float(input_sum[i]) / since)
             loss_sum.zero_(), sg_sum.zero_(), input_sum.zero_()
@@ -313,7 +349,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
         "model": {"parameters": sum(p.numel() for p in model.model_parameters()),
                   "sg_parameters": sum(p.numel() for p in model.sg_parameters()),
                   "input_parameters": sum(p.numel() for p in model.input_parameters()),
-                  "boundaries": n_boundaries},
+                  "boundaries": n_boundaries, "dni_boundaries": sum(model.placed)},
         "curves": curves,
         "final": {"test_error": curves["test_error"][-1], "train_loss": curves["train_loss"][-1],
                   "sg_loss": [c[-1] for c in curves["sg_loss"]],

@@ -17,6 +17,9 @@ state carried across windows. Per method, at the end of each window:
 A run measures, per window boundary, the norm of the gradient arriving there from the
 next window, the norm of the synthetic gradient injected there, and their cosine: the
 numbers that say whether the future gradient truncation discards is negligible.
+With `probe_every` = n > 0 (dni / dni_aux), every n time steps the SG fidelity probe
+(sgbench.probe.rnn_fidelity) also compares the SG at a boundary of a fixed probe stream with
+the exact gradient of the next `probe_horizon` windows' losses (one untruncated unroll).
 
 A killed run leaves no metrics.json; rerunning starts it afresh (runs are short, and the
 recurrent state crossing a boundary cannot be checkpointed without changing the numbers).
@@ -34,6 +37,7 @@ from torch import nn
 
 from . import runio
 from .dni import DNI, MLPSG
+from .probe import rnn_fidelity
 from .tasks import TASKS, Curriculum, EpisodeStream, Task, bits
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ class RNNConfig(runio.RunConfig):
     curriculum_window: int = 100        # episodes averaged for the curriculum test
     repeat_norm: float = 10.0           # repeat copy: the count channel holds R / repeat_norm
     log_points: int = 50                # points per curve
+    probe_every: int = 0                # dni/dni_aux: SG fidelity probe every n time steps (0: off)
+    probe_horizon: int = 8              # the probe's exact gradient: losses of this many windows ahead
     tier: str = "custom"                # label only: smoke | quick | paper | custom
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch CPU threads (0: torch's default)
@@ -79,6 +85,9 @@ class RNNConfig(runio.RunConfig):
             (c.sg_hidden_layers >= 0, f"sg_hidden_layers must be >= 0, got {c.sg_hidden_layers}"),
             (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
             (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
+            (c.probe_every >= 0 and c.probe_horizon >= 1, "probe_every must be >= 0 (0: off) and probe_horizon >= 1"),
+            (c.probe_every == 0 or c.method != "bptt",
+             "the SG probe needs a synthetic gradient: method dni or dni_aux, or probe_every 0"),
         ])
         return c
 
@@ -164,6 +173,8 @@ def train_rnn(config: RNNConfig, out_dir) -> dict:
     trace = [dict(timestep=0, **task.level(0))]
     curves = {k: [] for k in ("timestep", "bits_per_output_step", "bits_per_sequence", "length",
                               "boundary_true_grad_norm", "boundary_sg_norm", "boundary_cosine", "elapsed_s")}
+    if cfg.probe_every:
+        curves |= {k: [] for k in ("probe_timestep", "probe_cosine", "probe_rel_error", "probe_norm_ratio")}
     log_every = max(cfg.T, cfg.timesteps // cfg.log_points)
     log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams", cfg.task, cfg.method, cfg.T,
              cfg.seed, device, cfg.timesteps, cfg.batch_size)
@@ -187,6 +198,13 @@ def train_rnn(config: RNNConfig, out_dir) -> dict:
             log.info("passed length %d at time step %d", task.level(curriculum.solved)["length"], timestep + cfg.T)
         timestep += cfg.T
         train_time += time.perf_counter() - t0
+        if cfg.probe_every and (timestep // cfg.probe_every > (timestep - cfg.T) // cfg.probe_every
+                                or timestep >= cfg.timesteps):
+            probe = rnn_fidelity(model, task, curriculum.level, cfg.T, cfg.probe_horizon, cfg.batch_size,
+                                 cfg.seed, device)
+            curves["probe_timestep"].append(timestep)
+            for k, v in probe.items():
+                curves[f"probe_{k}"].append(v)
         if timestep >= next_log or timestep >= cfg.timesteps:
             acc.flush_into(curves, timestep, task.level(curriculum.level)["length"], train_time)
             next_log += log_every

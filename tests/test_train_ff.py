@@ -4,21 +4,13 @@ import json
 import jsonschema
 import pytest
 
-from helpers import write_learnable_mnist
+from helpers import tiny_ff_config
 from sgbench import runio
 from sgbench.cli import main
-from sgbench.train_ff import FFConfig, RunInterrupted, train_ff
+from sgbench.train_ff import RunInterrupted, train_ff
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_learnable_mnist(tmp_path_factory.mktemp("data"))
-
-
-def tiny(data_root, **kw):
-    base = dict(dataset="mnist", layers=2, method="dni", iterations=40, batch_size=32, lr=1e-3, eval_every=10,
-                sg_hidden_layers=1, sg_hidden_dim=32, data_root=str(data_root), device="cpu", tier="smoke")
-    return FFConfig(**(base | kw))
+tiny = tiny_ff_config
 
 
 def results(metrics):

@@ -8,25 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import write_learnable_mnist
+from helpers import tiny_ff_config
 from sgbench import runio
 from sgbench.models import FeedForwardNet, InputSpec, SGSpec
-from sgbench.train_ff import FFConfig, RunInterrupted, train_ff, train_step
+from sgbench.train_ff import RunInterrupted, train_ff, train_step
 
 BATCH = 16
 FCN_IN, CNN_IN = (1, 6, 6), (3, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_learnable_mnist(tmp_path_factory.mktemp("data"))
-
-
 def tiny(data_root, **kw):
-    base = dict(dataset="mnist", layers=2, method="unlock", iterations=40, batch_size=32, lr=1e-3, eval_every=10,
-                sg_hidden_layers=1, sg_hidden_dim=32, input_hidden_dim=32, data_root=str(data_root), device="cpu",
-                tier="smoke")
-    return FFConfig(**(base | kw))
+    return tiny_ff_config(data_root, **({"method": "unlock", "input_hidden_dim": 32} | kw))
 
 
 def results(metrics):

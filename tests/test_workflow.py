@@ -13,8 +13,8 @@ from helpers import write_learnable_mnist
 from sgbench import report
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ("prepare_data", "train_ff", "train_rnn", "aggregate_ff", "aggregate_rnn", "figures_ff", "figures_rnn",
-         "report")
+RULES = ("prepare_data", "train_ff", "train_rnn", "train_diagnostics", "aggregate_ff", "aggregate_rnn",
+         "aggregate_diagnostics", "figures_ff", "figures_rnn", "figures_diagnostics", "report")
 
 
 def snakemake(*args, cwd, env=None, snakefile=ROOT / "Snakefile"):
@@ -83,6 +83,28 @@ def test_a_run_defined_twice_differently_is_refused(tmp_path):
     assert out.returncode != 0 and "define run mnist-fcn2-dni-seed0 differently" in out.stdout + out.stderr
 
 
+def test_explicit_defaults_name_the_same_run(tmp_path):
+    """A grid that spells out a default (the paper's SG hidden layers for FCN DNI, warm-up 0) adds no run:
+    run names come from the resolved config, so the pipeline trains each config once."""
+    def train_jobs(snakefile):
+        out = snakemake("-n", "--directory", str(tmp_path), "--config", "tier=smoke", cwd=tmp_path,
+                        snakefile=snakefile)
+        assert out.returncode == 0, out.stderr + out.stdout
+        return sorted(line.split("/")[-2] for line in out.stdout.splitlines()
+                      if line.strip().startswith("output: results/runs/diagnostics/"))
+
+    before = train_jobs(ROOT / "Snakefile")
+    snakefile = copy_workflow(tmp_path)
+    tier_file = tmp_path / "wf" / "workflows" / "config" / "tiers" / "smoke.yaml"
+    text = tier_file.read_text()
+    for old, new in (("sg_hidden_layers: [0]", "sg_hidden_layers: [0, 2]"), ("warmup: [0.5]", "warmup: [0.0, 0.5]")):
+        assert old in text
+        text = text.replace(old, new)
+    tier_file.write_text(text)
+    assert train_jobs(snakefile) == before and len(before) == 4
+    assert "mnist-fcn3-dni-seed0" in before and not any("sgh2" in name or "-w0-" in name for name in before)
+
+
 def test_slurm_profile_gives_training_jobs_a_gpu(tmp_path):
     out = snakemake("-n", "--profile", str(ROOT / "workflows" / "profiles" / "slurm"), "--directory", str(tmp_path),
                     "--config", "tier=smoke", cwd=tmp_path)
@@ -122,6 +144,10 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
     parallel_runs = pd.read_csv(results / "tables" / "smoke" / "parallel_runs.csv")
     assert sorted(zip(parallel_runs["method"], parallel_runs["workers"])) == [
         ("backprop", 1), ("backprop", 2), ("cdni", 1), ("cdni", 2)]
+    diagnostics = (results / "tables" / "smoke" / "diagnostics.md").read_text()
+    assert "dni, middle (1 DNIs)" in diagnostics and "w = 50 %" in diagnostics and "d = 3" in diagnostics
+    assert "D1 fidelity vs depth** (mnist FCN-3" in text
+    assert len(list((results / "runs" / "diagnostics" / "smoke").glob("*/metrics.json"))) == 4
     runs = sorted((results / "runs" / "feedforward" / "smoke").glob("*/metrics.json"))
     assert len(runs) == 7
     assert all((tmp_path / "logs" / "train_ff" / "smoke" / f"{r.parent.name}.log").exists() for r in runs)

@@ -42,6 +42,25 @@ rule aggregate_rnn:
         "sgbench aggregate rnn {input} --tier {params.tier} --out {params.out} > {log} 2>&1"
 
 
+rule aggregate_diagnostics:
+    input:
+        metrics_files("diagnostics"),
+    output:
+        runs=table("diagnostics", "runs"),
+        curves=table("diagnostics", "curves"),
+        fidelity=table("diagnostics", "fidelity"),
+        md=report(table("diagnostics", "md"), caption="../report/diagnostics_table.rst", category="Tables"),
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/aggregate/{TIER}/diagnostics.log",
+    params:
+        tier=TIER,
+        out=lambda wildcards, output: os.path.dirname(output.runs),
+    shell:
+        "sgbench aggregate diagnostics {input} --tier {params.tier} --out {params.out} > {log} 2>&1"
+
+
 rule aggregate_parallel:
     input:
         metrics_files("parallel"),

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from sgbench import report as sgreport
-from sgbench import parallel, train_ff, train_rnn
+from sgbench import diagnostics, parallel, train_ff, train_rnn
 
 # `--config download=true` arrives as the string "true"; read the usual spellings as booleans.
 BOOLEAN_WORDS = {"true": True, "yes": True, "false": False, "no": False}
@@ -53,6 +53,10 @@ FAMILIES = {
                         keys=("dataset", "arch", "layers", "method", "update_prob", "seed"), name=ff_run_name),
     "rnn": dict(config=train_rnn.RNNConfig, non_result=train_rnn.NON_RESULT_FIELDS, budget="timesteps",
                 keys=("task", "method", "T", "seed"), name=rnn_run_name),
+    # Issue #8: feed-forward runs that vary DNI placement, warm-up and the SG model (sgbench/diagnostics.py).
+    "diagnostics": dict(config=train_ff.FFConfig, non_result=train_ff.NON_RESULT_FIELDS, budget="iterations",
+                        keys=("dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers",
+                              "sg_loss_weight", "seed"), name=diagnostics.run_name),
     # Timing runs: threads (per worker) are part of the measurement, so they come from the tier file.
     "parallel": dict(config=parallel.ParallelConfig, non_result={"device", "data_root", "download"},
                      budget="iterations", keys=("dataset", "arch", "layers", "method", "workers", "seed"),
@@ -64,7 +68,8 @@ def expand_grids(family, tier):
     """{run name: config} for every point of every grid of a family; refuses bad values before anything runs.
 
     Grids may overlap (the unlock grid repeats Table 1's FCN-3 runs): a run named twice must be the
-    same run, else the tier file is ambiguous and refused."""
+    same run, else the tier file is ambiguous and refused. Names come from the resolved config, so a
+    default given explicitly names the same run as one left out."""
     spec, runs = FAMILIES[family], {}
     for grid in TIER_CONFIG.get(family, []):
         keys = [k for k in spec["keys"] if k in grid]
@@ -73,18 +78,19 @@ def expand_grids(family, tier):
             settings = dict(grid.get("settings", {}), tier=tier, **{spec["budget"]: grid[spec["budget"]]})
             try:
                 cfg = spec["config"].from_dict(point | settings)
-                cfg.resolved()
+                resolved = cfg.resolved()
             except ValueError as e:
                 raise ValueError(f"tiers/{tier}.yaml, {family} grid {point}: {e}") from e
-            name = spec["name"](point)
-            if runs.get(name, cfg) != cfg:
+            name = spec["name"](dataclasses.asdict(resolved))
+            if name in runs and runs[name].resolved() != resolved:
                 raise ValueError(f"tiers/{tier}.yaml: two {family} grids define run {name} differently")
-            runs[name] = cfg
+            runs.setdefault(name, cfg)
     return runs
 
 
 RUNS = {family: expand_grids(family, TIER) for family in FAMILIES}
-FF_RUNS, RNN_RUNS, PARALLEL_RUNS = RUNS["feedforward"], RUNS["rnn"], RUNS["parallel"]
+FF_RUNS, RNN_RUNS, DIAG_RUNS, PARALLEL_RUNS = (RUNS["feedforward"], RUNS["rnn"], RUNS["diagnostics"],
+                                               RUNS["parallel"])
 
 
 def parallel_threads(wildcards):

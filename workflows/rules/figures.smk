@@ -42,6 +42,29 @@ rule figures_rnn:
         "sgbench figures rnn --tier {params.tier} --tables {params.tables} --out {params.out} > {log} 2>&1"
 
 
+rule figures_diagnostics:
+    input:
+        runs=table("diagnostics", "runs"),
+        curves=table("diagnostics", "curves"),
+        fidelity=table("diagnostics", "fidelity"),
+    output:
+        report(f"{FIGURES}/diag_fidelity.png", caption="../report/diag_fidelity.rst", category="Diagnostics"),
+        report(f"{FIGURES}/diag_placement.png", caption="../report/diag_placement.rst", category="Diagnostics"),
+        report(f"{FIGURES}/diag_warmup.png", caption="../report/diag_warmup.rst", category="Diagnostics"),
+        report(f"{FIGURES}/diag_sg_cost.png", caption="../report/diag_sg_cost.rst", category="Diagnostics"),
+        figure_files("diagnostics", "pdf"),
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/figures/{TIER}/diagnostics.log",
+    params:
+        tier=TIER,
+        tables=lambda wildcards, input: os.path.dirname(input.runs),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "sgbench figures diagnostics --tier {params.tier} --tables {params.tables} --out {params.out} > {log} 2>&1"
+
+
 rule figures_parallel:
     input:
         runs=table("parallel", "runs"),

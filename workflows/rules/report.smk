@@ -5,10 +5,12 @@ rule report:
     input:
         ff_runs=table("feedforward", "runs"),
         rnn_runs=table("rnn", "runs"),
+        diag_runs=table("diagnostics", "runs"),
+        diag_fidelity=table("diagnostics", "fidelity"),
         parallel_runs=table("parallel", "runs"),
         tables=[table("feedforward", "table1_md"), table("feedforward", "unlock_md"), table("rnn", "md"),
-                table("parallel", "md")],
-        figures=figure_files("feedforward", "png") + figure_files("rnn", "png") + figure_files("parallel", "png"),
+                table("diagnostics", "md"), table("parallel", "md")],
+        figures=[figure_files(family, "png") for family in ("feedforward", "rnn", "diagnostics", "parallel")],
     output:
         report(REPORT_MD, caption="../report/replication_report.rst", category="Replication report"),
     conda:

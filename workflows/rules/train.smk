@@ -35,6 +35,24 @@ rule train_rnn:
         "sgbench train-rnn {params.flags} --threads {threads} --out {params.out} > {log} 2>&1"
 
 
+rule train_diagnostics:
+    input:
+        data=lambda wildcards: f"results/data/{DIAG_RUNS[wildcards.run].dataset}.json",
+    output:
+        f"results/runs/diagnostics/{TIER}/{{run}}/metrics.json",
+    conda:
+        "../envs/sgbench.yaml"
+    log:
+        f"logs/train_diagnostics/{TIER}/{{run}}.log",
+    params:
+        flags=lambda wildcards: run_flags("diagnostics", wildcards.run),
+        data=data_flags(),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    threads: config["train_threads"]
+    shell:
+        "sgbench train-ff {params.flags} {params.data} --threads {threads} --out {params.out} > {log} 2>&1"
+
+
 # A timing run reserves every core this Snakemake was given (threads are capped at --cores), so
 # nothing else shares its CPUs; its K workers use `threads` each (the tier file says how many).
 # Rerunning restarts it: a timing is not resumed.
