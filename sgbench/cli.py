@@ -163,7 +163,8 @@ def main(argv=None) -> int:
         print(f"sgbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sgbench: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        resume = "resume from the last checkpoint" if args.command == "train-ff" else "start it afresh"
+        print(f"sgbench: interrupted; rerun the same command to {resume}", file=sys.stderr)
         return 130
     return 0
 
