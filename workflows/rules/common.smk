@@ -30,6 +30,10 @@ DEFAULT_TIER = "quick"
 TABLES = f"results/tables/{TIER}"
 FIGURES = f"results/figures/{TIER}"
 REPORT_MD = "results/REPORT.md" if TIER == DEFAULT_TIER else f"results/reports/{TIER}/REPORT.md"
+# What a training job asks its executor for beyond threads: the tier's GPUs per run (paper: 1,
+# SLURM --gpus=1; smoke and quick are CPU tiers: no gpu resource). Site settings (GPU type,
+# partition, account, memory, time) stay in the executor profile (workflows/profiles/slurm).
+TRAIN_RESOURCES = {"gpu": TIER_CONFIG["gpus_per_run"]} if TIER_CONFIG.get("gpus_per_run") else {}
 
 
 def ff_run_name(p):
