@@ -41,37 +41,69 @@ WROTE_CONF=
 MUNGE_RUN=   # munged's socket, pid and seed files
 POLICY=/usr/sbin/policy-rc.d ADDED_POLICY=   # set while apt-get runs
 
-stop_pid() {  # stop_pid NAME PID [-]: SIGTERM, up to 15 s, then SIGKILL; with -, to its process group
-    local name=$1 pid=$2 target=$2 i
-    [ "${3:-}" = - ] && target="-$2"
+stop_pid() {  # stop_pid NAME PID: SIGTERM, up to 15 s, then SIGKILL
+    local name=$1 pid=$2 i
     kill -0 "$pid" 2>/dev/null || { say "$name (pid $pid) had already exited"; return 0; }
-    kill -TERM -- "$target" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then say "$name (pid $pid) ignored SIGTERM for 15 s: SIGKILL"; fi
-    kill -KILL -- "$target" 2>/dev/null || true   # and whatever is left of its group
+    if kill -0 "$pid" 2>/dev/null; then
+        say "$name (pid $pid) ignored SIGTERM for 15 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
     say "stopped $name (pid $pid)"
+}
+
+stop_runs() {  # the snakemake runs still going (after a failure or an interrupt), with their process groups
+    local name i left
+    [ ${#RUN_PID[@]} -gt 0 ] || return 0
+    for name in "${!RUN_PID[@]}"; do kill -TERM -- "-${RUN_PID[$name]}" 2>/dev/null; done
+    for i in $(seq 50); do   # 5 s; a SLURM run does not stop on SIGTERM: its jobs are cancelled below
+        left=; for name in "${!RUN_PID[@]}"; do kill -0 "${RUN_PID[$name]}" 2>/dev/null && left=1; done
+        [ -z "$left" ] && break; sleep 0.1
+    done
+    for name in "${!RUN_PID[@]}"; do
+        kill -KILL -- "-${RUN_PID[$name]}" 2>/dev/null; wait "${RUN_PID[$name]}" 2>/dev/null
+        say "stopped snakemake $name (pid ${RUN_PID[$name]})"
+    done
+}
+
+our_stepds() {  # job step daemons that were not running before this script started slurmd
+    local pid
+    for pid in $(pgrep -x slurmstepd || true); do
+        case "${STEPD_BEFORE:-}" in *" $pid "*) ;; *) echo "$pid" ;; esac
+    done
+}
+
+work_procs() {  # processes working in WORKDIR: what is left of a job or a run
+    local proc
+    for proc in /proc/[0-9]*; do
+        [ "${proc#/proc/}" = $$ ] && continue
+        case "$(readlink "$proc/cwd" 2>/dev/null)" in "$WORK" | "$WORK"/*) echo "${proc#/proc/}" ;; esac
+    done
 }
 
 cleanup() {
     local rc=$? i pid name
     trap - EXIT INT TERM ERR
     set +e
-    for name in "${!RUN_PID[@]}"; do stop_pid "snakemake $name" "${RUN_PID[$name]}" -; done  # left by a failure
+    stop_runs
     if [ ${#DAEMONS[@]} -gt 0 ]; then
         say "stopping the cluster"
         if kill -0 "${CTLD_PID:-0}" 2>/dev/null; then
             squeue -h -t all -o '%i|%j|%T|%C|%m|%b|%N' >"$C/jobs-at-exit.txt" 2>/dev/null
             scancel --quiet --user=root 2>/dev/null
-            for i in $(seq 30); do [ -z "$(squeue -h -t running,completing 2>/dev/null)" ] && break; sleep 0.5; done
+            for i in $(seq 30); do   # up to 15 s for the cancelled jobs and their step daemons to end
+                [ -z "$(squeue -h -t running,completing 2>/dev/null)" ] && [ -z "$(our_stepds)" ] && break
+                sleep 0.5
+            done
         fi
         for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do   # slurmd first, munged last
             read -r name pid <<<"${DAEMONS[i]}"; stop_pid "$name" "$pid"
         done
         # Job step daemons that slurmd started (not running before this script) outlive slurmd.
-        for pid in $(pgrep -x slurmstepd || true); do
-            case "$STEPD_BEFORE" in *" $pid "*) ;; *) stop_pid slurmstepd "$pid" ;; esac
-        done
+        for pid in $(our_stepds); do stop_pid slurmstepd "$pid"; done
+        for i in $(seq 20); do [ -z "$(work_procs)" ] && break; sleep 0.5; done   # a cancelled job's last processes
+        for pid in $(work_procs); do stop_pid "$(cat "/proc/$pid/comm" 2>/dev/null) (left by a job)" "$pid"; done
         rm -f "$C"/*.pid
     fi
     if [ -n "$ADDED_POLICY" ]; then rm -f "$POLICY"; fi
