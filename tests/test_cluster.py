@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import write_learnable_mnist
 
@@ -22,8 +24,6 @@ SCRIPT = ROOT / "tests" / "cluster" / "local_slurm.sh"
 sys.path.insert(0, str(SCRIPT.parent))
 import compare_runs  # noqa: E402  (tests/cluster/compare_runs.py)
 
-RULES = ("prepare_data", "train_ff", "train_rnn", "aggregate_ff", "aggregate_rnn", "figures_ff", "figures_rnn",
-         "report")
 DAEMONS = ("munged", "slurmctld", "slurmd", "slurmstepd")
 MARK = "# One-node test cluster written by tests/cluster/local_slurm.sh"
 
@@ -117,35 +117,38 @@ def test_script_passes_every_check(cluster_run):
 
 
 def test_every_smoke_job_went_through_sbatch_and_completed(cluster_run):
-    """Every job of every rule was submitted with sbatch and COMPLETED on the cluster, with the
-    resources the profiles give (1 CPU, 1000 MB) and no GPU: the smoke tier asks for none."""
+    """Every job Snakemake ran (all but the target rule `all`) was submitted with sbatch, with the
+    memory the profiles give its rule and no GPU (the smoke tier asks for none), and COMPLETED."""
     out = cluster_run.text("slurm.out")
     assert cluster_run.text("slurm.rc").strip() == "0", out[-3000:]
-    submitted = {}
+    stats = out.split("Job stats:")[1].split("total")[0].splitlines()[3:]
+    expected = Counter({rule: int(n) for rule, n in (line.split() for line in stats if line.strip())})
+    del expected["all"]
+    submitted = {}  # SLURM job id -> rule
     for line in out.splitlines():
         if "has been submitted with SLURM jobid" in line:
             job_id = line.split("SLURM jobid ")[1].split()[0]
-            submitted[job_id] = line.split("(log: ")[1].rstrip(").")
-    jobs = {fields[0]: fields for fields in (line.split("|") for line in cluster_run.text("slurm-jobs.txt").splitlines())}
-    assert len(submitted) == 15 and set(submitted) <= set(jobs), (submitted, jobs)
-    for job_id, log in submitted.items():
-        _, _, state, cpus, memory, gres, _ = jobs[job_id]
-        assert (state, cpus, memory, gres) == ("COMPLETED", "1", "1000M", "N/A"), jobs[job_id]
-        assert Path(log).stat().st_size > 0
-    rules = {Path(log).relative_to(cluster_run.work / "slurm" / "logs" / "slurm").parts[0] for log in submitted.values()}
-    assert rules == {f"rule_{rule}" for rule in RULES}
-    report = cluster_run.work / "slurm" / "results" / "reports" / "smoke" / "REPORT.md"
-    assert "Tier smoke: not the paper-scale replication" in report.read_text()
+            log = Path(line.split("(log: ")[1].rstrip(")."))
+            assert log.stat().st_size > 0, log
+            submitted[job_id] = log.relative_to(cluster_run.work / "slurm" / "logs" / "slurm").parts[0].removeprefix("rule_")
+    assert Counter(submitted.values()) == expected and len(expected) >= 8, (submitted, expected)
+    profile = yaml.safe_load((ROOT / "tests" / "cluster" / "profile" / "config.yaml").read_text())
+    jobs = {f[0]: f for f in (line.split("|") for line in cluster_run.text("slurm-jobs.txt").splitlines())}
     ctld_log = cluster_run.text("cluster/log/slurmctld.log")
-    for job_id in submitted:
+    for job_id, rule in submitted.items():
+        _, _, state, _, memory, gres, _ = jobs[job_id]
+        mem_mb = profile["set-resources"].get(rule, {}).get("mem_mb", profile["default-resources"]["mem_mb"])
+        assert (state, memory, gres) == ("COMPLETED", f"{mem_mb}M", "N/A"), (rule, jobs[job_id])
         assert f"_slurm_rpc_submit_batch_job: JobId={job_id} " in ctld_log
         assert f"_job_complete: JobId={job_id} WEXITSTATUS 0" in ctld_log
+    report = cluster_run.work / "slurm" / "results" / "reports" / "smoke" / "REPORT.md"
+    assert "Tier smoke: not the paper-scale replication" in report.read_text()
 
 
 def test_slurm_run_computes_the_local_runs_numbers(cluster_run):
     local, slurm = cluster_run.work / "local", cluster_run.work / "slurm"
     assert cluster_run.text("local.rc").strip() == "0"
-    assert len(list(slurm.glob("results/runs/**/metrics.json"))) == 9
+    assert len(list(slurm.glob("results/runs/**/metrics.json"))) >= 9
     assert compare_runs.differences(local, slurm) == []
 
 

@@ -1,27 +1,34 @@
 """Are two smoke-tier runs of the pipeline the same numbers? python compare_runs.py DIR_A DIR_B
 
 Compares what a seeded CPU run determines: every metrics.json (config, data set, model, curves,
-final values; not `timing`, `meta` or the curves' `elapsed_s`) and every table in results/tables
-(less its timing columns). Prints each difference and exits 1 if there is any; used by
-tests/cluster/local_slurm.sh to check a run through SLURM against a local one."""
+final values; not `timing`, `meta` or a timed curve such as `elapsed_s`) and every table in
+results/tables, less its timing columns (seconds, milliseconds, rates, speed-ups, wait fractions).
+Prints each difference and exits 1 if there is any; used by tests/cluster/local_slurm.sh to check a
+run through SLURM against a local one."""
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
 NOT_DETERMINED = {"timing", "meta"}                # wall time, host, versions, start time
-TIMING_FIELDS = {"elapsed_s", "steps_per_s", "timesteps_per_s", "train_time_s", "wall_time_s"}
+# elapsed_s, steps_per_s, time_to_target_s, step_ms, samples_per_s_ci95, speedup, ...
+TIMED = re.compile(r"(_s|_ms|speedup)(_ci95)?$|^wait_fraction$")
+
+
+def untimed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not TIMED.search(k)}
 
 
 def metrics_content(path: Path) -> dict:
     data = {k: v for k, v in json.loads(path.read_text()).items() if k not in NOT_DETERMINED}
-    data["curves"] = {k: v for k, v in data["curves"].items() if k not in TIMING_FIELDS}
+    data["curves"] = untimed(data["curves"])
     return data
 
 
 def table_content(path: Path) -> list[dict]:
     with open(path, newline="") as f:
-        return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in csv.DictReader(f)]
+        return [untimed(row) for row in csv.DictReader(f)]
 
 
 def differences(a: Path, b: Path) -> list[str]:
