@@ -105,14 +105,19 @@ def test_explicit_defaults_name_the_same_run(tmp_path):
     assert "mnist-fcn3-dni-seed0" in before and not any("sgh2" in name or "-w0-" in name for name in before)
 
 
-def test_slurm_profile_gives_training_jobs_a_gpu(tmp_path):
+@pytest.mark.parametrize("tier, gpus", [("paper", 1), ("smoke", 0)])
+def test_slurm_profile_gives_training_jobs_the_tiers_gpus(tmp_path, tier, gpus):
+    """The paper tier's training jobs ask for a GPU each (gpus_per_run: 1), the CPU tiers' for none;
+    every job has memory and a time limit (the plugin passes no --mem without mem_mb)."""
     out = snakemake("-n", "--profile", str(ROOT / "workflows" / "profiles" / "slurm"), "--directory", str(tmp_path),
-                    "--config", "tier=smoke", cwd=tmp_path)
+                    "--config", f"tier={tier}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr + out.stdout
     jobs = out.stdout.split("\n\n")
     for rule in RULES:
         resources = next(j for j in jobs if f"rule {rule}:" in j).split("resources:")[1].splitlines()[0]
-        assert ("gpu=1" in resources) == rule.startswith("train_"), (rule, resources)
+        assert ("gpu=" in resources) == (gpus > 0 and rule.startswith("train_")), (rule, resources)
+        if "gpu=" in resources:
+            assert f"gpu={gpus}" in resources, (rule, resources)
         assert "runtime=" in resources and "mem_mb=" in resources
 
 

@@ -30,6 +30,10 @@ DEFAULT_TIER = "quick"
 TABLES = f"results/tables/{TIER}"
 FIGURES = f"results/figures/{TIER}"
 REPORT_MD = "results/REPORT.md" if TIER == DEFAULT_TIER else f"results/reports/{TIER}/REPORT.md"
+# What a training job asks its executor for beyond threads: the tier's GPUs per run (paper: 1,
+# SLURM --gpus=1; smoke and quick are CPU tiers: no gpu resource). Site settings (GPU type,
+# partition, account, memory, time) stay in the executor profile (workflows/profiles/slurm).
+TRAIN_RESOURCES = {"gpu": TIER_CONFIG["gpus_per_run"]} if TIER_CONFIG.get("gpus_per_run") else {}
 
 
 def ff_run_name(p):
@@ -95,12 +99,17 @@ FF_RUNS, RNN_RUNS, DIAG_RUNS, PARALLEL_RUNS = (RUNS["feedforward"], RUNS["rnn"],
 
 def parallel_threads(wildcards):
     """A timing run's cores: every core Snakemake was given, so that no other job shares its CPUs (at
-    least its K workers x threads each; without --cores, e.g. under SLURM, exactly that)."""
+    least its K workers x threads each). On a cluster exactly that: the job is submitted with it,
+    and inside the job (where Snakemake runs again, with --cores all) it must not grow, or the
+    job's own srun asks for more CPUs than SLURM allocated and fails."""
     cfg = PARALLEL_RUNS[wildcards.run]
+    needed = cfg.workers * cfg.threads
+    if workflow.remote_exec or not workflow.local_exec:  # in a cluster job, or submitting one
+        return needed
     try:
-        return max(cfg.workers * cfg.threads, workflow.cores)
+        return max(needed, workflow.cores)
     except WorkflowError:  # no --cores given
-        return cfg.workers * cfg.threads
+        return needed
 
 
 def run_flags(family, run):

@@ -16,6 +16,8 @@ rule train_ff:
         data=data_flags(),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     threads: config["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     shell:
         "sgbench train-ff {params.flags} {params.data} --threads {threads} --out {params.out} > {log} 2>&1"
 
@@ -31,6 +33,8 @@ rule train_rnn:
         flags=lambda wildcards: run_flags("rnn", wildcards.run),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     threads: config["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     shell:
         "sgbench train-rnn {params.flags} --threads {threads} --out {params.out} > {log} 2>&1"
 
@@ -49,6 +53,8 @@ rule train_diagnostics:
         data=data_flags(),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     threads: config["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     shell:
         "sgbench train-ff {params.flags} {params.data} --threads {threads} --out {params.out} > {log} 2>&1"
 
