@@ -198,7 +198,6 @@ class Link:
 class Worker:
     """One stage's process: its part of the net and its links to the neighbouring stages."""
     rank: int
-    workers: int
     stage: Stage
     in_shape: tuple          # per example, of what arrives from below (the image for stage 0)
     out_shape: tuple         # per example, of what goes up
@@ -331,7 +330,7 @@ def train_stage(rank: int, cfg: ParallelConfig, device, backend: str, split: lis
     lo, hi = stage_bounds(split)[rank]
     shapes = [tuple(data.input_shape), *unit_output_shapes(net, data.input_shape)]
     staged = backend == "gloo" and device.type == "cuda"
-    w = Worker(rank, cfg.workers, Stage(net, lo, hi), shapes[lo], shapes[hi],
+    w = Worker(rank, Stage(net, lo, hi), shapes[lo], shapes[hi],
                Link(rank - 1, device, staged) if rank > 0 else None,
                Link(rank + 1, device, staged) if rank < cfg.workers - 1 else None, device)
     opt = torch.optim.Adam([p for p in w.stage.parameters() if p.requires_grad], lr=cfg.lr)
