@@ -49,11 +49,15 @@ def test_one_worker_is_the_single_process_dni_run(data_root, tmp_path):
     assert_same_run(one, single)
 
 
-def test_locked_pipeline_is_single_process_backprop(data_root, tmp_path):
-    single = train_ff(FFConfig(**(COMMON | dict(data_root=str(data_root), method="backprop"))), tmp_path / "ff")
-    locked = train_parallel(parallel(data_root, method="backprop", workers=3, threads=torch.get_num_threads()),
-                            tmp_path / "k3")
-    assert locked["model"]["split"] == [1, 1, 1]
+@pytest.mark.parametrize("arch, workers, split", [("fcn", 3, [1, 1, 1]), ("cnn", 2, [1, 2])])
+def test_locked_pipeline_is_single_process_backprop(data_root, tmp_path, arch, workers, split):
+    """Activations, labels and gradients cross the workers intact (vectors and feature maps)."""
+    small = dict(arch=arch, method="backprop", iterations=30, test_limit=100) | (
+        dict(iterations=10, eval_every=5, batch_size=8) if arch == "cnn" else {})  # a CNN step is slow on a CPU
+    single = train_ff(FFConfig(**(COMMON | dict(data_root=str(data_root)) | small)), tmp_path / "ff")
+    locked = train_parallel(parallel(data_root, workers=workers, split=split, threads=torch.get_num_threads(), **small),
+                            tmp_path / "locked")
+    assert locked["model"]["split"] == split
     assert_same_run(locked, single)
 
 
