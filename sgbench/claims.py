@@ -275,7 +275,7 @@ def _decoupled_vs_locked(m: Measured, value: str, unit: str, better: Callable[[f
         rows = {r["method"]: r for r in g.to_dict("records")}
         if "backprop" not in rows:
             continue
-        label = f"{key[0]} {key[1].upper()}-{int(key[2])}, K = {int(key[3])}"
+        label = f"{report.net_label(dict(zip(speed.CELL, key)))}, K = {int(key[3])}"
         for method in (x for x in ("cdni", "dni") if x in rows):
             sg, locked = rows[method][value], rows["backprop"][value]
             margin = better(sg, locked)

@@ -137,7 +137,7 @@ def markdown(runs: pd.DataFrame, stats: pd.DataFrame, model: pd.DataFrame, tier:
              f"a seed never did. Wait: the share of a worker's time spent blocked on a neighbour (mean over "
              f"workers). Model: the analytic model's step time (sgbench/parallel.py).\n"]
     for cell, g in stats.groupby(CELL, sort=True):
-        lines += [f"\n## {cell[0]} {cell[1].upper()}-{cell[2]}\n",
+        lines += [f"\n## {report.net_label(dict(zip(CELL, cell)))}\n",
                   "| method | K | split | samples/s | speedup (ideal) | time to target (s) | reached | "
                   "test error (%) | step ms: measured / model | wait |",
                   "| --- | ---: | --- | --- | --- | --- | --- | --- | --- | ---: |"]
@@ -153,7 +153,7 @@ def markdown(runs: pd.DataFrame, stats: pd.DataFrame, model: pd.DataFrame, tier:
                   "Predicted speedup over single-process backprop (measured where a run exists), stages cut as "
                   "the runner cuts them. Per-unit compute comes from the runs' own profiles and the message "
                   "latency from their K ≥ 2 runs; workers are assumed to have a core (or GPU) each.\n"]
-        table = model.assign(cell=[f"{d} {a.upper()}-{n}" for d, a, n in model[CELL].itertuples(index=False)],
+        table = model.assign(cell=model.apply(report.net_label, axis=1),
                              value=[f"{p:.2f}" + ("" if pd.isna(m) else f" ({m:.2f})")
                                     for p, m in zip(model["predicted_speedup"], model["measured_speedup"])])
         pivot = table.pivot(index=["cell", "method"], columns="workers", values="value").fillna("—")
