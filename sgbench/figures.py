@@ -366,10 +366,9 @@ def parallel_speed(runs: pd.DataFrame, model: pd.DataFrame, tier: str, stem: Pat
     palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
     for row, net in zip(axes, nets):
         data = runs[runs.apply(report.net_label, axis=1) == net]
-        reached = data.assign(time_to_target_s=data["time_to_target_s"].where(data["time_to_target_s"].notna()))
         for ax, y, label in ((row[0], "samples_per_s", "samples / s"),
                              (row[1], "time_to_target_s", f"s to {data['target_error'].iloc[0]:g} % test error")):
-            sns.lineplot(reached, x="workers", y=y, hue="method", hue_order=order, palette=palette,
+            sns.lineplot(data, x="workers", y=y, hue="method", hue_order=order, palette=palette,
                          errorbar=report.t_interval, err_style="bars", marker="o", ax=ax, legend=ax is row[0])
             ax.set(xlabel="workers K", ylabel=label, title=net)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

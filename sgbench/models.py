@@ -193,6 +193,7 @@ class FeedForwardNet(nn.Module):
                 h = block(h)
                 shapes.append(tuple(h.shape[1:]))
         self.blocks.train()
+        self.block_shapes = shapes  # per-example output shape of each block
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shapes[-1]), num_classes))
         self.boundaries = self.input_models = None
         self.placed = placed_boundaries(layers, placement) if method in SG_METHODS else []

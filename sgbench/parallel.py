@@ -328,7 +328,7 @@ def train_stage(rank: int, cfg: ParallelConfig, device, backend: str, split: lis
     data, (train_x, train_y), (test_x, test_y) = load_run_data(cfg, device)
     net = build_net(cfg, data).to(device)
     lo, hi = stage_bounds(split)[rank]
-    shapes = [tuple(data.input_shape), *unit_output_shapes(net, data.input_shape)]
+    shapes = [tuple(data.input_shape), *net.block_shapes, (net.num_classes,)]  # what enters each unit, then the logits
     staged = backend == "gloo" and device.type == "cuda"
     w = Worker(rank, Stage(net, lo, hi), shapes[lo], shapes[hi],
                Link(rank - 1, device, staged) if rank > 0 else None,
@@ -336,7 +336,7 @@ def train_stage(rank: int, cfg: ParallelConfig, device, backend: str, split: lis
     opt = torch.optim.Adam([p for p in w.stage.parameters() if p.requires_grad], lr=cfg.lr)
     sched = lr_schedule(opt, cfg)
     stream = BatchStream(len(train_y), cfg.batch_size, cfg.seed) if rank == 0 else None
-    batch = stream.batch_size if stream else min(cfg.batch_size, cfg.train_limit or len(train_y))
+    batch = min(cfg.batch_size, len(train_y))  # BatchStream's batch, known to every worker
     latency = link_latency(w, batch)
     dist.barrier()
 
@@ -379,19 +379,6 @@ def train_stage(rank: int, cfg: ParallelConfig, device, backend: str, split: lis
     dist.barrier()
     return {"rank": rank, "units": [lo, hi], "train_s": train_s, "wait_s": w.wait_s(),
             "link_latency_s": latency, "curves": curves if w.above is None else None}
-
-
-def unit_output_shapes(net, in_shape) -> list[tuple]:
-    """Per-example output shape of every unit (blocks, then the head)."""
-    with torch.no_grad():
-        was_training, shapes = net.training, []
-        net.eval()
-        h = torch.zeros(2, *in_shape, device=next(net.parameters()).device)
-        for unit in (*net.blocks, net.head):
-            h = unit(h)
-            shapes.append(tuple(h.shape[1:]))
-        net.train(was_training)
-    return shapes
 
 
 # ---------------------------------------------------------------- the analytic model
@@ -479,7 +466,7 @@ def train_parallel(config: ParallelConfig, out_dir) -> dict:
     if device.type == "cuda" and torch.cuda.device_count() < cfg.workers:
         log.warning("%d workers share %d GPU(s): gloo, messages staged through CPU; timings are not those of "
                     "one GPU per worker", cfg.workers, torch.cuda.device_count())
-    data, _, (test_x, test_y) = load_run_data(cfg, torch.device("cpu"))
+    data, (train_x, _), (test_x, test_y) = load_run_data(cfg, torch.device("cpu"))
     net = build_net(cfg, data)  # on the seed, as every worker builds it: for FLOPs and the profile
     flops = unit_flops(net, data.input_shape)
     split = list(cfg.split or balanced_split(flops, cfg.workers))
@@ -496,7 +483,8 @@ def train_parallel(config: ParallelConfig, out_dir) -> dict:
         path = out_dir / f".worker{k}.json"
         results.append(json.loads(path.read_text()))
         path.unlink()
-    metrics = assemble_metrics(cfg, data, len(test_y), net, flops, split, (unit_s, cut_s), results, meta)
+    metrics = assemble_metrics(cfg, data, (len(train_x), len(test_y)), net, flops, split, (unit_s, cut_s),
+                               results, meta)
     metrics["timing"]["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     runio.validate(metrics, "parallel_metrics")
     runio.atomic_write_json(out_dir / "metrics.json", metrics)
@@ -528,10 +516,11 @@ def spawn_workers(cfg: ParallelConfig, out_dir: Path, split: list[int]) -> None:
                 p.join()
 
 
-def assemble_metrics(cfg, data, n_test, net, flops, split, profile, results, meta) -> dict:
+def assemble_metrics(cfg, data, sizes, net, flops, split, profile, results, meta) -> dict:
+    n_train, n_test = sizes
     unit_s, cut_s = profile
     curves = results[-1]["curves"]
-    batch = min(cfg.batch_size, cfg.train_limit or len(data.train_y))
+    batch = min(cfg.batch_size, n_train)
     train_s = max(r["train_s"] for r in results)
     hit = [t for t, e in zip(curves["elapsed_s"], curves["test_error"]) if e <= cfg.target_error]
     latencies = [r["link_latency_s"] for r in results if r["link_latency_s"] is not None]
@@ -543,7 +532,7 @@ def assemble_metrics(cfg, data, n_test, net, flops, split, profile, results, met
         "tier": cfg.tier,
         "config": dataclasses.asdict(cfg),
         "dataset": {"requested": cfg.dataset, "variant": data.name, "source": data.source,
-                    "n_train": cfg.train_limit or len(data.train_y), "n_test": n_test},
+                    "n_train": n_train, "n_test": n_test},
         "model": {"parameters": sum(p.numel() for p in net.model_parameters()),
                   "sg_parameters": sum(p.numel() for p in net.sg_parameters()),
                   "units": len(flops), "split": split, "unit_flops": flops},
