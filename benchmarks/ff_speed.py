@@ -15,9 +15,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sgbench.models import FeedForwardNet
-from sgbench.runio import resolve_device, run_metadata
-from sgbench.train_ff import train_step
+from sgbench.families.feedforward.run import train_step
+from sgbench.nets import FeedForwardNet
+from sgbench.runtime import resolve_device, run_metadata
 
 SETUPS = {"mnist-fcn6": ("fcn", 6, (1, 28, 28)), "cifar-cnn3": ("cnn", 3, (3, 32, 32))}
 

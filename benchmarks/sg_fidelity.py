@@ -4,7 +4,7 @@
 
 Trains MNIST FCN nets with DNI and cDNI (paper settings) and, every --every steps, compares on a
 fixed probe batch each boundary's synthetic gradient with the exact backprop gradient of the same
-network at that point (sgbench.probe.ff_fidelity, which disturbs nothing of the run): cosine
+network at that point (sgbench.fidelity.ff_fidelity, which disturbs nothing of the run): cosine
 similarity and norm ratio ||sg|| / ||true||, both over the whole batch tensor. `sgbench train-ff
 --probe-every N` records the same numbers (and the relative error) in metrics.json.
 
@@ -17,13 +17,13 @@ import argparse
 import torch
 
 from sgbench.data import as_input, load_dataset
-from sgbench.models import FeedForwardNet
-from sgbench.probe import ff_fidelity
-from sgbench.train_ff import BatchStream, train_step
+from sgbench.families.feedforward.run import BatchStream, train_step
+from sgbench.fidelity import ff_fidelity
+from sgbench.nets import FeedForwardNet
 
 
 def fidelity(model, x, y):
-    """Per boundary (bottom first): cosine(sg, true) and ||sg|| / ||true|| (sgbench.probe's conventions)."""
+    """Per boundary (bottom first): cosine(sg, true) and ||sg|| / ||true|| (sgbench.fidelity's conventions)."""
     return [(r["cosine"], r["norm_ratio"]) for r in ff_fidelity(model, x, y)]
 
 

@@ -1,6 +1,8 @@
 """`sgbench` command line. Every config field is a flag; `--config FILE` (YAML/JSON) sets many at once.
 
-Precedence: dataclass defaults < config file < flags given on the command line.
+Precedence: dataclass defaults < config file < flags given on the command line. The training
+subcommands, `aggregate` and `figures` come from the family registry (sgbench/families). Parsing
+the command line imports no torch: a runner (and torch) is imported when a run starts.
 """
 from __future__ import annotations
 
@@ -12,12 +14,11 @@ import sys
 import typing
 from pathlib import Path
 
-from . import __version__, runio
-from .data import DATASETS, DataNotFoundError, load_dataset, resolve_data_root
-from .report import FIGURES, OUTPUTS, MetricsError, aggregate
-from .train_ff import FFConfig, train_ff
-from .train_rnn import RNNConfig, train_rnn
-from .parallel import ParallelConfig, ParallelRunError, train_parallel
+from . import __version__, runtime
+from .analysis.tables import MetricsError
+from .catalog import DATASETS
+from .families import FAMILIES, commands, get
+from .runtime import RunError
 
 
 def _flag_type(tp):
@@ -69,40 +70,44 @@ def build_config(config_cls, args: argparse.Namespace):
 
 
 def prepare_data(args) -> None:
+    from .data import load_dataset, resolve_data_root  # torch: only for this command
     data = load_dataset(args.dataset, resolve_data_root(args.data_root), download=args.download)
     found = {"requested": args.dataset, "variant": data.name, "source": data.source,
              "n_train": len(data.train_y), "n_test": len(data.test_y), "input_shape": list(data.input_shape)}
     print(json.dumps(found))
     if args.out:
-        runio.atomic_write_json(args.out, found)
+        runtime.atomic_write_json(args.out, found)
+
+
+# What each training subcommand says in --help (the families that share a runner share its command).
+TRAIN_HELP = {
+    "train-ff": ("one feed-forward run (MNIST/CIFAR-10, FCN/CNN, backprop/dni/cdni/no_bprop/unlock/cunlock)",
+                 "One feed-forward run. Defaults are the paper's ([DNI] supplement); sg_hidden_layers/sg_hidden_dim "
+                 "unset = the paper's SG for that arch and method; eval_every 0 = 20 evaluations per run."),
+    "train-rnn": ("one RNN run (copy / repeat copy; bptt / dni / dni_aux; truncation T)",
+                  "One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. Values [DNI] does not give "
+                  "are sgbench's choices (see RNNConfig)."),
+    "train-parallel": ("one feed-forward run split over K worker processes (backprop: locked pipeline; "
+                       "dni/cdni: update-unlocked stages)",
+                       "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "
+                       "time to target_error. Restarts from scratch when rerun."),
+}
+
+
+def add_train_commands(sub) -> None:
+    for command, family in commands().items():
+        short, long = TRAIN_HELP.get(command, (family.summary, family.summary))
+        p = sub.add_parser(command, help=short, description=long)
+        p.add_argument("--out", type=Path, required=True, help="run folder: metrics.json (and a checkpoint while running)")
+        add_config_flags(p, family.config_class())
+        p.add_argument("--quiet", action="store_true", help="log warnings only")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sgbench", description="Synthetic-gradient (DNI) replication benchmark")
     parser.add_argument("--version", action="version", version=f"sgbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    ff = sub.add_parser("train-ff", help="one feed-forward run (MNIST/CIFAR-10, FCN/CNN, backprop/dni/cdni/no_bprop)",
-                        description="One feed-forward run. Defaults are the paper's ([DNI] supplement); "
-                        "sg_hidden_layers/sg_hidden_dim unset = the paper's SG for that arch and method; "
-                        "eval_every 0 = 20 evaluations per run.")
-    ff.add_argument("--out", type=Path, required=True, help="run folder: metrics.json (and a checkpoint while running)")
-    add_config_flags(ff, FFConfig)
-    ff.add_argument("--quiet", action="store_true", help="log warnings only")
-
-    rnn = sub.add_parser("train-rnn", help="one RNN run (copy / repeat copy; bptt / dni / dni_aux; truncation T)",
-                         description="One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. "
-                         "Values [DNI] does not give are sgbench's choices (see RNNConfig).")
-    rnn.add_argument("--out", type=Path, required=True, help="run folder: metrics.json")
-    add_config_flags(rnn, RNNConfig)
-    rnn.add_argument("--quiet", action="store_true", help="log warnings only")
-
-    par = sub.add_parser("train-parallel", help="one feed-forward run split over K worker processes "
-                         "(backprop: locked pipeline; dni/cdni: update-unlocked stages)",
-                         description="One feed-forward run on `workers` processes (torch.distributed), measuring "
-                         "throughput and time to target_error. Restarts from scratch when rerun.")
-    par.add_argument("--out", type=Path, required=True, help="run folder: metrics.json")
-    add_config_flags(par, ParallelConfig)
-    par.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_train_commands(sub)
 
     prep = sub.add_parser("prepare-data", help="check a data set is readable (decode + cache CIFAR JPEGs once)")
     prep.add_argument("--dataset", required=True, choices=DATASETS)
@@ -112,17 +117,17 @@ def main(argv=None) -> int:
 
     agg = sub.add_parser("aggregate", help="a family's metrics.json files -> tidy tables (Markdown + CSV)",
                          description="Writes into --out: " + "; ".join(
-                             f"{family}: {', '.join(names.values())}" for family, names in OUTPUTS.items())
+                             f"{f.name}: {', '.join(f.outputs.values())}" for f in FAMILIES)
                          + ". No files: the tables say the family was not run at this tier.")
-    agg.add_argument("family", choices=sorted(OUTPUTS))
+    agg.add_argument("family", choices=[f.name for f in FAMILIES])
     agg.add_argument("metrics", nargs="*", type=Path, help="metrics.json files, all of --tier")
     agg.add_argument("--tier", required=True, help="the tier every file must belong to")
     agg.add_argument("--out", type=Path, required=True, help="folder for the tables")
 
     figs = sub.add_parser("figures", help="a family's figures (PNG + PDF) from the tables `aggregate` wrote",
                           description="Writes into --out: " + "; ".join(
-                              f"{family}: {', '.join(names)}" for family, names in FIGURES.items()) + ".")
-    figs.add_argument("family", choices=sorted(FIGURES))
+                              f"{f.name}: {', '.join(f.figures)}" for f in FAMILIES) + ".")
+    figs.add_argument("family", choices=[f.name for f in FAMILIES])
     figs.add_argument("--tier", required=True)
     figs.add_argument("--tables", type=Path, required=True, help="the folder `aggregate` wrote")
     figs.add_argument("--out", type=Path, required=True, help="folder for the figures")
@@ -137,29 +142,21 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
-        if args.command == "train-ff":
-            config = build_config(FFConfig, args)
+        if args.command in commands():
+            family = commands()[args.command]
+            config = build_config(family.config_class(), args)
             config.resolved()
-            train_ff(config, args.out)
-        elif args.command == "train-rnn":
-            config = build_config(RNNConfig, args)
-            config.resolved()
-            train_rnn(config, args.out)
-        elif args.command == "train-parallel":
-            config = build_config(ParallelConfig, args)
-            config.resolved()
-            train_parallel(config, args.out)
+            family.train(config, args.out)
         elif args.command == "prepare-data":
             prepare_data(args)
         elif args.command == "aggregate":
-            aggregate(args.family, args.metrics, args.tier, args.out)
+            get(args.family).tables().aggregate(args.metrics, args.tier, args.out)
         elif args.command == "figures":
-            from .figures import draw  # matplotlib: only for this command
-            draw(args.family, args.tier, args.tables, args.out)
+            get(args.family).plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
         elif args.command == "report":
-            from .claims import write_report
+            from .claims.render import write_report
             write_report(args.tier, args.tables, args.figures, args.out)
-    except (ValueError, DataNotFoundError, FileNotFoundError, MetricsError, ParallelRunError) as e:
+    except (ValueError, FileNotFoundError, MetricsError, RunError) as e:
         print(f"sgbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,7 +5,15 @@ asked for --download; decoded JPEG copies of CIFAR-10 are cached in a separate c
 """
 from __future__ import annotations
 
-import gzip, hashlib, io, json, logging, os, pickle, struct, tarfile
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import struct
+import tarfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -14,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .runio import atomic_torch_save
+from .catalog import DATASETS
+from .runtime import RunError, atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("mnist", "cifar10", "cifar10-jpeg")
 SPLITS = ("train", "test")
 # (split, images file, labels file), named as torchvision keeps them in <root>/MNIST/raw/
 MNIST_FILES = (("train", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -30,7 +38,7 @@ CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
 CACHE_VERSION = 1  # bump when the decoding or the cached layout changes, so old caches are not reused
 
 
-class DataNotFoundError(RuntimeError):
+class DataNotFoundError(RunError):
     """The data set is missing, incomplete or corrupt; the message says how to provide it."""
 
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-TASKS = ("copy", "repeat_copy")
+from .catalog import TASKS
+
 N_BITS = 8
 
 
@@ -162,3 +164,8 @@ class Curriculum:
 
 def bits(nats: torch.Tensor) -> torch.Tensor:
     return nats / math.log(2.0)
+
+
+def window_errors(logits, y, mask) -> torch.Tensor:
+    """Per step and stream [T, B]: binary cross-entropy in nats, summed over bits, on output steps only."""
+    return F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1) * mask

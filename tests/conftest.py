@@ -1,6 +1,5 @@
 """Fixtures shared by the test modules."""
 import pytest
-
 from helpers import write_learnable_mnist
 
 

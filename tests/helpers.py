@@ -33,7 +33,7 @@ def write_learnable_mnist(root: Path, n_train: int = 512, n_test: int = 200, see
 
 def tiny_ff_config(data_root, **kw):
     """A feed-forward run on the tiny MNIST fixture that takes a second: FCN-2 DNI, 40 iterations, small SGs."""
-    from sgbench.train_ff import FFConfig
+    from sgbench.families.feedforward.config import FFConfig
     base = dict(dataset="mnist", layers=2, method="dni", iterations=40, batch_size=32, lr=1e-3, eval_every=10,
                 sg_hidden_layers=1, sg_hidden_dim=32, data_root=str(data_root), device="cpu", tier="smoke")
     return FFConfig(**(base | kw))

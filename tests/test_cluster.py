@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import write_learnable_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +122,8 @@ def test_every_smoke_job_went_through_sbatch_and_completed(cluster_run):
     assert cluster_run.text("slurm.rc").strip() == "0", out[-3000:]
     stats = out.split("Job stats:")[1].split("total")[0].splitlines()[3:]
     expected = Counter({rule: int(n) for rule, n in (line.split() for line in stats if line.strip())})
-    del expected["all"]
+    for rule in [r for r in expected if r in ("all", "report") or r.startswith(("aggregate_", "figures_"))]:
+        del expected[rule]  # local rules: run by the submitting Snakemake, not as SLURM jobs
     submitted = {}  # SLURM job id -> rule
     for line in out.splitlines():
         if "has been submitted with SLURM jobid" in line:
@@ -131,7 +131,7 @@ def test_every_smoke_job_went_through_sbatch_and_completed(cluster_run):
             log = Path(line.split("(log: ")[1].rstrip(")."))
             assert log.stat().st_size > 0, log
             submitted[job_id] = log.relative_to(cluster_run.work / "slurm" / "logs" / "slurm").parts[0].removeprefix("rule_")
-    assert Counter(submitted.values()) == expected and len(expected) >= 8, (submitted, expected)
+    assert Counter(submitted.values()) == expected and len(expected) >= 5, (submitted, expected)
     profile = yaml.safe_load((ROOT / "tests" / "cluster" / "profile" / "config.yaml").read_text())
     jobs = {f[0]: f for f in (line.split("|") for line in cluster_run.text("slurm-jobs.txt").splitlines())}
     ctld_log = cluster_run.text("cluster/log/slurmctld.log")

@@ -10,12 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_idx
 from PIL import Image
 
 from sgbench import data as D
-
-from helpers import write_idx
-from sgbench.data import DataNotFoundError, ImageData, load_dataset, resolve_cache_dir, resolve_data_root
+from sgbench.data import (
+    DataNotFoundError,
+    ImageData,
+    load_dataset,
+    resolve_cache_dir,
+    resolve_data_root,
+)
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

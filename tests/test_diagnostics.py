@@ -5,15 +5,17 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_ff_config
 from torch import nn
 
-from helpers import tiny_ff_config
-from sgbench import report, runio
-from sgbench.models import FeedForwardNet, SGSpec, placed_boundaries
-from sgbench.probe import compare, ff_fidelity, rnn_fidelity
+from sgbench import runtime
+from sgbench.analysis import tables as report
+from sgbench.families import aggregate, draw
+from sgbench.families.feedforward.run import FFConfig, RunInterrupted, train_ff
+from sgbench.families.rnn.run import RNNConfig, SequenceNet, train_rnn
+from sgbench.fidelity import compare, ff_fidelity, rnn_fidelity
+from sgbench.nets import FeedForwardNet, SGSpec, placed_boundaries
 from sgbench.tasks import Task
-from sgbench.train_ff import FFConfig, RunInterrupted, train_ff
-from sgbench.train_rnn import RNNConfig, SequenceNet, train_rnn
 
 IN_SHAPE = (1, 6, 6)
 
@@ -135,7 +137,7 @@ def test_warmup_all_is_the_backprop_run_and_warmup_zero_the_dni_run(data_root, t
 def test_probe_curves_in_metrics_and_resume_with_probe_and_warmup(data_root, tmp_path):
     cfg = tiny(data_root, method="cdni", dni_placement="every_second", warmup=0.3, probe_every=15, probe_size=64)
     straight = train_ff(cfg, tmp_path / "straight")
-    runio.validate(json.loads((tmp_path / "straight" / "metrics.json").read_text()), "ff_metrics")
+    runtime.validate(json.loads((tmp_path / "straight" / "metrics.json").read_text()), "ff_metrics")
     c = straight["curves"]
     assert c["probe_step"] == [15, 30, 40]
     assert [row[0] for row in c["probe_cosine"]] == [None, c["probe_cosine"][1][0], None]
@@ -159,7 +161,8 @@ def test_probe_is_off_by_default_and_leaves_the_run_unchanged(data_root, tmp_pat
 def test_run_names_are_canonical(method, explicit):
     """The paper's defaults given explicitly name the same run as when left out; other values are named."""
     from dataclasses import asdict
-    from sgbench.diagnostics import run_name
+
+    from sgbench.families.diagnostics.config import run_name
 
     def name(**kw):
         return run_name(asdict(FFConfig(arch="fcn", layers=6, method=method, **kw).resolved()))
@@ -199,9 +202,9 @@ def test_rnn_probe_with_an_oracle_sg_reports_cosine_one():
     # the probe's reference, with an SG of zeros first: its norm ratio is 0
     zero = rnn_fidelity(model, task, 1, cfg.T, 2, cfg.batch_size, seed=5, device="cpu")
     assert zero["norm_ratio"] == 0.0 and zero["rel_error"] == pytest.approx(1.0)
-    from sgbench.probe import PROBE_SEED_OFFSET
+    from sgbench.families.rnn.run import window_errors
+    from sgbench.fidelity import PROBE_SEED_OFFSET
     from sgbench.tasks import EpisodeStream
-    from sgbench.train_rnn import window_errors
     stream = EpisodeStream(task, cfg.batch_size, PROBE_SEED_OFFSET + 5)
     x0, _, _ = stream.window(cfg.T, 1)
     x, y, mask = stream.window(2 * cfg.T, 1)
@@ -219,7 +222,7 @@ def test_rnn_run_with_probe_writes_valid_curves_and_bptt_refuses_it(tmp_path):
     cfg = RNNConfig(method="dni", T=2, timesteps=200, hidden_size=16, batch_size=4, probe_every=50,
                     probe_horizon=3, device="cpu", log_points=4)
     m = train_rnn(cfg, tmp_path)
-    runio.validate(json.loads((tmp_path / "metrics.json").read_text()), "rnn_metrics")
+    runtime.validate(json.loads((tmp_path / "metrics.json").read_text()), "rnn_metrics")
     plain = train_rnn(RNNConfig(**(vars(cfg) | {"probe_every": 0})), tmp_path / "plain")
     for key in ("bits_per_output_step", "boundary_cosine", "length"):  # the probe changes nothing of the run
         assert m["curves"][key] == plain["curves"][key]
@@ -232,8 +235,7 @@ def test_rnn_run_with_probe_writes_valid_curves_and_bptt_refuses_it(tmp_path):
 # ---------------------------------------------------------------- tables, figures, report
 
 def test_aggregate_figures_and_report_of_the_diagnostics_family(data_root, tmp_path):
-    from sgbench.claims import write_report
-    from sgbench.figures import draw
+    from sgbench.claims.render import write_report
     settings = dict(probe_every=20, probe_size=64, sg_hidden_layers=None)  # None: the paper's SG, the default
     configs = {"bp": tiny(data_root, method="backprop"), "every": tiny(data_root, **settings),
                "middle": tiny(data_root, dni_placement="middle", **settings),
@@ -244,7 +246,7 @@ def test_aggregate_figures_and_report_of_the_diagnostics_family(data_root, tmp_p
             train_ff(FFConfig(**(vars(cfg) | {"seed": seed})), tmp_path / "runs" / f"{name}{seed}")
             paths.append(tmp_path / "runs" / f"{name}{seed}" / "metrics.json")
     tables = tmp_path / "tables"
-    runs = report.aggregate("diagnostics", paths, "smoke", tables)
+    runs = aggregate("diagnostics", paths, "smoke", tables)
     assert len(runs) == 10 and set(runs["dni_boundaries"]) == {0, 1, 3}
     fidelity = report.read_table(tables / "diagnostics_fidelity.csv")
     assert set(fidelity["distance"]) == {1, 2, 3} and fidelity["cosine"].between(-1, 1).all()
@@ -252,12 +254,12 @@ def test_aggregate_figures_and_report_of_the_diagnostics_family(data_root, tmp_p
     for text in ("Placement", "d = 3", "w = 50 %", "steps/s", "(n=2)", "backprop (0 DNIs)", "dni, middle (1 DNIs)"):
         assert text in md, text
     with pytest.raises(report.MetricsError, match="the same run twice"):
-        report.aggregate("diagnostics", paths + paths[:1], "smoke", tmp_path / "again")
+        aggregate("diagnostics", paths + paths[:1], "smoke", tmp_path / "again")
 
     pngs = draw("diagnostics", "smoke", tables, tmp_path / "figures")
     assert all(p.stat().st_size > 10_000 for p in pngs), "every figure drawn, none 'not run'"
     for family in ("feedforward", "rnn"):  # the report needs every family's runs table
-        report.aggregate(family, [], "smoke", tables)
+        aggregate(family, [], "smoke", tables)
     text = write_report("smoke", tables, tmp_path / "figures", tmp_path / "REPORT.md")
     for claim in ("D1 fidelity vs depth", "D2 placement", "D3 warm-up", "D4 SG model cost"):
         line = next(line for line in text.splitlines() if claim in line)
@@ -266,10 +268,9 @@ def test_aggregate_figures_and_report_of_the_diagnostics_family(data_root, tmp_p
 
 
 def test_diagnostics_not_run_says_so(tmp_path):
-    from sgbench.claims import write_report
-    from sgbench.figures import draw
+    from sgbench.claims.render import write_report
     for family in ("feedforward", "rnn", "diagnostics"):
-        report.aggregate(family, [], "quick", tmp_path)
+        aggregate(family, [], "quick", tmp_path)
     assert report.NOT_RUN in (tmp_path / "diagnostics.md").read_text()
     draw("diagnostics", "quick", tmp_path, tmp_path / "figures")
     text = write_report("quick", tmp_path, tmp_path / "figures", tmp_path / "REPORT.md")

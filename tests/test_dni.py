@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgbench.dni import DNI, MLPSG, ConvSG, one_hot
-from sgbench.models import FeedForwardNet, SGSpec
+from sgbench.nets import FeedForwardNet, SGSpec
 
 BATCH = 16
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -124,7 +124,7 @@ def test_sg_gradient_reaches_layer_below_at_once_and_is_scaled():
     layer = nn.Linear(5, 4)
     sg = MLPSG(4)
     nn.init.normal_(sg.net[-1].weight), nn.init.normal_(sg.net[-1].bias)
-    boundary = DNI(sg, scale=0.5)
+    boundary = DNI(sg, scale=0.5, inject="now")
     x = torch.randn(BATCH, 5)
     h = layer(x)
     boundary(h)  # no loss yet: the forward alone must have given the layer its gradient

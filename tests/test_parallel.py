@@ -11,12 +11,18 @@ import time
 import pandas as pd
 import pytest
 import torch
-
 from helpers import write_learnable_mnist
-from sgbench import runio
+
+from sgbench import runtime
 from sgbench.dni import DNI, MLPSG
-from sgbench.parallel import ParallelConfig, balanced_split, predicted_step_s, stage_bounds, train_parallel
-from sgbench.train_ff import FFConfig, train_ff
+from sgbench.families.feedforward.run import FFConfig, train_ff
+from sgbench.families.parallel.config import ParallelConfig
+from sgbench.families.parallel.model import (
+    balanced_split,
+    predicted_step_s,
+    stage_bounds,
+)
+from sgbench.families.parallel.run import train_parallel
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +77,7 @@ def two_workers(data_root, tmp_path_factory):
 def test_two_decoupled_workers_learn_and_write_valid_json(data_root, two_workers, tmp_path):
     out, metrics = two_workers
     on_disk = json.loads((out / "metrics.json").read_text())
-    runio.validate(on_disk, "parallel_metrics")
+    runtime.validate(on_disk, "parallel_metrics")
     assert [w["rank"] for w in on_disk["timing"]["workers"]] == [0, 1]
     assert on_disk["timing"]["samples_per_s"] > 0 and on_disk["timing"]["link_latency_s"] > 0
     loss = metrics["curves"]["train_loss"]
@@ -174,7 +180,9 @@ def variant(metrics, method, workers, seed, samples_per_s, time_to_target_s):
 
 @pytest.mark.parametrize("cdni_speed, verdict", [(1500.0, "reproduced"), (700.0, "not reproduced")])
 def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, verdict):
-    from sgbench import claims, figures, report
+    from sgbench.analysis import tables as report
+    from sgbench.claims import rules as claims
+    from sgbench.families import aggregate, draw
     _, real = two_workers
     paths = []
     for seed in (0, 1):
@@ -185,7 +193,7 @@ def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, 
             path.write_text(json.dumps(variant(real, method, k, seed, speed, target)))
             paths.append(path)
     tables = tmp_path / "tables"
-    report.aggregate("parallel", paths, "smoke", tables)
+    aggregate("parallel", paths, "smoke", tables)
     stats = report.read_table(tables / "parallel.csv")
     cdni = stats[(stats["method"] == "cdni") & (stats["workers"] == 2)].iloc[0]
     assert cdni["n"] == 2 and cdni["samples_per_s"] == pytest.approx(cdni_speed + 0.5)
@@ -200,5 +208,5 @@ def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, 
     p2 = claims.check_p2(claims.measured_from_runs(pd.DataFrame(), pd.DataFrame(), report.read_table(
         tables / "parallel_runs.csv")))
     assert p2.verdict == verdict  # the slow variant never reaches the target
-    drawn = figures.draw("parallel", "smoke", tables, tmp_path / "figures")
+    drawn = draw("parallel", "smoke", tables, tmp_path / "figures")
     assert drawn[0].stat().st_size > 5000 and drawn[0].with_suffix(".pdf").exists()

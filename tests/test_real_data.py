@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sgbench.data import load_dataset
-from sgbench.train_ff import FFConfig, train_ff
+from sgbench.families.feedforward.run import FFConfig, train_ff
 
 ROOT = os.environ.get("SGBENCH_DATA")
 has_mnist = bool(ROOT) and any((Path(ROOT) / "MNIST" / "raw").glob("train-images-idx3-ubyte*"))

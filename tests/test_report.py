@@ -6,7 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sgbench import claims, cli, report
+from sgbench import catalog, cli
+from sgbench.analysis import stats
+from sgbench.analysis.reference import load_reference
+from sgbench.claims import rules as claims
+from sgbench.claims.render import write_report
+from sgbench.families import aggregate, draw, get
 
 T975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student t quantiles (0.975; df 1, 2)
 
@@ -31,7 +36,7 @@ def ff_metrics(method="dni", layers=3, seed=0, test_error=2.0, update_prob=None,
                   "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 1}, "started_at": "now"}}
     if update_prob is not None:
         config["update_prob"] = update_prob
-        unlocked = layers if method in report.UNLOCK_METHODS else 0      # one input model per layer above the first
+        unlocked = layers if method in catalog.UNLOCK_METHODS else 0      # one input model per layer above the first
         m["curves"]["input_loss"], m["final"]["input_loss"] = [[0.1, 0.1]] * unlocked, [0.1] * unlocked
         m["final"]["update_fraction"] = [update_prob] * (layers + 1)
     return m
@@ -69,20 +74,20 @@ def write_runs(root: Path, metrics: list[dict]) -> list[Path]:
 
 
 def test_seed_stats_is_the_student_t_interval():
-    s = report.seed_stats([1.0, 2.0, 3.0])
+    s = stats.seed_stats([1.0, 2.0, 3.0])
     assert s["n"] == 3 and s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
     assert s["ci95"] == pytest.approx(T975[2] / math.sqrt(3))
     assert (s["ci95_low"], s["ci95_high"]) == pytest.approx((2 - s["ci95"], 2 + s["ci95"]))
-    one = report.seed_stats([4.0])
+    one = stats.seed_stats([4.0])
     assert one["n"] == 1 and one["mean"] == 4.0 and math.isnan(one["ci95"])
-    assert report.cell_text(one) == "4.00 (n=1)"
+    assert stats.cell_text(one) == "4.00 (n=1)"
 
 
 def test_table1_from_handmade_files(tmp_path):
     runs = [ff_metrics("backprop", seed=s, test_error=e) for s, e in enumerate([2.0, 3.0, 4.0])]
     runs += [ff_metrics("dni", seed=s, test_error=e) for s, e in enumerate([5.0, 7.0])]
     runs += [ff_metrics("no_bprop", layers=6, test_error=30.0, update_prob=1.0)]
-    report.aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "tables")
+    aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "tables")
 
     table = pd.read_csv(tmp_path / "tables" / "feedforward.csv").set_index(["layers", "method"])
     assert table.loc[(3, "backprop"), "n"] == 3 and table.loc[(3, "backprop"), "mean"] == pytest.approx(3.0)
@@ -96,7 +101,7 @@ def test_table1_from_handmade_files(tmp_path):
     runs_csv = pd.read_csv(tmp_path / "tables" / "feedforward_runs.csv")
     assert len(runs_csv) == 6 and set(runs_csv["update_prob"]) == {1.0}
     curves = pd.read_csv(tmp_path / "tables" / "feedforward_curves.csv")
-    assert len(curves) == 12 and list(curves.columns[:6]) == report.CURVE_COLUMNS["feedforward"][:6]
+    assert len(curves) == 12 and list(curves.columns[:6]) == get("feedforward").tables().CURVE_COLUMNS[:6]
     assert "not run at this tier" in (tmp_path / "tables" / "unlock.md").read_text()
 
 
@@ -105,7 +110,7 @@ def test_unlock_table_groups_by_update_probability(tmp_path):
     runs += [ff_metrics("dni", seed=s, test_error=6.0 + s, update_prob=0.2) for s in (0, 1)]
     runs += [ff_metrics("cunlock", seed=0, test_error=4.0, update_prob=1.0)]
     runs += [ff_metrics("dni", layers=6, test_error=9.0)]                              # another cell
-    report.aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "t")
+    aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "t")
     unlock = pd.read_csv(tmp_path / "t" / "unlock.csv")
     assert set(unlock["layers"]) == {3}
     dni = unlock[unlock["method"] == "dni"].set_index("update_prob")
@@ -119,7 +124,7 @@ def test_unlock_table_groups_by_update_probability(tmp_path):
 def test_rnn_table_and_boundary_statistics(tmp_path):
     runs = [rnn_metrics("bptt", T=2, seed=s, length=n) for s, n in ((0, 3), (1, 5))]
     runs += [rnn_metrics("dni", T=2, seed=s, length=n) for s, n in ((0, 8), (1, 10))]
-    report.aggregate("rnn", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "t")
+    aggregate("rnn", write_runs(tmp_path / "runs", runs), "quick", tmp_path / "t")
     table = pd.read_csv(tmp_path / "t" / "rnn.csv").set_index("method")
     assert table.loc["dni", "mean"] == pytest.approx(9.0) and table.loc["dni", "ci95"] == pytest.approx(T975[1])
     per_run = pd.read_csv(tmp_path / "t" / "rnn_runs.csv").set_index(["method", "seed"])
@@ -133,15 +138,15 @@ def test_rnn_table_and_boundary_statistics(tmp_path):
 
 
 def test_family_not_run_still_gets_its_tables(tmp_path):
-    report.aggregate("rnn", [], "smoke", tmp_path)
+    aggregate("rnn", [], "smoke", tmp_path)
     assert "not run at this tier" in (tmp_path / "rnn.md").read_text()
     runs = pd.read_csv(tmp_path / "rnn_runs.csv")
-    assert runs.empty and list(runs.columns) == report.RUN_COLUMNS["rnn"]
+    assert runs.empty and list(runs.columns) == get("rnn").tables().RUN_COLUMNS
 
 
 @pytest.mark.parametrize("breakage, message", [
     ("truncated", "cannot read metrics"),
-    ("incomplete", "not a complete sgbench feedforward metrics file"),
+    ("incomplete", "not a complete sgbench ff_metrics file"),
     ("other tier", "a run of tier 'paper', not of tier 'quick'"),
     ("missing", "cannot read metrics"),
     ("duplicate", "the same run twice"),
@@ -175,7 +180,7 @@ def ff_runs(rows):
         dataset = row[4] if len(row) > 4 else "mnist"
         out += [{"dataset": dataset, "arch": "fcn", "layers": layers, "method": method, "update_prob": p, "seed": s,
                  "test_error": e} for s, e in enumerate(errors)]
-    return pd.DataFrame(out, columns=report.RUN_COLUMNS["feedforward"])
+    return pd.DataFrame(out, columns=get("feedforward").tables().RUN_COLUMNS)
 
 
 def rnn_runs(rows):
@@ -183,7 +188,7 @@ def rnn_runs(rows):
     out = [{"task": task, "method": method, "T": T, "seed": s, "largest_length_solved": n, "N_solved": n,
             "late_cosine": cos, "late_norm_ratio": 0.5 if cos == cos else math.nan}
            for task, method, T, lengths, cos in rows for s, n in enumerate(lengths)]
-    return pd.DataFrame(out, columns=report.RUN_COLUMNS["rnn"])
+    return pd.DataFrame(out, columns=get("rnn").tables().RUN_COLUMNS)
 
 
 EMPTY_FF, EMPTY_RNN = ff_runs([]), rnn_runs([])
@@ -236,7 +241,7 @@ def test_verdict_rules(claim_id, ff, rnn, expected):
 def test_rules_read_the_papers_own_numbers_fairly():
     """Applied to [DNI]'s (recalled) numbers, the rules hold, except F1, which MNIST CNN-3 contradicts
     (DNI 0.9 = No Bprop 0.9): the report shows that beside the verdict."""
-    paper = claims.measured_from_paper(claims.load_reference())
+    paper = claims.measured_from_paper(load_reference())
     verdicts = {c.id: c.check(paper) for c in claims.CLAIMS}
     assert {k: v.verdict for k, v in verdicts.items() if k in ("F2", "F3", "F4", "R1")} == dict.fromkeys(
         ("F2", "F3", "F4", "R1"), claims.REPRODUCED)
@@ -248,10 +253,10 @@ def test_report_states_tier_budget_and_every_verdict(tmp_path):
     tables, figures = tmp_path / "results" / "tables" / "quick", tmp_path / "results" / "figures" / "quick"
     runs = [ff_metrics(m, layers=n, seed=s, test_error=e, iterations=2000) for m, e in
             (("backprop", 3.0), ("dni", 5.0), ("cdni", 4.0), ("no_bprop", 30.0)) for n in (3, 6) for s in (0, 1)]
-    report.aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tables)
-    report.aggregate("rnn", [], "quick", tables)
-    report.aggregate("parallel", [], "quick", tables)
-    text = claims.write_report("quick", tables, figures, tmp_path / "results" / "REPORT.md")
+    aggregate("feedforward", write_runs(tmp_path / "runs", runs), "quick", tables)
+    aggregate("rnn", [], "quick", tables)
+    aggregate("parallel", [], "quick", tables)
+    text = write_report("quick", tables, figures, tmp_path / "results" / "REPORT.md")
     assert text == (tmp_path / "results" / "REPORT.md").read_text()
     assert "not the paper-scale replication" in text and "2,000 iterations (at most 0.4 % of [DNI]'s 500,000)" in text
     for claim in claims.CLAIMS:
@@ -264,17 +269,16 @@ def test_report_states_tier_budget_and_every_verdict(tmp_path):
 
 
 def test_figures_are_drawn_for_runs_and_for_families_not_run(tmp_path):
-    from sgbench import figures
 
     ff = [ff_metrics(m, seed=s, test_error=e + s, update_prob=p) for m, e, p in
           (("backprop", 3.0, None), ("dni", 5.0, None), ("unlock", 8.0, 1.0), ("dni", 7.0, 0.2)) for s in (0, 1)]
     rnn = [rnn_metrics(m, T=t, seed=s, length=3 + t + s) for m in ("bptt", "dni") for t in (2, 4) for s in (0, 1)]
-    report.aggregate("feedforward", write_runs(tmp_path / "ff", ff), "quick", tmp_path / "t")
-    report.aggregate("rnn", write_runs(tmp_path / "rnn", rnn), "quick", tmp_path / "t")
-    report.aggregate("rnn", [], "smoke", tmp_path / "empty")
-    drawn = figures.draw("feedforward", "quick", tmp_path / "t", tmp_path / "f")
-    drawn += figures.draw("rnn", "quick", tmp_path / "t", tmp_path / "f")
-    drawn += figures.draw("rnn", "smoke", tmp_path / "empty", tmp_path / "none")
+    aggregate("feedforward", write_runs(tmp_path / "ff", ff), "quick", tmp_path / "t")
+    aggregate("rnn", write_runs(tmp_path / "rnn", rnn), "quick", tmp_path / "t")
+    aggregate("rnn", [], "smoke", tmp_path / "empty")
+    drawn = draw("feedforward", "quick", tmp_path / "t", tmp_path / "f")
+    drawn += draw("rnn", "quick", tmp_path / "t", tmp_path / "f")
+    drawn += draw("rnn", "smoke", tmp_path / "empty", tmp_path / "none")
     assert len(drawn) == 8
     for png in drawn:
         assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 1000

@@ -6,9 +6,21 @@ import sys
 import pytest
 import torch
 
-from sgbench import runio
-from sgbench.tasks import Curriculum, EpisodeStream, Task, copy_episode, repeat_copy_episode
-from sgbench.train_rnn import RNNConfig, SequenceNet, train_rnn, train_window, window_errors
+from sgbench import runtime
+from sgbench.families.rnn.run import (
+    RNNConfig,
+    SequenceNet,
+    train_rnn,
+    train_window,
+    window_errors,
+)
+from sgbench.tasks import (
+    Curriculum,
+    EpisodeStream,
+    Task,
+    copy_episode,
+    repeat_copy_episode,
+)
 
 
 def make_net(method="bptt", seed=0, **kw):
@@ -164,7 +176,7 @@ def test_tiny_run_writes_valid_repeatable_metrics(tmp_path, method, task):
     a = tiny(tmp_path, "a", method=method, task=task)
     b = tiny(tmp_path, "b", method=method, task=task)
     on_disk = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    runio.validate(on_disk, "rnn_metrics")
+    runtime.validate(on_disk, "rnn_metrics")
     assert a["curves"] == {**b["curves"], "elapsed_s": a["curves"]["elapsed_s"]}
     assert a["final"] == b["final"] and a["curriculum"] == b["curriculum"]
     assert len(a["curves"]["timestep"]) == 4 and a["curves"]["timestep"][-1] == 400

@@ -3,12 +3,11 @@ import json
 
 import jsonschema
 import pytest
-
 from helpers import tiny_ff_config
-from sgbench import runio
-from sgbench.cli import main
-from sgbench.train_ff import RunInterrupted, train_ff
 
+from sgbench import runtime
+from sgbench.cli import main
+from sgbench.families.feedforward.run import RunInterrupted, train_ff
 
 tiny = tiny_ff_config
 
@@ -23,7 +22,7 @@ def results(metrics):
 def test_tiny_run_writes_schema_valid_metrics_and_learns(data_root, tmp_path, method):
     metrics = train_ff(tiny(data_root, method=method), tmp_path)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    runio.validate(on_disk, "ff_metrics")
+    runtime.validate(on_disk, "ff_metrics")
     assert on_disk["curves"]["step"] == [10, 20, 30, 40]
     assert on_disk["dataset"]["variant"] == "mnist" and on_disk["dataset"]["n_train"] == 512
     assert len(on_disk["curves"]["sg_loss"]) == (2 if method in ("dni", "cdni") else 0)
@@ -65,7 +64,7 @@ def test_schema_rejects_an_incomplete_file(data_root, tmp_path):
     metrics = train_ff(tiny(data_root, iterations=10), tmp_path)
     del metrics["final"]
     with pytest.raises(jsonschema.ValidationError):
-        runio.validate(metrics, "ff_metrics")
+        runtime.validate(metrics, "ff_metrics")
 
 
 def test_tiny_cnn_run(data_root, tmp_path):

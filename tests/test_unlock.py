@@ -6,12 +6,13 @@ import jsonschema
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_ff_config
 from torch import nn
 
-from helpers import tiny_ff_config
-from sgbench import runio
-from sgbench.models import FeedForwardNet, InputSpec, SGSpec
-from sgbench.train_ff import RunInterrupted, train_ff, train_step
+from sgbench import runtime
+from sgbench.families.feedforward.run import RunInterrupted, train_ff, train_step
+from sgbench.nets import FeedForwardNet, SGSpec
+from sgbench.unlock import InputSpec
 
 BATCH = 16
 FCN_IN, CNN_IN = (1, 6, 6), (3, 8, 8)
@@ -205,7 +206,7 @@ def test_async_run_resumes_to_the_same_result(data_root, tmp_path):
 def test_tiny_unlock_run_writes_schema_valid_metrics(data_root, tmp_path, method):
     metrics = train_ff(tiny(data_root, method=method, iterations=60), tmp_path)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    runio.validate(on_disk, "ff_metrics")
+    runtime.validate(on_disk, "ff_metrics")
     curves = on_disk["curves"]
     assert len(curves["sg_loss"]) == 2 and len(curves["input_loss"]) == 2
     assert all(c[-1] < c[0] for c in curves["input_loss"]), "the input models should learn"
@@ -228,17 +229,17 @@ def test_schema_requires_the_new_keys_only_where_they_apply(data_root, tmp_path)
         section, key = path.split("/")
         del broken[section][key]
         with pytest.raises(jsonschema.ValidationError):
-            runio.validate(broken, "ff_metrics")
+            runtime.validate(broken, "ff_metrics")
     broken = copy.deepcopy(metrics)
     broken["final"]["input_loss"] = []
-    runio.validate(broken, "ff_metrics")  # a finished unlock run always has some input loss
+    runtime.validate(broken, "ff_metrics")  # a finished unlock run always has some input loss
     with pytest.raises(jsonschema.ValidationError):
-        runio.validate(broken | {"config": broken["config"] | {"method": "cunlock"}}, "ff_metrics")
+        runtime.validate(broken | {"config": broken["config"] | {"method": "cunlock"}}, "ff_metrics")
     old = copy.deepcopy(metrics)  # a run from before async updates: none of the new keys
     for section, key in (("final", "update_fraction"), ("final", "input_loss"), ("curves", "input_loss"),
                          ("config", "update_prob"), ("config", "update_periods")):
         del old[section][key]
-    runio.validate(old, "ff_metrics")
+    runtime.validate(old, "ff_metrics")
 
 
 @pytest.mark.parametrize("bad,message", [

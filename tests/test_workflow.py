@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from helpers import write_learnable_mnist
-from sgbench import report
+
+from sgbench.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ("prepare_data", "train_ff", "train_rnn", "train_diagnostics", "aggregate_ff", "aggregate_rnn",
-         "aggregate_diagnostics", "figures_ff", "figures_rnn", "figures_diagnostics", "report")
+RULES = ("prepare_data", *(f"{stage}_{f.name}" for stage in ("train", "aggregate", "figures") for f in FAMILIES),
+         "report")
 
 
 def snakemake(*args, cwd, env=None, snakefile=ROOT / "Snakefile"):
@@ -128,8 +128,8 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
     out = snakemake("--cores", "2", "--directory", str(tmp_path), "--config", "tier=smoke", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     results = tmp_path / "results"
-    for family, names in report.OUTPUTS.items():
-        for name in names.values():
+    for family in FAMILIES:
+        for name in family.outputs.values():
             assert (results / "tables" / "smoke" / name).stat().st_size > 0, name
     table = (results / "tables" / "smoke" / "feedforward.md").read_text()
     for method in ("backprop", "dni", "cdni", "no_bprop"):
@@ -138,8 +138,8 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
     unlock = pd.read_csv(results / "tables" / "smoke" / "unlock.csv")
     assert {"unlock", "cunlock"} <= set(unlock["method"]) and set(unlock["update_prob"]) == {0.5, 1.0}
     assert len(pd.read_csv(results / "tables" / "smoke" / "rnn_runs.csv")) == 2
-    for names in report.FIGURES.values():
-        for name in names:
+    for family in FAMILIES:
+        for name in family.figures:
             for suffix in (".png", ".pdf"):
                 assert (results / "figures" / "smoke" / f"{name}{suffix}").stat().st_size > 1000, name
     text = (results / "reports" / "smoke" / "REPORT.md").read_text()
@@ -155,7 +155,7 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
     assert len(list((results / "runs" / "diagnostics" / "smoke").glob("*/metrics.json"))) == 4
     runs = sorted((results / "runs" / "feedforward" / "smoke").glob("*/metrics.json"))
     assert len(runs) == 7
-    assert all((tmp_path / "logs" / "train_ff" / "smoke" / f"{r.parent.name}.log").exists() for r in runs)
+    assert all((tmp_path / "logs" / "train_feedforward" / "smoke" / f"{r.parent.name}.log").exists() for r in runs)
 
     html = snakemake("--directory", str(tmp_path), "--config", "tier=smoke", "--report", "report.html",
                      cwd=tmp_path, env=env)

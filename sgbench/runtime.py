@@ -1,7 +1,9 @@
-"""What every run writes beside its result: atomic files, run metadata, schema checks."""
+"""Run I/O shared by every family: atomic files, schema checks, run metadata, the device, progress lines.
+
+Torch is imported inside the functions that need it, so the analysis layer can use the writers
+without loading torch."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -15,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-import torch
 
-
-TIERS = ("smoke", "quick", "paper", "custom")  # the `tier` label every run config takes
+class RunError(RuntimeError):
+    """A run cannot go on (missing data, a failed worker, ...): the command line prints the message, which
+    names the fix, as one line instead of a traceback."""
 
 
 def progress_line(done: int, total: int, elapsed: float, detail: str) -> str:
@@ -28,33 +30,11 @@ def progress_line(done: int, total: int, elapsed: float, detail: str) -> str:
     return f"step {done}/{total} ({100 * done / total:3.0f}%) {detail} | {rate:.1f} steps/s, ETA {format_duration(eta)}"
 
 
-class RunConfig:
-    """Base of the run-config dataclasses (FFConfig, RNNConfig): built from known keys only, values
-    checked with messages that name the fix. Subclasses set CHOICES {field: allowed values}."""
-    CHOICES: dict = {}
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
-        return cls(**d)
-
-    def check(self, rules) -> None:
-        """Raise ValueError with the message of the first (ok, message) rule that fails; CHOICES first."""
-        choices = [(getattr(self, key) in options,
-                    f"unknown {key} {getattr(self, key)!r}: choose one of {', '.join(options)}")
-                   for key, options in self.CHOICES.items()]
-        for ok, message in [*choices, *rules]:
-            if not ok:
-                raise ValueError(message)
-
-
 def start_run(cfg, out_dir):
     """What every runner does first: make the run folder, set CPU threads, pick the device, record
     the metadata (now, so the git commit is that of the code this run loaded), seed torch.
     Returns (out_dir as a Path, device, metadata)."""
+    import torch
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -89,6 +69,7 @@ def atomic_write_json(path, obj) -> None:
 
 
 def atomic_torch_save(path, obj) -> None:
+    import torch
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -102,7 +83,8 @@ def validate(obj: dict, schema_name: str) -> None:
     jsonschema.validate(obj, load_schema(schema_name))
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str):
+    import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -141,8 +123,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_metadata(device: torch.device) -> dict:
+def run_metadata(device) -> dict:
     """Versions, hardware, git commit and host: enough to tell where a number came from."""
+    import torch
     hardware = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         hardware["gpu"] = torch.cuda.get_device_name(device)

@@ -32,7 +32,6 @@ A worker that fails or is killed ends the run: the others are stopped and the er
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import os
@@ -50,53 +49,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import runio
-from .data import as_input
-from .dni import one_hot
-from .train_ff import BatchStream, FFConfig, build_net, load_run_data, lr_schedule
+from ... import runtime
+from ...data import as_input
+from ...dni import one_hot
+from ..feedforward.run import BatchStream, build_net, load_run_data, lr_schedule
+from .config import ParallelConfig, ParallelRunError
+from .model import balanced_split, predicted_step_s, stage_bounds
 
 log = logging.getLogger(__name__)
-METHODS = ("backprop", "dni", "cdni")
 TAG_UP, TAG_DOWN, TAG_EVAL = 1, 2, 3     # activations up, gradients down, evaluation activations up
-EVAL_BATCH = 1000                        # as train_ff.test_error
+EVAL_BATCH = 1000                        # as feedforward's test_error
 PROFILE_STEPS = 20                       # timed repetitions of each unit, for the analytic model
-
-
-class ParallelRunError(RuntimeError):
-    """A worker failed or was killed; the message names it."""
-
-
-@dataclass
-class ParallelConfig(FFConfig):
-    """A feed-forward run on `workers` processes. The FFConfig fields keep their meaning; complete
-    unlock and asynchronous updates are not part of this experiment."""
-    method: str = "cdni"                # backprop (single process / locked pipeline) | dni | cdni
-    workers: int = 2                    # K: stages, one process each
-    split: list[int] | None = None      # units (blocks, then the head) per worker; None: balanced by FLOPs
-    target_error: float = 10.0          # % test error for time-to-target
-    threads: int = 1                    # torch CPU threads per worker
-    peer_timeout_s: int = 600           # a worker waiting this long for a neighbour gives up
-
-    CHOICES = {**FFConfig.CHOICES, "method": METHODS}
-
-    def resolved(self) -> "ParallelConfig":
-        c = super().resolved()
-        units = c.layers + 1
-        c.check([
-            (c.update_prob == 1 and c.update_periods is None,
-             "update_prob / update_periods do not apply to parallel runs (every stage updates every step)"),
-            (c.dni_placement == "every" and c.warmup == 0 and c.probe_every == 0,
-             "dni_placement, warmup and probe_every (diagnostics) do not apply to parallel runs: use train-ff"),
-            (1 <= c.workers <= units, f"workers must be between 1 and the number of units "
-             f"(layers + head = {units}), got {c.workers}"),
-            (c.split is None or (len(c.split) == c.workers and all(n >= 1 for n in c.split) and sum(c.split) == units),
-             f"split gives the units (blocks, then the head) per worker: {c.workers} numbers >= 1 summing to "
-             f"{units}, got {c.split}"),
-            (0 < c.target_error < 100, f"target_error is a test error in %, got {c.target_error}"),
-            (c.threads >= 1, "threads (per worker) must be >= 1"),
-            (c.peer_timeout_s >= 10, "peer_timeout_s must be >= 10"),
-        ])
-        return c
 
 
 # ---------------------------------------------------------------- stages
@@ -108,6 +71,8 @@ class Stage(nn.Module):
         n_blocks = len(net.blocks)
         self.blocks = nn.ModuleList(net.blocks[lo:min(hi, n_blocks)])
         self.boundaries = None if net.boundaries is None else nn.ModuleList(net.boundaries[lo:min(hi, n_blocks)])
+        for boundary in self.boundaries or []:
+            boundary.inject = "now"  # no loss is backpropagated through a stage below the head: inject at once
         self.head = net.head if hi == n_blocks + 1 else None
         self.num_classes, self.conditioned = net.num_classes, net.conditioned
 
@@ -147,22 +112,6 @@ def unit_flops(net, in_shape) -> list[float]:
             flops.append(3 * counter.get_total_flops() / 2)
     net.train()
     return flops
-
-
-def balanced_split(costs: list[float], workers: int) -> list[int]:
-    """Units per worker: the contiguous split whose most expensive stage is cheapest."""
-    best = None
-    for cuts in itertools.combinations(range(1, len(costs)), workers - 1):
-        bounds = (0, *cuts, len(costs))
-        worst = max(sum(costs[a:b]) for a, b in zip(bounds, bounds[1:]))
-        if best is None or worst < best[0]:
-            best = (worst, [b - a for a, b in zip(bounds, bounds[1:])])
-    return best[1]
-
-
-def stage_bounds(split: list[int]) -> list[tuple[int, int]]:
-    ends = list(itertools.accumulate(split))
-    return list(zip([0, *ends[:-1]], ends))
 
 
 # ---------------------------------------------------------------- messages
@@ -297,7 +246,7 @@ def link_latency(w: Worker, batch_size: int, rounds: int = 30) -> float | None:
 # ---------------------------------------------------------------- one worker process
 def worker_device(cfg: ParallelConfig, rank: int) -> tuple[torch.device, str]:
     """(device, backend): NCCL with one GPU per worker, else gloo (on a shared GPU, staged through CPU)."""
-    device = runio.resolve_device(cfg.device)
+    device = runtime.resolve_device(cfg.device)
     if device.type != "cuda":
         return device, "gloo"
     if torch.cuda.device_count() >= cfg.workers:
@@ -318,7 +267,7 @@ def run_worker(rank: int, cfg: ParallelConfig, out_dir: str, port: int, split: l
     log.info("pid %d, units %s of %d, %s on %s", os.getpid(), stage_bounds(split)[rank], sum(split), backend, device)
     try:
         result = train_stage(rank, cfg, device, backend, split)
-        runio.atomic_write_json(Path(out_dir) / f".worker{rank}.json", result)
+        runtime.atomic_write_json(Path(out_dir) / f".worker{rank}.json", result)
     finally:
         dist.destroy_process_group()
 
@@ -368,7 +317,7 @@ def train_stage(rank: int, cfg: ParallelConfig, device, backend: str, split: lis
                 curves["elapsed_s"].append(round(train_s, 4))
                 loss_sum, since = 0.0, 0
                 if time.perf_counter() - last_log > 10 or step == cfg.iterations:
-                    log.info(runio.progress_line(step, cfg.iterations, train_s,
+                    log.info(runtime.progress_line(step, cfg.iterations, train_s,
                                                  f"loss {curves['train_loss'][-1]:.4f} test error {err:.2f}%"))
                     last_log = time.perf_counter()
     if kept:  # the gradient of the last batch: received so that its send completes, not learnt from
@@ -438,18 +387,6 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def predicted_step_s(method: str, unit_s: list[float], cut_s: list[float], split: list[int], latency_s: float) -> float:
-    """Seconds per step on len(split) workers. Locked: every unit in turn, plus one message up and
-    one down per cut. Decoupled: the slowest stage (its units, plus the late SG regression at its top
-    cut), plus one message each way (sends overlap compute; receives do not)."""
-    bounds = stage_bounds(split)
-    cuts = len(split) - 1
-    if method == "backprop":
-        return sum(unit_s) + 2 * cuts * latency_s
-    stage_s = [sum(unit_s[a:b]) + (cut_s[b - 1] if b < len(unit_s) else 0.0) for a, b in bounds]
-    return max(stage_s) + (2 * latency_s if cuts else 0.0)
-
-
 # ---------------------------------------------------------------- the run
 def free_port() -> int:
     with socket.socket() as s:
@@ -462,7 +399,7 @@ def train_parallel(config: ParallelConfig, out_dir) -> dict:
     Restarts from scratch when rerun (a timing run is not resumed)."""
     t_start = time.perf_counter()
     cfg = config.resolved()
-    out_dir, device, meta = runio.start_run(cfg, out_dir)
+    out_dir, device, meta = runtime.start_run(cfg, out_dir)
     if device.type == "cuda" and torch.cuda.device_count() < cfg.workers:
         log.warning("%d workers share %d GPU(s): gloo, messages staged through CPU; timings are not those of "
                     "one GPU per worker", cfg.workers, torch.cuda.device_count())
@@ -486,8 +423,8 @@ def train_parallel(config: ParallelConfig, out_dir) -> dict:
     metrics = assemble_metrics(cfg, data, (len(train_x), len(test_y)), net, flops, split, (unit_s, cut_s),
                                results, meta)
     metrics["timing"]["wall_time_s"] = round(time.perf_counter() - t_start, 3)
-    runio.validate(metrics, "parallel_metrics")
-    runio.atomic_write_json(out_dir / "metrics.json", metrics)
+    runtime.validate(metrics, "parallel_metrics")
+    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
     t = metrics["timing"]
     log.info("done: test error %.2f%%, %.0f samples/s, time to %.1f%%: %s -> %s", metrics["final"]["test_error"],
              t["samples_per_s"], cfg.target_error, t["time_to_target_s"], out_dir / "metrics.json")

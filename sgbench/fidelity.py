@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from .models import batch_stats_only
+from .tasks import window_errors
+from .unlock import batch_stats_only
 
 # The probe stream's seed is the run seed plus this, so it never coincides with the training stream's.
 PROBE_SEED_OFFSET = 2**31
@@ -62,7 +63,6 @@ def rnn_fidelity(model, task, level: int, T: int, horizon: int, batch_size: int,
     """compare() of the SG at a window boundary with the exact gradient of the next `horizon` windows'
     losses, on a fixed probe stream (seeded from `seed`) at curriculum `level`."""
     from .tasks import EpisodeStream
-    from .train_rnn import window_errors
 
     stream = EpisodeStream(task, batch_size, PROBE_SEED_OFFSET + seed)
     x0, _, _ = (t.to(device) for t in stream.window(T, level))  # one window in: a state mid-stream

@@ -11,15 +11,30 @@ the paper's SG for the method, SG-loss weight 1):
   fidelity   the probe's cosine / relative error per boundary vs its distance from the loss;
   warm-up    final test error vs w (placement every, default SG);
   SG model   final test error and steps/s per SG architecture (placement every, warm-up 0).
-Every number is a mean over seeds with its 95 % t-interval (report.seed_stats). These are
+Every number is a mean over seeds with its 95 % t-interval (seed_stats). These are
 sgbench's own measurements, not claims of [DNI].
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
-from . import report
-from .models import paper_sg_hidden_layers
+from ...analysis.stats import cell_text, group_stats, seed_stats
+from ...analysis.tables import (
+    NOT_RUN,
+    context_lines,
+    curve_rows,
+    net_label,
+    read_metrics,
+    read_table,
+    refuse_duplicates,
+    write_csv,
+    write_text,
+)
+from .. import get
+from ..feedforward.tables import run_row as ff_run_row
+from .config import sg_changes
 
 KEYS = ["dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers", "sg_loss_weight",
         "seed"]
@@ -30,40 +45,12 @@ RUN_COLUMNS = KEYS + ["dni_boundaries", "default_sg", "tier", "iterations", "bat
 CURVE_COLUMNS = KEYS + ["step", "test_error", "train_loss"]
 # One row per probe of a placed boundary. distance: layers above the boundary (1 = it feeds the head).
 FIDELITY_COLUMNS = KEYS + ["step", "boundary", "distance", "cosine", "rel_error", "norm_ratio"]
-PLACEMENTS = ("every", "every_second", "middle")
-
-
-def sg_changes(c: dict) -> dict:
-    """What of a (resolved) config's SG model differs from its method's default: {"sgh": hidden layers}
-    unless they are the paper's (models.paper_sg_hidden_layers), {"sgw": weight} unless the SG-loss
-    weight is 1. Empty for backprop, which has no SG."""
-    if c["method"] == "backprop":
-        return {}
-    changes = {}
-    if c.get("sg_hidden_layers") not in (None, paper_sg_hidden_layers(c["arch"], c["method"])):
-        changes["sgh"] = int(c["sg_hidden_layers"])
-    if float(c.get("sg_loss_weight", 1.0)) != 1.0:
-        changes["sgw"] = float(c["sg_loss_weight"])
-    return changes
-
-
-def run_name(c: dict) -> str:
-    """A diagnostics run's name in the pipeline, from its resolved config: mnist-fcn6-cdni-seed0 plus only
-    what differs from the defaults: -middle (placement), -w0.3 (warm-up), -sgh1 (SG hidden layers),
-    -sgw10 (SG-loss weight). Canonical: a default given explicitly (placement every, warm-up 0, the
-    paper's SG hidden layers, weight 1) names the same run as one left out, so it is trained once."""
-    parts = [f"{c['dataset']}-{c['arch']}{c['layers']}-{c['method']}"]
-    if c.get("dni_placement", "every") != "every":
-        parts.append(c["dni_placement"])
-    if c.get("warmup", 0):
-        parts.append(f"w{c['warmup']:g}")
-    parts += [f"{key}{value:g}" for key, value in sg_changes(c).items()]
-    return "-".join(parts + [f"seed{c['seed']}"])
+OUTPUTS = get("diagnostics").outputs  # file names: the registry (sgbench/families/__init__.py)
 
 
 def run_row(path, m: dict) -> dict:
     c = m["config"]
-    row = report.ff_run_row(path, m)
+    row = ff_run_row(path, m)
     sg_layers = None if c["method"] == "backprop" else c.get("sg_hidden_layers")
     default_sg = not sg_changes(c)
     late = {"late_cosine_top": None, "late_cosine_bottom": None}
@@ -94,13 +81,13 @@ def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame,
     """(runs, curves, fidelity) of a set of diagnostics metrics.json files."""
     runs, curves, fidelity = [], [], []
     for path in paths:
-        m = report.read_metrics(path, "feedforward", tier)
+        m = read_metrics(path, get("diagnostics").schema, tier)
         row = run_row(path, m)
-        curves += report._curve_rows(path, m["curves"], ["step", "test_error", "train_loss"], {k: row[k] for k in KEYS})
+        curves += curve_rows(path, m["curves"], ["step", "test_error", "train_loss"], {k: row[k] for k in KEYS})
         fidelity += fidelity_rows(row, m)
         runs.append(row)
     runs_df = pd.DataFrame(runs, columns=RUN_COLUMNS).sort_values(KEYS, ignore_index=True)
-    report.refuse_duplicates(runs_df, KEYS)
+    refuse_duplicates(runs_df, KEYS)
     return runs_df, pd.DataFrame(curves, columns=CURVE_COLUMNS), pd.DataFrame(fidelity, columns=FIDELITY_COLUMNS)
 
 
@@ -137,14 +124,14 @@ def sg_label(row) -> str:
 # ---------------------------------------------------------------- tables
 
 def _cells(runs: pd.DataFrame, keys: list[str], value: str, digits: int = 2) -> pd.DataFrame:
-    stats = report.group_stats(runs, keys, value)
-    return stats.assign(cell=[report.cell_text(s, digits) for _, s in stats.iterrows()])
+    stats = group_stats(runs, keys, value)
+    return stats.assign(cell=[cell_text(s, digits) for _, s in stats.iterrows()])
 
 
 def placement_table(runs: pd.DataFrame) -> str:
     runs = placement_runs(runs)
     if runs.empty:
-        return report.NOT_RUN
+        return NOT_RUN
     runs = runs.assign(where=[("backprop" if r.method == "backprop" else f"{r.method}, {r.dni_placement}")
                               + f" ({r.dni_boundaries} DNIs)" for r in runs.itertuples()])
     cells = _cells(runs, NET + ["where"], "test_error")
@@ -154,7 +141,7 @@ def placement_table(runs: pd.DataFrame) -> str:
 def fidelity_table(runs: pd.DataFrame, fidelity: pd.DataFrame, value: str = "cosine") -> str:
     late = late_fidelity(runs, fidelity)
     if late.empty:
-        return report.NOT_RUN
+        return NOT_RUN
     late = late.assign(run=late["method"] + ", " + late["dni_placement"])
     cells = _cells(late, NET + ["run", "distance"], value, 3)
     table = cells.pivot(index=NET + ["run"], columns="distance", values="cell").fillna("—")
@@ -165,7 +152,7 @@ def fidelity_table(runs: pd.DataFrame, fidelity: pd.DataFrame, value: str = "cos
 def warmup_table(runs: pd.DataFrame) -> str:
     runs = warmup_runs(runs)
     if runs.empty or runs["warmup"].nunique() < 2:
-        return report.NOT_RUN
+        return NOT_RUN
     cells = _cells(runs, NET + ["method", "warmup"], "test_error")
     table = cells.pivot(index=NET + ["method"], columns="warmup", values="cell").fillna("—")
     table.columns = [f"w = {100 * w:g} %" for w in table.columns]
@@ -175,7 +162,7 @@ def warmup_table(runs: pd.DataFrame) -> str:
 def sg_table(runs: pd.DataFrame) -> str:
     runs = sg_runs(runs)
     if runs.empty:
-        return report.NOT_RUN
+        return NOT_RUN
     keys = NET + ["method", "sg_hidden_layers", "sg_loss_weight"]
     err, speed = _cells(runs, keys, "test_error"), _cells(runs, keys, "steps_per_s", 1)
     table = err[keys].assign(test_error=err["cell"], steps_per_s=speed["cell"])
@@ -195,8 +182,8 @@ def markdown(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, level: str =
     """The four ablation tables, each with its context (or 'not run at this tier')."""
     title = f"{level} Diagnostics: why DNI works or fails (sgbench's own measurements)\n\n"
     if runs.empty:
-        return title + f"Tier **{tier}**: {report.NOT_RUN}.\n"
-    parts = [title + report.context_lines(runs, tier, "iterations", "iterations", ", ".join(sorted(runs["dataset"].unique())))
+        return title + f"Tier **{tier}**: {NOT_RUN}.\n"
+    parts = [title + context_lines(runs, tier, "iterations", "iterations", ", ".join(sorted(runs["dataset"].unique())))
              + "\nFidelity: per-example gradients over the whole probe batch (see sgbench/probe.py).\n"]
     for key, text in (("placement", placement_table(runs)), ("fidelity", fidelity_table(runs, fidelity)),
                       ("rel_error", fidelity_table(runs, fidelity, "rel_error")), ("warmup", warmup_table(runs)),
@@ -208,12 +195,12 @@ def markdown(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, level: str =
 # ---------------------------------------------------------------- findings (the report's D1-D4)
 
 def _stat(values, digits=2) -> str:
-    return report.cell_text(report.seed_stats(values), digits)
+    return cell_text(seed_stats(values), digits)
 
 
 def _by_net(runs: pd.DataFrame, *keys: str):
     """Groups of runs by net ('mnist FCN-6') and `keys`: ((net, *key values), runs); none if runs is empty."""
-    return [] if runs.empty else runs.groupby([runs.apply(report.net_label, axis=1), *keys])
+    return [] if runs.empty else runs.groupby([runs.apply(net_label, axis=1), *keys])
 
 
 def _error_at_cost(runs: pd.DataFrame, keys: list[str], label) -> str:
@@ -247,4 +234,33 @@ def findings(runs: pd.DataFrame, fidelity: pd.DataFrame) -> list[str]:
         found["D4 SG model cost"].append(f"({net}): " + _error_at_cost(g, keys, lambda k: sg_label(dict(zip(keys, k))))
                                          + ".")
     return [line for name, texts in found.items()
-            for line in ([f"- **{name}** {text}" for text in texts] or [f"- **{name}**: {report.NOT_RUN}."])]
+            for line in ([f"- **{name}** {text}" for text in texts] or [f"- **{name}**: {NOT_RUN}."])]
+
+
+def aggregate(paths, tier: str, out_dir: Path) -> pd.DataFrame:
+    """Write every diagnostics table into out_dir (names in OUTPUTS); returns the runs table."""
+    out = {k: Path(out_dir) / v for k, v in OUTPUTS.items()}
+    runs, curves, fidelity = collect(paths, tier)
+    for key, df in (("runs", runs), ("curves", curves), ("fidelity", fidelity)):
+        write_csv(out[key], df)
+    write_text(out["md"], markdown(runs, fidelity, tier))
+    return runs
+
+
+def report_section(tier: str, tables: Path) -> list[str]:
+    """REPORT.md's diagnostics section: sgbench's own measured findings (not [DNI]'s claims), each with
+    seeds and intervals."""
+    lines = ["## Diagnostics: why DNI works or fails (sgbench's own measurements)\n",
+             "These are findings of sgbench's own runs, not claims of [DNI], and get no verdict. D1: how well the "
+             "synthetic gradient matches the exact one (probe: cosine and relative L2 error over a fixed probe batch, "
+             "sgbench/fidelity.py) at the boundary feeding the head vs the lowest one; D2: final test error by where "
+             "the DNIs sit ([Czarnecki et al. 2017]'s single DNI in the middle vs every / every second boundary); D3: "
+             "final test error after w % of the iterations as exact backprop; D4: final test error and training "
+             "steps/s per SG model.\n"]
+    paths = {k: Path(tables) / OUTPUTS[k] for k in ("runs", "fidelity")}
+    runs = read_table(paths["runs"]) if paths["runs"].exists() else pd.DataFrame()
+    if runs.empty:
+        return lines + [f"Tier **{tier}**: {NOT_RUN}.\n"]
+    lines.append(context_lines(runs, tier, "iterations", "iterations", ", ".join(sorted(runs["dataset"].unique())))
+                 + "\n")
+    return lines + findings(runs, read_table(paths["fidelity"])) + [""]

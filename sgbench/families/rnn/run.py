@@ -18,7 +18,7 @@ A run measures, per window boundary, the norm of the gradient arriving there fro
 next window, the norm of the synthetic gradient injected there, and their cosine: the
 numbers that say whether the future gradient truncation discards is negligible.
 With `probe_every` = n > 0 (dni / dni_aux), every n time steps the SG fidelity probe
-(sgbench.probe.rnn_fidelity) also compares the SG at a boundary of a fixed probe stream with
+(sgbench.fidelity.rnn_fidelity) also compares the SG at a boundary of a fixed probe stream with
 the exact gradient of the next `probe_horizon` windows' losses (one untruncated unroll).
 
 A killed run leaves no metrics.json; rerunning starts it afresh (runs are short, and the
@@ -29,97 +29,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from . import runio
-from .dni import DNI, MLPSG
-from .probe import rnn_fidelity
-from .tasks import TASKS, Curriculum, EpisodeStream, Task, bits
+from ... import runtime
+from ...fidelity import rnn_fidelity
+from ...nets import SequenceNet
+from ...tasks import Curriculum, EpisodeStream, Task, bits, window_errors
+from .config import RNNConfig
 
 log = logging.getLogger(__name__)
-METHODS = ("bptt", "dni", "dni_aux")
-NON_RESULT_FIELDS = {"device", "threads"}
-
-
-@dataclass
-class RNNConfig(runio.RunConfig):
-    """Every setting of an RNN run. Where [DNI] gives no value, the choice is sgbench's (marked)."""
-    task: str = "copy"                  # copy | repeat_copy
-    method: str = "dni"                 # bptt | dni | dni_aux
-    T: int = 3                          # truncation: steps per window ([DNI] grid: 2, 3, 4, 5, 8)
-    seed: int = 0
-    timesteps: int = 200_000            # budget: time steps read per stream
-    batch_size: int = 16                # parallel streams (sgbench's choice)
-    hidden_size: int = 256              # LSTM units (sgbench's choice)
-    lr: float = 1e-3                    # Adam (sgbench's choice)
-    sg_hidden_layers: int = 0           # 0: linear SG in the state, as in [DNI]
-    sg_hidden_dim: int = 256
-    sg_scale: float = 0.5               # sgbench's choice: at 1.0 the bootstrapped SG diverged (see README)
-    sg_loss_weight: float = 1.0
-    aux_weight: float = 1.0             # dni_aux: weight of the auxiliary L2 loss
-    threshold: float = 0.15             # bits per sequence to pass a level (recalled, [Graves14]-style)
-    curriculum_window: int = 100        # episodes averaged for the curriculum test
-    repeat_norm: float = 10.0           # repeat copy: the count channel holds R / repeat_norm
-    log_points: int = 50                # points per curve
-    probe_every: int = 0                # dni/dni_aux: SG fidelity probe every n time steps (0: off)
-    probe_horizon: int = 8              # the probe's exact gradient: losses of this many windows ahead
-    tier: str = "custom"                # label only: smoke | quick | paper | custom
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    threads: int = 0                    # torch CPU threads (0: torch's default)
-
-    CHOICES = {"task": TASKS, "method": METHODS, "tier": runio.TIERS}
-
-    def resolved(self) -> "RNNConfig":
-        """Check every value; raises ValueError naming the fix."""
-        c = dataclasses.replace(self)
-        c.check([
-            (c.T >= 1, f"T (truncation length) must be >= 1, got {c.T}"),
-            (c.timesteps >= c.T, f"timesteps must be >= T, got {c.timesteps}"),
-            (c.batch_size >= 2, f"batch_size must be >= 2, got {c.batch_size}"),
-            (c.hidden_size >= 1 and c.sg_hidden_dim >= 1, "hidden_size and sg_hidden_dim must be >= 1"),
-            (c.lr > 0, f"lr must be > 0, got {c.lr}"),
-            (c.sg_hidden_layers >= 0, f"sg_hidden_layers must be >= 0, got {c.sg_hidden_layers}"),
-            (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
-            (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
-            (c.probe_every >= 0 and c.probe_horizon >= 1, "probe_every must be >= 0 (0: off) and probe_horizon >= 1"),
-            (c.probe_every == 0 or c.method != "bptt",
-             "the SG probe needs a synthetic gradient: method dni or dni_aux, or probe_every 0"),
-        ])
-        return c
-
-
-class SequenceNet(nn.Module):
-    """LSTM -> linear read-out (logits per bit), with a DNI boundary on the state [h; c]."""
-
-    def __init__(self, in_dim: int, out_dim: int, cfg: RNNConfig):
-        super().__init__()
-        self.hidden = cfg.hidden_size
-        self.lstm = nn.LSTM(in_dim, cfg.hidden_size)
-        self.head = nn.Linear(cfg.hidden_size, out_dim)
-        self.boundary = self.aux_head = None
-        if cfg.method != "bptt":
-            sg = MLPSG(2 * cfg.hidden_size, cfg.sg_hidden_layers, cfg.sg_hidden_dim)
-            self.boundary = DNI(sg, scale=cfg.sg_scale, sg_loss_weight=cfg.sg_loss_weight)
-        if cfg.method == "dni_aux":
-            self.aux_head = nn.Linear(cfg.hidden_size, 2 * cfg.hidden_size)
-
-    def initial_state(self, batch: int, device) -> torch.Tensor:
-        return torch.zeros(batch, 2 * self.hidden, device=device)
-
-    def forward(self, x: torch.Tensor, state: torch.Tensor):
-        """x [T, B, in], state [B, 2H] -> (logits [T, B, out], LSTM outputs [T, B, H], end state [B, 2H])."""
-        h0, c0 = state[:, :self.hidden], state[:, self.hidden:]
-        out, (h, c) = self.lstm(x, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
-        return self.head(out), out, torch.cat([h[0], c[0]], dim=1)
-
-
-def window_errors(logits, y, mask) -> torch.Tensor:
-    """Per step and stream [T, B]: binary cross-entropy in nats, summed over bits, on output steps only."""
-    return F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1) * mask
 
 
 def train_window(model: SequenceNet, opt, state: torch.Tensor, x, y, mask, aux_weight: float = 1.0):
@@ -163,7 +83,7 @@ def train_rnn(config: RNNConfig, out_dir) -> dict:
     """Train one RNN run; returns the metrics dict also written to out_dir/metrics.json."""
     t_start = time.perf_counter()
     cfg = config.resolved()
-    out_dir, device, meta = runio.start_run(cfg, out_dir)
+    out_dir, device, meta = runtime.start_run(cfg, out_dir)
 
     task = Task(cfg.task, cfg.repeat_norm)
     stream = EpisodeStream(task, cfg.batch_size, cfg.seed)
@@ -229,8 +149,8 @@ def train_rnn(config: RNNConfig, out_dir) -> dict:
                    "timesteps_per_s": round(timestep / train_time, 3) if train_time > 0 else None},
         "meta": meta,
     }
-    runio.validate(metrics, "rnn_metrics")
-    runio.atomic_write_json(out_dir / "metrics.json", metrics)
+    runtime.validate(metrics, "rnn_metrics")
+    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
     log.info("done: largest length solved %d -> %s", solved["length"], out_dir / "metrics.json")
     return metrics
 
@@ -282,4 +202,4 @@ def _log_progress(timestep, total, train_time, curves):
         bps = curves["bits_per_sequence"][-1]
         last = (f"length {curves['length'][-1]} bits/output {curves['bits_per_output_step'][-1] or 0:.3f}"
                 + (f" bits/seq {bps:.3f}" if bps is not None else ""))
-    log.info(runio.progress_line(timestep, total, train_time, last))
+    log.info(runtime.progress_line(timestep, total, train_time, last))

@@ -15,33 +15,30 @@ from their own generator (seeded from the run seed, saved in the checkpoint); wi
 none is drawn, so the run is the ordinary one bit for bit.
 
 Diagnostics (dni / cdni): `dni_placement` puts DNIs at only some boundaries (the others are exact
-backprop; see models.placed_boundaries). `warmup` = w: the first round(w * iterations) steps are
+backprop; see sgbench.nets.placed_boundaries). `warmup` = w: the first round(w * iterations) steps are
 exact backprop, every placed DNI passing the true gradient through while its SG model trains on
 it; then the SGs take over. With w = 1 the network's updates are the backprop run's, with w = 0
 the DNI run's. `probe_every` = n > 0: every n steps (and at the last) the SG fidelity probe
-(sgbench.probe) runs on a fixed probe batch, the first `probe_size` training examples; its time
+(sgbench.fidelity) runs on a fixed probe batch, the first `probe_size` training examples; its time
 is excluded from the training time, like evaluation.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import runio
-from .data import DATASETS, as_input, load_dataset, resolve_data_root
-from .models import (ARCHS, METHODS, PLACEMENTS, SG_METHODS, UNLOCK_METHODS, FeedForwardNet, InputSpec, SGSpec,
-                     default_input_hidden, paper_sg_hidden_layers)
-from .probe import ff_fidelity
+from ... import runtime
+from ...data import as_input, load_dataset, resolve_data_root
+from ...fidelity import ff_fidelity
+from ...nets import FeedForwardNet, SGSpec
+from ...unlock import InputSpec
+from .config import NON_RESULT_FIELDS, FFConfig
 
 log = logging.getLogger(__name__)
-# Fields that do not change the numbers a run computes (a checkpoint made with other values resumes).
-NON_RESULT_FIELDS = {"device", "data_root", "download", "threads"}
 PROBE_KEYS = ("cosine", "rel_error", "norm_ratio")  # per boundary, see sgbench.probe
 # The update-mask generator's seed is the run seed plus this, so it never coincides with a batch stream's.
 UPDATE_SEED_OFFSET = 2**32
@@ -49,87 +46,6 @@ UPDATE_SEED_OFFSET = 2**32
 
 class RunInterrupted(RuntimeError):
     """Raised by the `_stop_after` test hook, standing in for a killed process."""
-
-
-@dataclass
-class FFConfig(runio.RunConfig):
-    """Every setting of a feed-forward run. Defaults are the paper's ([DNI] supplement)."""
-    dataset: str = "mnist"              # mnist | cifar10 | cifar10-jpeg
-    arch: str = "fcn"                   # fcn | cnn
-    layers: int = 3                     # hidden layers
-    method: str = "dni"                 # backprop | dni | cdni | no_bprop | unlock | cunlock
-    seed: int = 0
-    iterations: int = 500_000
-    batch_size: int = 256
-    lr: float = 3e-5                    # Adam
-    lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])  # fractions of iterations
-    lr_gamma: float = 0.1
-    sg_hidden_layers: int | None = None  # None: paper's choice (FCN: DNI 2, cDNI 0; CNN: 2)
-    sg_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
-    sg_loss_weight: float = 1.0
-    sg_scale: float = 1.0
-    input_hidden_layers: int | None = None  # unlock input models; None: 1 (FCN and CNN)
-    input_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
-    update_prob: float = 1.0            # each step each layer updates with this probability (1: always)
-    update_periods: list[int] | None = None  # layer k updates every n_k steps; one per layer, head last
-    dni_placement: str = "every"        # dni/cdni: every | every_second | middle boundary (others exact)
-    warmup: float = 0.0                 # dni/cdni: fraction of iterations of exact backprop first (SGs learn)
-    probe_every: int = 0                # SG fidelity probe every n steps (0: off)
-    probe_size: int = 256               # probe batch: the first N training examples
-    eval_every: int = 0                 # 0: 20 evaluations over the run
-    train_limit: int = 0                # use only the first N training examples (0: all)
-    test_limit: int = 0                 # evaluate on the first N test examples (0: all)
-    tier: str = "custom"                # label only: smoke | quick | paper | custom
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    data_root: str | None = None        # else $SGBENCH_DATA, else ./data
-    download: bool = False              # let torchvision download when the data is missing
-    threads: int = 0                    # torch CPU threads (0: torch's default)
-
-    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "dni_placement": PLACEMENTS,
-               "tier": runio.TIERS}
-
-    def resolved(self) -> "FFConfig":
-        """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
-        c = dataclasses.replace(self)
-        c.check([
-            (c.layers >= 1, f"layers must be >= 1, got {c.layers}"),
-            (c.iterations >= 1, f"iterations must be >= 1, got {c.iterations}"),
-            (c.batch_size >= 2, f"batch_size must be >= 2 (batch norm needs it), got {c.batch_size}"),
-            (c.lr > 0, f"lr must be > 0, got {c.lr}"),
-            (all(0 < m < 1 for m in c.lr_milestones), f"lr_milestones are fractions in (0, 1), got {c.lr_milestones}"),
-            (c.sg_hidden_layers is None or c.sg_hidden_layers >= 0, "sg_hidden_layers must be >= 0"),
-            (c.input_hidden_layers is None or c.input_hidden_layers >= 0, "input_hidden_layers must be >= 0"),
-            (all(d is None or d >= 1 for d in (c.sg_hidden_dim, c.input_hidden_dim)),
-             "sg_hidden_dim and input_hidden_dim must be >= 1"),
-            (0 < c.update_prob <= 1, f"update_prob must be in (0, 1] (1: every layer updates every step), got {c.update_prob}"),
-            (c.update_periods is None or len(c.update_periods) == c.layers + 1,
-             f"update_periods needs one period per layer, the output layer last: {c.layers + 1} values "
-             f"for layers={c.layers}, got {c.update_periods}"),
-            (c.update_periods is None or all(n >= 1 for n in c.update_periods),
-             f"update_periods are steps between a layer's updates, each >= 1, got {c.update_periods}"),
-            (c.eval_every >= 0 and c.train_limit >= 0 and c.test_limit >= 0, "eval_every, train_limit, test_limit must be >= 0"),
-            (c.dni_placement == "every" or c.method in ("dni", "cdni"),
-             f"dni_placement {c.dni_placement!r} needs method dni or cdni (got {c.method!r}); use dni_placement every"),
-            (0 <= c.warmup <= 1, f"warmup is a fraction of the iterations in [0, 1], got {c.warmup}"),
-            (c.warmup == 0 or c.method in ("dni", "cdni"),
-             f"warmup needs method dni or cdni (got {c.method!r}); use warmup 0"),
-            (c.probe_every >= 0, f"probe_every must be >= 0 (0: no probe), got {c.probe_every}"),
-            (c.probe_every == 0 or c.method in ("dni", "cdni"),
-             f"the SG probe needs method dni or cdni (got {c.method!r}); use probe_every 0"),
-            (c.probe_size >= 2, f"probe_size must be >= 2 (batch norm needs it), got {c.probe_size}"),
-        ])
-        if c.sg_hidden_layers is None and c.method in SG_METHODS:
-            c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)
-        if c.sg_hidden_dim is None and c.method in SG_METHODS:
-            c.sg_hidden_dim = 1024 if c.arch == "fcn" else 128
-        if c.method in UNLOCK_METHODS:
-            default_layers, default_dim = default_input_hidden(c.arch)
-            c.input_hidden_layers = default_layers if c.input_hidden_layers is None else c.input_hidden_layers
-            c.input_hidden_dim = c.input_hidden_dim or default_dim
-        if c.eval_every == 0:
-            c.eval_every = max(1, math.ceil(c.iterations / 20))
-        c.lr_milestones = [float(m) for m in c.lr_milestones]
-        return c
 
 
 class BatchStream:
@@ -261,7 +177,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     """
     t_start = time.perf_counter()
     cfg = config.resolved()
-    out_dir, device, meta = runio.start_run(cfg, out_dir)
+    out_dir, device, meta = runtime.start_run(cfg, out_dir)
 
     data, (train_x, train_y), (test_x, test_y) = load_run_data(cfg, device)
     model = build_net(cfg, data).to(device)
@@ -328,7 +244,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             loss_sum.zero_(), sg_sum.zero_(), input_sum.zero_()
             since = 0
             _log_progress(step, cfg.iterations, train_time, curves)
-            runio.atomic_torch_save(ckpt_path, {
+            runtime.atomic_torch_save(ckpt_path, {
                 "config": _result_config(cfg), "curves": curves, "step": step, "train_time": train_time,
                 **{name: obj.state_dict() for name, obj in stateful.items()}})
             last_log = time.perf_counter()
@@ -359,8 +275,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
                    "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None},
         "meta": meta,
     }
-    runio.validate(metrics, "ff_metrics")
-    runio.atomic_write_json(out_dir / "metrics.json", metrics)
+    runtime.validate(metrics, "ff_metrics")
+    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
     ckpt_path.unlink(missing_ok=True)
     log.info("done: test error %.2f%%, %.1f steps/s -> %s", metrics["final"]["test_error"],
              metrics["timing"]["steps_per_s"] or 0, out_dir / "metrics.json")
@@ -375,4 +291,4 @@ def update_fractions(schedule: UpdateSchedule, model, iterations: int) -> list[f
 
 def _log_progress(step: int, total: int, train_time: float, curves: dict) -> None:
     last = f"loss {curves['train_loss'][-1]:.4f} test error {curves['test_error'][-1]:.2f}%" if curves["step"] else ""
-    log.info(runio.progress_line(step, total, train_time, last))
+    log.info(runtime.progress_line(step, total, train_time, last))

@@ -1,4 +1,4 @@
-"""The paper's claims, their verdict rules, and the replication report that applies them.
+"""The paper's claims and their verdict rules (sgbench/claims/render.py writes the report).
 
 Each claim has one rule, written here in code and printed in the report in words. A rule
 compares means over seeds cell by cell (a cell: one data set / net / depth, or one task / T);
@@ -12,16 +12,17 @@ when it fails at one or more, "not measured at this tier" when no cell has what 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import yaml
 
-from . import report, runio, speed
+from ..analysis.stats import cell_text, group_stats
+from ..analysis.tables import LATE_FRACTION, net_label
+from ..catalog import TABLE1_METHODS, UNLOCK_METHODS
+from ..families.feedforward.tables import FF_CELL
+from ..families.parallel.tables import CELL, speed_stats
+from ..families.parallel.tables import _pm as pm
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured at this tier"
 
@@ -35,27 +36,22 @@ R3_MIN_COSINE = 0.0     # late cosine between SG and its target must exceed this
 RNN_CLAIM_METRICS = ("largest_length_solved", "N_solved", "late_cosine", "late_norm_ratio")
 
 
-def load_reference() -> dict:
-    """sgbench/reference.yaml: [DNI]'s numbers, each table with its source and recalled/verified status."""
-    return yaml.safe_load(resources.files("sgbench").joinpath("reference.yaml").read_text())
-
-
 # ---------------------------------------------------------------- measurements
 
 @dataclass(frozen=True)
 class Measured:
     """Stats per cell: ff (test error by data set/net/depth/method/update_prob), rnn (per task/method/T/metric),
-    par (throughput and time to target by data set/net/depth/method/workers: sgbench.speed.speed_stats)."""
+    par (throughput and time to target by data set/net/depth/method/workers: sgbench.speed_stats)."""
     ff: pd.DataFrame
     rnn: pd.DataFrame
     par: pd.DataFrame
 
 
 def measured_from_runs(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, par_runs: pd.DataFrame | None = None) -> Measured:
-    ff = report.group_stats(ff_runs, report.FF_CELL + ["method", "update_prob"], "test_error")
-    rnn = pd.concat([report.group_stats(rnn_runs, ["task", "method", "T"], metric).assign(metric=metric)
+    ff = group_stats(ff_runs, FF_CELL + ["method", "update_prob"], "test_error")
+    rnn = pd.concat([group_stats(rnn_runs, ["task", "method", "T"], metric).assign(metric=metric)
                      for metric in RNN_CLAIM_METRICS], ignore_index=True)
-    return Measured(ff, rnn, speed.speed_stats(pd.DataFrame() if par_runs is None else par_runs))
+    return Measured(ff, rnn, speed_stats(pd.DataFrame() if par_runs is None else par_runs))
 
 
 def measured_from_paper(reference: dict) -> Measured:
@@ -63,7 +59,7 @@ def measured_from_paper(reference: dict) -> Measured:
     nan = math.nan
     ff = [{"dataset": r["dataset"], "arch": r["arch"], "layers": r["layers"], "method": m, "update_prob": 1.0,
            "n": nan, "mean": float(r[m]), "std": nan, "ci95": nan, "ci95_low": nan, "ci95_high": nan}
-          for r in reference["table1"]["rows"] for m in report.TABLE1_METHODS]
+          for r in reference["table1"]["rows"] for m in TABLE1_METHODS]
     rnn = []
     for r in reference["rnn_largest_length"]["rows"]:
         for key, value in ((k, v) for k, v in r.items() if k.startswith("T")):
@@ -71,7 +67,7 @@ def measured_from_paper(reference: dict) -> Measured:
             rnn += [{"task": r["task"], "method": r["method"], "T": int(key[1:]), "metric": metric, "n": nan,
                      "mean": float(value), "std": nan, "ci95": nan, "ci95_low": nan, "ci95_high": nan}
                     for metric in metrics]
-    return Measured(pd.DataFrame(ff), pd.DataFrame(rnn), speed.speed_stats(pd.DataFrame()))  # no wall-clock numbers
+    return Measured(pd.DataFrame(ff), pd.DataFrame(rnn), speed_stats(pd.DataFrame()))  # no wall-clock numbers
 
 
 def base_dataset(name: str) -> str:
@@ -82,7 +78,7 @@ def base_dataset(name: str) -> str:
 def value_text(row) -> str:
     if row is None:
         return "—"
-    return f"{row['mean']:g}" if pd.isna(row["n"]) else report.cell_text(row)
+    return f"{row['mean']:g}" if pd.isna(row["n"]) else cell_text(row)
 
 
 # ---------------------------------------------------------------- evidence and checks
@@ -119,7 +115,7 @@ def ff_cells(ff: pd.DataFrame, update_prob: float = 1.0) -> dict[tuple, dict[str
     cells: dict[tuple, dict[str, dict]] = {}
     for row in ff[ff["update_prob"] == update_prob].to_dict("records"):
         key = (base_dataset(row["dataset"]), row["arch"], int(row["layers"]))
-        cells.setdefault(key, {"_label": report.net_label(row)})
+        cells.setdefault(key, {"_label": net_label(row)})
         cells[key][row["method"]] = row
     return cells
 
@@ -240,7 +236,7 @@ def check_u1(m: Measured) -> Check:
     """On MNIST, the better of unlock / cunlock (mean) within U1_MAX_GAP points of backprop, every cell measured."""
     ev = []
     for key, rows in ff_cells(m.ff).items():
-        tried = [rows[x] for x in report.UNLOCK_METHODS if x in rows]
+        tried = [rows[x] for x in UNLOCK_METHODS if x in rows]
         if key[0] == "mnist" and "backprop" in rows and tried:
             best = min(tried, key=lambda r: r["mean"])
             gap = best["mean"] - rows["backprop"]["mean"]
@@ -271,17 +267,17 @@ def check_a1(m: Measured) -> Check:
 def _decoupled_vs_locked(m: Measured, value: str, unit: str, better: Callable[[float, float], float]) -> Check:
     """Every (cell, K >= 2) with locked backprop and an SG method: `better(sg, locked)` > 0 for each SG method."""
     ev = []
-    for key, g in m.par[m.par["workers"] > 1].groupby(speed.CELL + ["workers"]) if not m.par.empty else ():
+    for key, g in m.par[m.par["workers"] > 1].groupby(CELL + ["workers"]) if not m.par.empty else ():
         rows = {r["method"]: r for r in g.to_dict("records")}
         if "backprop" not in rows:
             continue
-        label = f"{report.net_label(dict(zip(speed.CELL, key)))}, K = {int(key[3])}"
+        label = f"{net_label(dict(zip(CELL, key)))}, K = {int(key[3])}"
         for method in (x for x in ("cdni", "dni") if x in rows):
             sg, locked = rows[method][value], rows["backprop"][value]
             margin = better(sg, locked)
             ev.append(Evidence(tuple(key) + (method,), f"{label}, {method}",
-                               f"{method} {speed._pm(sg, rows[method][value + '_ci95'], 1)} vs locked backprop "
-                               f"{speed._pm(locked, rows['backprop'][value + '_ci95'], 1)} {unit} "
+                               f"{method} {pm(sg, rows[method][value + '_ci95'], 1)} vs locked backprop "
+                               f"{pm(locked, rows['backprop'][value + '_ci95'], 1)} {unit} "
                                f"(single-process backprop ×{rows[method]['speedup']:.2f} in samples/s)",
                                margin, margin > 0))
     return finish(ev)
@@ -348,7 +344,7 @@ CLAIMS = (
           "across the boundary.", f"copy task, every T measured with DNI: (a) mean N solved + 1 > T − 1 (the first "
           f"input is needed N + 1 steps later; a window of T steps holds lags of at most T − 1, so every such "
           f"dependency crosses a boundary) and (b) the cosine between the SG and its target (the gradient "
-          f"arriving at the boundary), averaged over the last {report.LATE_FRACTION:.0%} of each run's logged "
+          f"arriving at the boundary), averaged over the last {LATE_FRACTION:.0%} of each run's logged "
           f"points and then over seeds, > {R3_MIN_COSINE:g} (aligned; a random SG averages 0). The SG/true norm ratio is reported, not judged. "
           "(a) alone is not enough: BPTT can also pass T by chance.", _rnn, check_r3),
     Claim("U1", "feedforward", "Complete unlock (synthetic inputs and synthetic gradients) still trains an "
@@ -369,197 +365,3 @@ CLAIMS = (
           "method < the locked pipeline's, at every (net, K ≥ 2) measured with both; a method that misses the "
           "target in any seed counts as never reaching it", _speed_source, check_p2),
 )
-
-
-# ---------------------------------------------------------------- the report
-
-@dataclass(frozen=True)
-class Outcome:
-    claim: Claim
-    ours: Check
-    paper: Check
-
-
-def evaluate(ours: Measured, paper: Measured) -> list[Outcome]:
-    return [Outcome(c, c.check(ours), c.check(paper)) for c in CLAIMS]
-
-
-def paper_for(outcome: Outcome, key: tuple | None) -> str:
-    """[DNI]'s numbers for the cell that decided our verdict (else the paper's own deciding cell)."""
-    cells = {e.key: e for e in outcome.paper.evidence}
-    e = cells.get(key) if key is not None else outcome.paper.deciding()
-    if e:
-        return f"{e.label}: {e.numbers}"
-    return "no [DNI] number for this cell" if outcome.paper.evidence else ""
-
-
-def rule_on_paper(outcome: Outcome) -> str:
-    """Whether the rule holds on [DNI]'s own numbers; where it fails, the cell that breaks it."""
-    if outcome.paper.verdict == NOT_REPRODUCED:
-        return f"fails ({outcome.paper.deciding().label}: {outcome.paper.deciding().numbers})"
-    return {REPRODUCED: "holds", NOT_MEASURED: "no numbers to apply it to"}[outcome.paper.verdict]
-
-
-def families_table(ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, diag_runs: pd.DataFrame | None = None,
-                   par_runs: pd.DataFrame | None = None) -> str:
-    """What was run at this tier: runs, seeds, budgets, data, hardware, code version."""
-    lines = ["| family | runs | seeds | budget | data | hardware | sgbench commit |",
-             "| --- | ---: | --- | --- | --- | --- | --- |"]
-    for family, runs, budget, unit, data in (
-            ("feedforward", ff_runs, "iterations", "iterations", "dataset"),
-            ("rnn", rnn_runs, "timesteps", "stream time steps", "task"),
-            ("diagnostics", pd.DataFrame() if diag_runs is None else diag_runs, "iterations", "iterations", "dataset"),
-            ("parallel", pd.DataFrame() if par_runs is None else par_runs, "iterations", "iterations", "dataset")):
-        if runs.empty:
-            lines.append(f"| {family} | 0 | — | — | — | — | {report.NOT_RUN} |")
-            continue
-        where = "; ".join(sorted({f"{d}: {h}, {t} thread(s)" for d, h, t in
-                                  runs[["device", "hardware", "threads"]].itertuples(index=False)}))
-        commits = ", ".join(sorted({str(c) for c in runs["git_commit"]}))
-        seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
-        lines.append(f"| {family} | {len(runs)} | {seeds} | {report.budget_text(runs, budget, unit)} | "
-                     f"{', '.join(sorted(runs[data].unique()))} | {where} | {commits} |")
-    return "\n".join(lines)
-
-
-def tier_warning(tier: str, ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, reference: dict) -> str:
-    """Below [DNI]'s budgets a verdict judges the qualitative claim only: the report says so first."""
-    paper_iters = reference["budgets"]["feedforward_iterations"]
-    ff = "no feed-forward runs" if ff_runs.empty else (
-        f"feed-forward runs of {report.budget_text(ff_runs, 'iterations', 'iterations')} "
-        f"(at most {100 * ff_runs['iterations'].max() / paper_iters:.2g} % of [DNI]'s {paper_iters:,})")
-    rnn = "no RNN runs" if rnn_runs.empty else (
-        f"RNN runs of {report.budget_text(rnn_runs, 'timesteps', 'stream time steps')} (sgbench's choice: "
-        "[DNI]'s RNN budget is not in sgbench/reference.yaml)")
-    if tier == "paper" and not ff_runs.empty and ff_runs["iterations"].min() >= paper_iters:
-        return (f"Tier **paper**: {ff}; {rnn}. Verdicts compare with [DNI]'s numbers, whose recalled/verified "
-                "status is shown with each.")
-    return (f"**Tier {tier}: not the paper-scale replication.** It has {ff}; {rnn}. A verdict at this tier "
-            "judges the qualitative claim only (which method is better, roughly by how much); its numbers are "
-            "not comparable with [DNI]'s. The paper-scale replication is the `paper` tier.")
-
-
-def relative(target: Path, start: Path) -> str:
-    return Path(os.path.relpath(target, start)).as_posix()
-
-
-def verdict_table(outcomes: list[Outcome], tier: str, reference: dict) -> list[str]:
-    """One row per claim: [DNI]'s value, ours for the deciding cell, the verdict, the rule on [DNI]'s numbers."""
-    lines = [f"| claim | in short | [DNI] | ours (tier {tier}) | verdict | rule on [DNI]'s numbers |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for o in outcomes:
-        decided = o.ours.deciding()
-        ours = f"{decided.label}: {decided.numbers}" if decided else "—"
-        paper = "; ".join(filter(None, (o.claim.paper(reference), paper_for(o, decided.key if decided else None))))
-        lines.append(f"| {o.claim.id} | {o.claim.says} | {paper} | {ours} | **{o.ours.verdict}** | "
-                     f"{rule_on_paper(o)} |")
-    return lines + ["", "Each row shows the cell that decided the verdict: the first where the rule fails, else "
-                    "the one with the least slack; every cell is listed below.\n"]
-
-
-def rules_section(outcomes: list[Outcome]) -> list[str]:
-    return ["## Verdict rules\n",
-            f"*{REPRODUCED}*: the rule holds in every cell the tier measured; *{NOT_REPRODUCED}*: it fails in at "
-            f"least one; *{NOT_MEASURED}*: the tier has no cell with what the rule compares. Rules compare means "
-            "over seeds; intervals are shown, not used (2–3 seeds give wide ones). They are defined in "
-            "`sgbench/claims.py`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule.rstrip('.')}." for o in outcomes]
-
-
-def evidence_section(outcomes: list[Outcome]) -> list[str]:
-    """Every cell each rule compared, ours beside [DNI]'s."""
-    lines = ["", "## Evidence, cell by cell\n"]
-    for o in outcomes:
-        lines.append(f"### {o.claim.id}: {o.ours.verdict}\n")
-        if not o.ours.evidence:
-            lines.append(f"{NOT_MEASURED.capitalize()} (family `{o.claim.family}`).\n")
-            continue
-        lines += ["| cell | ours | [DNI] | rule |", "| --- | --- | --- | --- |"]
-        paper_cells = {e.key: e for e in o.paper.evidence}
-        for e in o.ours.evidence:
-            theirs = paper_cells[e.key].numbers if e.key in paper_cells else "—"
-            lines.append(f"| {e.label} | {e.numbers} | {theirs} | {'holds' if e.holds else 'fails'} |")
-        lines.append("")
-    return lines
-
-
-def links_section(tables: Path, figures: Path, here: Path) -> list[str]:
-    """The tier's tables (linked) and figures (shown), relative to the report's folder."""
-    names = report.OUTPUTS
-    lines = ["## Tables\n"]
-    for name, title in ((names["feedforward"]["table1_md"], "Table 1 layout"),
-                        (names["feedforward"]["unlock_md"], "complete unlock / update probability"),
-                        (names["rnn"]["md"], "RNN largest length solved"),
-                        (names["diagnostics"]["md"], "diagnostics: placement, fidelity, warm-up, SG model"),
-                        (names["parallel"]["md"], "parallel workers: throughput, time to target, analytic model")):
-        lines.append(f"- [{title}]({relative(tables / name, here)}) (CSV beside it)")
-    lines += ["", "## Figures\n"]
-    for png in (figures / f"{name}.png" for family in report.FIGURES.values() for name in family):
-        lines.append(f"![{png.stem}]({relative(png, here)})\n\n[PDF]({relative(png.with_suffix('.pdf'), here)})\n")
-    return lines
-
-
-def sources_section(reference: dict) -> list[str]:
-    lines = ["## Sources\n", f"[DNI] {reference['citation']['text']}\n",
-             "Numbers copied from it live in `sgbench/reference.yaml`, each table with its status "
-             "(*verified*: read in the paper; *recalled*: from memory of it, to be checked against the PDF):\n"]
-    return lines + [f"- {reference[key]['source']}: **{reference[key]['status']}**"
-                    for key in ("budgets", "table1", "rnn_largest_length", "unlock", "async_updates", "parallel_speed")]
-
-
-def diagnostics_section(tier: str, diag_runs: pd.DataFrame, fidelity: pd.DataFrame) -> list[str]:
-    """Issue #8: sgbench's own measured findings (not [DNI]'s claims), each with seeds and intervals."""
-    from . import diagnostics
-    lines = ["## Diagnostics: why DNI works or fails (sgbench's own measurements)\n",
-             "These are findings of sgbench's own runs, not claims of [DNI], and get no verdict. D1: how well the "
-             "synthetic gradient matches the exact one (probe: cosine and relative L2 error over a fixed probe batch, "
-             "sgbench/probe.py) at the boundary feeding the head vs the lowest one; D2: final test error by where the "
-             "DNIs sit ([Czarnecki et al. 2017]'s single DNI in the middle vs every / every second boundary); D3: "
-             "final test error after w % of the iterations as exact backprop; D4: final test error and training "
-             "steps/s per SG model.\n"]
-    if diag_runs.empty:
-        return lines + [f"Tier **{tier}**: {report.NOT_RUN}.\n"]
-    lines.append(report.context_lines(diag_runs, tier, "iterations", "iterations",
-                                      ", ".join(sorted(diag_runs["dataset"].unique()))) + "\n")
-    return lines + diagnostics.findings(diag_runs, fidelity) + [""]
-
-
-def render(tier: str, ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, tables: Path, figures: Path,
-           out: Path, diag_runs: pd.DataFrame | None = None, diag_fidelity: pd.DataFrame | None = None,
-           par_runs: pd.DataFrame | None = None) -> str:
-    """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, diagnostics, tables, figures,
-    sources."""
-    reference = load_reference()
-    diag_runs = pd.DataFrame() if diag_runs is None else diag_runs
-    diag_fidelity = pd.DataFrame() if diag_fidelity is None else diag_fidelity
-    par_runs = pd.DataFrame(columns=speed.RUN_COLUMNS) if par_runs is None else par_runs
-    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs), measured_from_paper(reference))
-    parts = [f"# sgbench replication report: tier `{tier}`\n",
-             "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
-             "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",
-             "> " + tier_warning(tier, ff_runs, rnn_runs, reference) + "\n",
-             "## What was run\n", families_table(ff_runs, rnn_runs, diag_runs, par_runs) + "\n",
-             f"Uncertainty: {report.CI_TEXT}.\n",
-             "## Verdicts\n",
-             *verdict_table(outcomes, tier, reference),
-             *rules_section(outcomes),
-             *evidence_section(outcomes),
-             *diagnostics_section(tier, diag_runs, diag_fidelity),
-             *links_section(tables, figures, out.parent),
-             "",
-             *sources_section(reference)]
-    return "\n".join(parts) + "\n"
-
-
-def write_report(tier: str, tables: Path, figures: Path, out: Path) -> str:
-    """Read the tier's runs tables, apply every rule, write REPORT.md."""
-    tables, figures, out = Path(tables), Path(figures), Path(out)
-    ff_runs = report.read_table(tables / report.OUTPUTS["feedforward"]["runs"])
-    rnn_runs = report.read_table(tables / report.OUTPUTS["rnn"]["runs"])
-    diag = {k: tables / report.OUTPUTS["diagnostics"][k] for k in ("runs", "fidelity")}
-    diag_runs, diag_fidelity = ((report.read_table(diag["runs"]), report.read_table(diag["fidelity"]))
-                                if diag["runs"].exists() else (None, None))  # tables of an older pipeline
-    par_path = tables / report.OUTPUTS["parallel"]["runs"]
-    par_runs = report.read_table(par_path) if par_path.exists() else None  # tables of an older pipeline
-    text = render(tier, ff_runs, rnn_runs, tables, figures, out, diag_runs, diag_fidelity, par_runs)
-    runio.atomic_write_bytes(out, text.encode())
-    return text

@@ -1,16 +1,29 @@
 """The `parallel` family's tables and figure: throughput and time to target on K workers, the
-speedup over single-process backprop, and the analytic model's predictions (sgbench.parallel)."""
+speedup over single-process backprop, and the analytic model's predictions (model.py)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import report
-from .parallel import balanced_split, predicted_step_s
+from ...analysis.stats import ordered, seed_stats
+from ...analysis.tables import (
+    NOT_RUN,
+    context_lines,
+    curve_rows,
+    net_label,
+    read_metrics,
+    refuse_duplicates,
+    write_csv,
+    write_text,
+)
+from ...catalog import PARALLEL_METHODS as METHODS
+from .. import get
+from .model import balanced_split, predicted_step_s
 
-METHODS = ("backprop", "cdni", "dni")
+OUTPUTS = get("parallel").outputs  # file names: the registry (sgbench/families/__init__.py)
 CELL = ["dataset", "arch", "layers"]
 RUN_COLUMNS = ["dataset", "arch", "layers", "method", "workers", "seed", "tier", "iterations", "batch_size",
                "split", "samples_per_s", "step_ms", "predicted_step_ms", "time_to_target_s", "target_error",
@@ -49,13 +62,13 @@ def run_row(path, m: dict) -> dict:
 def collect(paths, tier: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs, curves = [], []
     for path in paths:
-        m = report.read_metrics(path, "parallel", tier)
+        m = read_metrics(path, get("parallel").schema, tier)
         row = run_row(path, m)
         keys = {k: row[k] for k in CURVE_COLUMNS[:6]}
-        curves += report._curve_rows(path, m["curves"], CURVE_COLUMNS[6:], keys)
+        curves += curve_rows(path, m["curves"], CURVE_COLUMNS[6:], keys)
         runs.append(row)
     runs = pd.DataFrame(runs, columns=RUN_COLUMNS)
-    report.refuse_duplicates(runs, CURVE_COLUMNS[:6])
+    refuse_duplicates(runs, CURVE_COLUMNS[:6])
     return runs.sort_values(CELL + ["method", "workers", "seed"], ignore_index=True), pd.DataFrame(curves, columns=CURVE_COLUMNS)
 
 
@@ -72,9 +85,9 @@ def speed_stats(runs: pd.DataFrame) -> pd.DataFrame:
         cell = dict(zip(keys, key))
         base = runs[(runs[CELL] == pd.Series(key[:3], index=CELL)).all(axis=1)
                     & (runs["method"] == "backprop") & (runs["workers"] == 1)]
-        speed, error = report.seed_stats(g["samples_per_s"]), report.seed_stats(g["test_error"])
+        speed, error = seed_stats(g["samples_per_s"]), seed_stats(g["test_error"])
         reached = g["time_to_target_s"].notna()
-        target = report.seed_stats(g["time_to_target_s"]) if reached.all() else {"mean": math.inf, "ci95": math.nan}
+        target = seed_stats(g["time_to_target_s"]) if reached.all() else {"mean": math.inf, "ci95": math.nan}
         rows.append(cell | {
             "n": len(g), "samples_per_s": speed["mean"], "samples_per_s_ci95": speed["ci95"],
             "speedup": speed["mean"] / base["samples_per_s"].mean() if not base.empty else math.nan,
@@ -126,22 +139,22 @@ def _pm(mean, half, digits=0) -> str:
 def markdown(runs: pd.DataFrame, stats: pd.DataFrame, model: pd.DataFrame, tier: str) -> str:
     title = "# Parallel workers: throughput and time to target error\n\n"
     if runs.empty:
-        return title + f"Tier **{tier}**: {report.NOT_RUN}.\n"
+        return title + f"Tier **{tier}**: {NOT_RUN}.\n"
     target = ", ".join(f"{t:g} %" for t in sorted(runs["target_error"].unique()))
-    lines = [title + report.context_lines(runs, tier, "iterations", "iterations",
+    lines = [title + context_lines(runs, tier, "iterations", "iterations",
                                           ", ".join(sorted(runs["dataset"].unique()))),
              f"\nK workers = K processes (torch.distributed), each with the thread count shown. backprop at K = 1 "
              f"is single-process backprop, at K > 1 the locked pipeline; dni / cdni update each stage at once from "
              f"its SG. Speedup: mean samples/s over single-process backprop's (ideal: K). Time to target: training "
              f"seconds (evaluation off the clock) until the test error first reaches {target}; 'not reached' when "
              f"a seed never did. Wait: the share of a worker's time spent blocked on a neighbour (mean over "
-             f"workers). Model: the analytic model's step time (sgbench/parallel.py).\n"]
+             f"workers). Model: the analytic model's step time (sgbench/families/parallel/model.py).\n"]
     for cell, g in stats.groupby(CELL, sort=True):
-        lines += [f"\n## {report.net_label(dict(zip(CELL, cell)))}\n",
+        lines += [f"\n## {net_label(dict(zip(CELL, cell)))}\n",
                   "| method | K | split | samples/s | speedup (ideal) | time to target (s) | reached | "
                   "test error (%) | step ms: measured / model | wait |",
                   "| --- | ---: | --- | --- | --- | --- | --- | --- | --- | ---: |"]
-        order = {m: i for i, m in enumerate(report.ordered(g["method"], METHODS))}
+        order = {m: i for i, m in enumerate(ordered(g["method"], METHODS))}
         for r in g.sort_values(["method", "workers"], key=lambda c: c.map(order) if c.name == "method" else c).itertuples():
             split = runs[(runs["method"] == r.method) & (runs["workers"] == r.workers)]["split"].iloc[0]
             lines.append(f"| {r.method} | {r.workers} | {split} | {_pm(r.samples_per_s, r.samples_per_s_ci95)} | "
@@ -153,7 +166,7 @@ def markdown(runs: pd.DataFrame, stats: pd.DataFrame, model: pd.DataFrame, tier:
                   "Predicted speedup over single-process backprop (measured where a run exists), stages cut as "
                   "the runner cuts them. Per-unit compute comes from the runs' own profiles and the message "
                   "latency from their K ≥ 2 runs; workers are assumed to have a core (or GPU) each.\n"]
-        table = model.assign(cell=model.apply(report.net_label, axis=1),
+        table = model.assign(cell=model.apply(net_label, axis=1),
                              value=[f"{p:.2f}" + ("" if pd.isna(m) else f" ({m:.2f})")
                                     for p, m in zip(model["predicted_speedup"], model["measured_speedup"])])
         pivot = table.pivot(index=["cell", "method"], columns="workers", values="value").fillna("—")
@@ -167,3 +180,11 @@ def tables(paths, tier: str) -> dict:
     runs, curves = collect(paths, tier)
     stats, model = speed_stats(runs), model_predictions(runs)
     return {"runs": runs, "curves": curves, "csv": stats, "model": model, "md": markdown(runs, stats, model, tier)}
+
+
+def aggregate(paths, tier: str, out_dir: Path) -> pd.DataFrame:
+    """Write every parallel table into out_dir (names in OUTPUTS); returns the runs table."""
+    written = tables(paths, tier)
+    for key, value in written.items():
+        (write_text if isinstance(value, str) else write_csv)(Path(out_dir) / OUTPUTS[key], value)
+    return written["runs"]

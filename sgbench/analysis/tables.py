@@ -1,0 +1,120 @@
+"""Reading metrics.json files into tidy tables, shared by every family's tables module.
+
+A file that is malformed, incomplete, not schema-valid or of another tier is an error naming
+that file: a grid with a broken run must not silently report fewer seeds. A family with no runs
+at a tier still gets every output, saying "not run at this tier", so the pipeline's outputs are
+the same files at every tier.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import runtime
+from .stats import CI_TEXT, cell_text, ordered
+
+NOT_RUN = "not run at this tier"
+# The last quarter of a run's logged points describes where it ended up (e.g. its boundary gradients).
+LATE_FRACTION = 0.25
+
+
+class MetricsError(ValueError):
+    """A metrics file that cannot be used; the message names it and the fix."""
+
+
+def read_metrics(path: Path, schema: str, tier: str | None = None) -> dict:
+    """One run's metrics, checked against sgbench/schemas/<schema>.schema.json (and its tier, when given)."""
+    import jsonschema
+    try:
+        metrics = json.loads(Path(path).read_text())
+        runtime.validate(metrics, schema)
+    except (OSError, json.JSONDecodeError) as e:
+        raise MetricsError(f"{path}: cannot read metrics ({e}); rerun that run") from e
+    except jsonschema.ValidationError as e:
+        raise MetricsError(f"{path}: not a complete sgbench {schema} file ({e.message}); rerun that run") from e
+    if tier is not None and metrics["tier"] != tier:
+        raise MetricsError(f"{path}: a run of tier {metrics['tier']!r}, not of tier {tier!r}")
+    return metrics
+
+
+def where(meta: dict) -> dict:
+    hw = meta["hardware"]
+    return {"device": meta["device"], "hardware": hw.get("gpu") or hw["cpu"], "threads": hw["torch_threads"],
+            "git_commit": meta["git_commit"]}
+
+
+def curve_rows(path, curves: dict, names: list[str], keys: dict) -> list[dict]:
+    """Long-form rows of equal-length curves; a ragged file is an error naming it."""
+    present = [n for n in names if n in curves]
+    lengths = {n: len(curves[n]) for n in present}
+    if len(set(lengths.values())) > 1:
+        raise MetricsError(f"{path}: curves of unequal length {lengths}; rerun that run")
+    return [keys | {n: curves[n][i] for n in present} for i in range(len(curves[present[0]]))]
+
+
+def refuse_duplicates(runs: pd.DataFrame, keys: list[str]) -> None:
+    """Two files of the same run (same cell, method, seed) would count one seed twice."""
+    twice = runs[runs.duplicated(keys, keep=False)]
+    if not twice.empty:
+        raise MetricsError("the same run twice: " + ", ".join(twice["path"]) + "; keep one of each")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV written by `aggregate` (an empty family has just the header)."""
+    return pd.read_csv(path)
+
+
+def mean_or_none(values):
+    """Mean of a per-layer list (older runs have none: None)."""
+    return None if values is None else float(np.mean(values))
+
+
+def late_mean(values: list) -> float:
+    """Mean of the non-null values in the last LATE_FRACTION of a curve (NaN if none)."""
+    tail = values[len(values) - max(1, math.ceil(LATE_FRACTION * len(values))):] if values else []
+    tail = [v for v in tail if v is not None]
+    return float(np.mean(tail)) if tail else math.nan
+
+
+def pivot_markdown(stats: pd.DataFrame, rows: list[str], column: str, order, label, digits: int = 2,
+                   methods=()) -> str:
+    """Rows `rows` (methods in `methods` order), one column per value of `column` (in `order`),
+    cells 'mean ± ci (n)'."""
+    stats = stats.assign(cell=[cell_text(s, digits) for _, s in stats.iterrows()])
+    table = stats.pivot(index=rows, columns=column, values="cell").fillna("—")
+    table = table[ordered(table.columns, order)].reset_index()
+    if "method" in rows:
+        rank = {m: i for i, m in enumerate(ordered(table["method"], methods))}
+        table = table.sort_values(rows, key=lambda col: col.map(rank) if col.name == "method" else col)
+    table.columns = [label(c) if c not in rows else c for c in table.columns]
+    return table.to_markdown(index=False)
+
+
+def net_label(row) -> str:
+    """A feed-forward net as tables, figures and the report name it: 'mnist FCN-3'."""
+    return f"{row['dataset']} {row['arch'].upper()}-{int(row['layers'])}"
+
+
+def budget_text(runs: pd.DataFrame, budget: str, unit: str) -> str:
+    return ", ".join(f"{int(b):,} {unit}" for b in sorted(runs[budget].unique()))
+
+
+def context_lines(runs: pd.DataFrame, tier: str, budget: str, unit: str, datasets: str) -> str:
+    """Where the numbers come from: tier, budget, data variant, seeds, hardware."""
+    seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
+    where = "; ".join(f"{d} ({h}, {t} thread{'s' if t != 1 else ''})"
+                      for d, h, t in runs[["device", "hardware", "threads"]].drop_duplicates().itertuples(index=False))
+    return (f"Tier: **{tier}**. Budget: {budget_text(runs, budget, unit)}. Data: {datasets}. "
+            f"Seeds: {seeds}. Hardware: {where}.\n\nCells: {CI_TEXT}.")
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    runtime.atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
+def write_text(path: Path, text: str) -> None:
+    runtime.atomic_write_bytes(path, text.encode())

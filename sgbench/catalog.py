@@ -1,0 +1,80 @@
+"""What sgbench knows by name, as data in one place: methods, architectures, data sets, tasks, tiers.
+
+Torch-free: the workflow, the command line's help and the report read it without loading torch.
+Every family's config, runner, tables and schema take their names from here (a test checks the
+JSON schemas' enums against it), so a new method is one row below, not a string switch elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method of one family, described by what it does (not by where its code is)."""
+    name: str
+    family: str                 # feedforward | rnn | parallel
+    uses_sg: bool = False       # a DNI boundary injects synthetic gradients
+    conditioned: bool = False   # SG (and input) models also see the label (cDNI)
+    unlock: bool = False        # layers also train on predicted inputs (complete unlock)
+    trains_hidden: bool = True  # hidden layers learn (False: the paper's no-bprop lower bound)
+    label: str = ""             # how tables and the report name it
+
+
+METHODS: tuple[Method, ...] = (
+    # Feed-forward ([DNI] Sec. 3.3 Table 1, Sec. 3.4 complete unlock)
+    Method("backprop", "feedforward", label="Bprop"),
+    Method("dni", "feedforward", uses_sg=True, label="DNI"),
+    Method("cdni", "feedforward", uses_sg=True, conditioned=True, label="cDNI"),
+    Method("no_bprop", "feedforward", trains_hidden=False, label="No Bprop"),
+    Method("unlock", "feedforward", uses_sg=True, unlock=True, label="unlock"),
+    Method("cunlock", "feedforward", uses_sg=True, conditioned=True, unlock=True, label="cunlock"),
+    # RNN ([DNI] Sec. 3.1): truncated BPTT, with a DNI at the window boundary, plus the aux task
+    Method("bptt", "rnn", label="BPTT"),
+    Method("dni", "rnn", uses_sg=True, label="DNI"),
+    Method("dni_aux", "rnn", uses_sg=True, label="DNI + Aux"),
+    # Parallel workers: one process per stage
+    Method("backprop", "parallel", label="locked backprop"),
+    Method("dni", "parallel", uses_sg=True, label="DNI"),
+    Method("cdni", "parallel", uses_sg=True, conditioned=True, label="cDNI"),
+)
+
+
+def methods(family: str, **where) -> tuple[str, ...]:
+    """Names of a family's methods, in table order, optionally filtered: methods("feedforward", unlock=True)."""
+    return tuple(m.name for m in METHODS
+                 if m.family == family and all(getattr(m, k) == v for k, v in where.items()))
+
+
+def method(family: str, name: str) -> Method:
+    """The method row; an unknown name is an error naming the valid ones (never a fallback)."""
+    for m in METHODS:
+        if m.family == family and m.name == name:
+            return m
+    raise ValueError(f"unknown {family} method {name!r}; choose one of {', '.join(methods(family))}")
+
+
+FF_METHODS = methods("feedforward")
+TABLE1_METHODS = ("backprop", "dni", "cdni", "no_bprop")            # [DNI] Table 1's columns
+SG_METHODS = methods("feedforward", uses_sg=True)                   # a DNI after every hidden block
+CONDITIONED_METHODS = methods("feedforward", conditioned=True)
+UNLOCK_METHODS = methods("feedforward", unlock=True)
+RNN_METHODS = methods("rnn")
+PARALLEL_METHODS = methods("parallel")
+
+ARCHS = ("fcn", "cnn")
+PLACEMENTS = ("every", "every_second", "middle")      # where DNI boundaries sit (dni / cdni)
+DATASETS = ("mnist", "cifar10", "cifar10-jpeg")
+TASKS = ("copy", "repeat_copy")
+TIERS = ("smoke", "quick", "paper", "custom")         # the `tier` label every run config takes
+
+
+def paper_sg_hidden_layers(arch: str, method: str) -> int:
+    # [DNI] supplement: FCN DNI uses a 2x1024 MLP SG, FCN cDNI a linear one on [h; label];
+    # the CNN SG has 2 hidden conv layers (used for cDNI too, with label channels).
+    return 0 if (arch == "fcn" and method in CONDITIONED_METHODS) else 2
+
+
+def default_input_hidden(arch: str) -> tuple[int, int]:
+    """(hidden layers, width) of complete unlock's input models when not configured (sgbench's choice)."""
+    return (1, 1024) if arch == "fcn" else (1, 128)

@@ -1,0 +1,202 @@
+"""REPORT.md: what was run, every claim's verdict with its evidence, each family's own section, the
+tables and figures, and the sources. Torch-free."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import runtime
+from ..analysis.reference import load_reference
+from ..analysis.stats import CI_TEXT
+from ..analysis.tables import NOT_RUN, budget_text, read_table
+from ..families import FAMILIES
+from ..families.parallel.tables import RUN_COLUMNS as PARALLEL_RUN_COLUMNS
+from .rules import (
+    CLAIMS,
+    NOT_MEASURED,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Check,
+    Claim,
+    Measured,
+    measured_from_paper,
+    measured_from_runs,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claim: Claim
+    ours: Check
+    paper: Check
+
+
+def evaluate(ours: Measured, paper: Measured) -> list[Outcome]:
+    return [Outcome(c, c.check(ours), c.check(paper)) for c in CLAIMS]
+
+
+def paper_for(outcome: Outcome, key: tuple | None) -> str:
+    """[DNI]'s numbers for the cell that decided our verdict (else the paper's own deciding cell)."""
+    cells = {e.key: e for e in outcome.paper.evidence}
+    e = cells.get(key) if key is not None else outcome.paper.deciding()
+    if e:
+        return f"{e.label}: {e.numbers}"
+    return "no [DNI] number for this cell" if outcome.paper.evidence else ""
+
+
+def rule_on_paper(outcome: Outcome) -> str:
+    """Whether the rule holds on [DNI]'s own numbers; where it fails, the cell that breaks it."""
+    if outcome.paper.verdict == NOT_REPRODUCED:
+        return f"fails ({outcome.paper.deciding().label}: {outcome.paper.deciding().numbers})"
+    return {REPRODUCED: "holds", NOT_MEASURED: "no numbers to apply it to"}[outcome.paper.verdict]
+
+
+def load_runs(tables: Path) -> dict[str, pd.DataFrame]:
+    """Every registered family's runs table (empty where the tables folder has none)."""
+    return {f.name: read_table(tables / f.outputs["runs"]) if (tables / f.outputs["runs"]).exists() else pd.DataFrame()
+            for f in FAMILIES}
+
+
+def families_table(runs: dict[str, pd.DataFrame]) -> str:
+    """What was run at this tier, family by family: runs, seeds, budgets, data, hardware, code version."""
+    lines = ["| family | runs | seeds | budget | data | hardware | sgbench commit |",
+             "| --- | ---: | --- | --- | --- | --- | --- |"]
+    for family in FAMILIES:
+        df = runs.get(family.name, pd.DataFrame())
+        if df.empty:
+            lines.append(f"| {family.name} | 0 | — | — | — | — | {NOT_RUN} |")
+            continue
+        where = "; ".join(sorted({f"{d}: {h}, {t} thread(s)" for d, h, t in
+                                  df[["device", "hardware", "threads"]].itertuples(index=False)}))
+        commits = ", ".join(sorted({str(c) for c in df["git_commit"]}))
+        seeds = ", ".join(str(s) for s in sorted(df["seed"].unique()))
+        data = "dataset" if family.needs_data else "task"
+        lines.append(f"| {family.name} | {len(df)} | {seeds} | {budget_text(df, family.budget, family.budget_unit)} | "
+                     f"{', '.join(sorted(df[data].unique()))} | {where} | {commits} |")
+    return "\n".join(lines)
+
+
+def tier_warning(tier: str, ff_runs: pd.DataFrame, rnn_runs: pd.DataFrame, reference: dict) -> str:
+    """Below [DNI]'s budgets a verdict judges the qualitative claim only: the report says so first."""
+    paper_iters = reference["budgets"]["feedforward_iterations"]
+    ff = "no feed-forward runs" if ff_runs.empty else (
+        f"feed-forward runs of {budget_text(ff_runs, 'iterations', 'iterations')} "
+        f"(at most {100 * ff_runs['iterations'].max() / paper_iters:.2g} % of [DNI]'s {paper_iters:,})")
+    rnn = "no RNN runs" if rnn_runs.empty else (
+        f"RNN runs of {budget_text(rnn_runs, 'timesteps', 'stream time steps')} (sgbench's choice: "
+        "[DNI]'s RNN budget is not in sgbench/reference.yaml)")
+    if tier == "paper" and not ff_runs.empty and ff_runs["iterations"].min() >= paper_iters:
+        return (f"Tier **paper**: {ff}; {rnn}. Verdicts compare with [DNI]'s numbers, whose recalled/verified "
+                "status is shown with each.")
+    return (f"**Tier {tier}: not the paper-scale replication.** It has {ff}; {rnn}. A verdict at this tier "
+            "judges the qualitative claim only (which method is better, roughly by how much); its numbers are "
+            "not comparable with [DNI]'s. The paper-scale replication is the `paper` tier.")
+
+
+def relative(target: Path, start: Path) -> str:
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+def verdict_table(outcomes: list[Outcome], tier: str, reference: dict) -> list[str]:
+    """One row per claim: [DNI]'s value, ours for the deciding cell, the verdict, the rule on [DNI]'s numbers."""
+    lines = [f"| claim | in short | [DNI] | ours (tier {tier}) | verdict | rule on [DNI]'s numbers |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for o in outcomes:
+        decided = o.ours.deciding()
+        ours = f"{decided.label}: {decided.numbers}" if decided else "—"
+        paper = "; ".join(filter(None, (o.claim.paper(reference), paper_for(o, decided.key if decided else None))))
+        lines.append(f"| {o.claim.id} | {o.claim.says} | {paper} | {ours} | **{o.ours.verdict}** | "
+                     f"{rule_on_paper(o)} |")
+    return lines + ["", "Each row shows the cell that decided the verdict: the first where the rule fails, else "
+                    "the one with the least slack; every cell is listed below.\n"]
+
+
+def rules_section(outcomes: list[Outcome]) -> list[str]:
+    return ["## Verdict rules\n",
+            f"*{REPRODUCED}*: the rule holds in every cell the tier measured; *{NOT_REPRODUCED}*: it fails in at "
+            f"least one; *{NOT_MEASURED}*: the tier has no cell with what the rule compares. Rules compare means "
+            "over seeds; intervals are shown, not used (2–3 seeds give wide ones). They are defined in "
+            "`sgbench/claims/rules.py`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule.rstrip('.')}." for o in outcomes]
+
+
+def evidence_section(outcomes: list[Outcome]) -> list[str]:
+    """Every cell each rule compared, ours beside [DNI]'s."""
+    lines = ["", "## Evidence, cell by cell\n"]
+    for o in outcomes:
+        lines.append(f"### {o.claim.id}: {o.ours.verdict}\n")
+        if not o.ours.evidence:
+            lines.append(f"{NOT_MEASURED.capitalize()} (family `{o.claim.family}`).\n")
+            continue
+        lines += ["| cell | ours | [DNI] | rule |", "| --- | --- | --- | --- |"]
+        paper_cells = {e.key: e for e in o.paper.evidence}
+        for e in o.ours.evidence:
+            theirs = paper_cells[e.key].numbers if e.key in paper_cells else "—"
+            lines.append(f"| {e.label} | {e.numbers} | {theirs} | {'holds' if e.holds else 'fails'} |")
+        lines.append("")
+    return lines
+
+
+def links_section(tables: Path, figures: Path, here: Path) -> list[str]:
+    """The tier's tables (linked) and figures (shown), family by family, relative to the report's folder."""
+    lines = ["## Tables\n"]
+    for family in FAMILIES:
+        for key, title in family.report_tables:
+            lines.append(f"- [{title}]({relative(tables / family.outputs[key], here)}) (CSV beside it)")
+    lines += ["", "## Figures\n"]
+    for png in (figures / f"{name}.png" for family in FAMILIES for name in family.figures):
+        lines.append(f"![{png.stem}]({relative(png, here)})\n\n[PDF]({relative(png.with_suffix('.pdf'), here)})\n")
+    return lines
+
+
+def sources_section(reference: dict) -> list[str]:
+    lines = ["## Sources\n", f"[DNI] {reference['citation']['text']}\n",
+             "Numbers copied from it live in `sgbench/reference.yaml`, each table with its status "
+             "(*verified*: read in the paper; *recalled*: from memory of it, to be checked against the PDF):\n"]
+    return lines + [f"- {reference[key]['source']}: **{reference[key]['status']}**"
+                    for key in ("budgets", "table1", "rnn_largest_length", "unlock", "async_updates", "parallel_speed")]
+
+
+def family_sections(tier: str, tables: Path) -> list[str]:
+    """Each family's own section of the report, where its tables module has one (`report_section`)."""
+    lines = []
+    for family in FAMILIES:
+        section = getattr(family.tables(), "report_section", None)
+        if section is not None:
+            lines += section(tier, tables)
+    return lines
+
+
+def render(tier: str, runs: dict[str, pd.DataFrame], tables: Path, figures: Path, out: Path) -> str:
+    """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, each family's own section,
+    tables, figures, sources. `runs`: each family's runs table (load_runs)."""
+    reference = load_reference()
+    ff_runs, rnn_runs = runs.get("feedforward", pd.DataFrame()), runs.get("rnn", pd.DataFrame())
+    par_runs = runs.get("parallel", pd.DataFrame())
+    par_runs = pd.DataFrame(columns=PARALLEL_RUN_COLUMNS) if par_runs.empty else par_runs
+    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs), measured_from_paper(reference))
+    parts = [f"# sgbench replication report: tier `{tier}`\n",
+             "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
+             "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",
+             "> " + tier_warning(tier, ff_runs, rnn_runs, reference) + "\n",
+             "## What was run\n", families_table(runs) + "\n",
+             f"Uncertainty: {CI_TEXT}.\n",
+             "## Verdicts\n",
+             *verdict_table(outcomes, tier, reference),
+             *rules_section(outcomes),
+             *evidence_section(outcomes),
+             *family_sections(tier, tables),
+             *links_section(tables, figures, out.parent),
+             "",
+             *sources_section(reference)]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(tier: str, tables: Path, figures: Path, out: Path) -> str:
+    """Read the tier's runs tables, apply every rule, write REPORT.md."""
+    tables, figures, out = Path(tables), Path(figures), Path(out)
+    text = render(tier, load_runs(tables), tables, figures, out)
+    runtime.atomic_write_bytes(out, text.encode())
+    return text

@@ -1,0 +1,98 @@
+"""Feed-forward figures: test error vs iterations per net and method ([DNI] Table 1's runs), and
+complete unlock / update probability."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from ...analysis.plotting import (
+    BAND,
+    curves_grid,
+    footnote,
+    in_thousands,
+    not_run,
+    save,
+    seeds_text,
+    style,
+)
+from ...analysis.stats import ordered, t_interval
+from ...analysis.tables import NOT_RUN, budget_text, net_label, read_table
+from ...catalog import TABLE1_METHODS, UNLOCK_METHODS
+from .. import get
+from .tables import FF_CELL, OUTPUTS, table1_runs, unlock_cells
+
+FIGURES = get("feedforward").figures  # names: the registry (sgbench/families/__init__.py)
+
+
+def ff_context(runs: pd.DataFrame, tier: str) -> list[str]:
+    hardware = ", ".join(sorted(set(runs["device"] + " " + runs["hardware"])))
+    return [f"tier {tier}", f"data: {', '.join(sorted(runs['dataset'].unique()))}",
+            budget_text(runs, "iterations", "iterations"), hardware]
+
+
+def ff_curves_by_net(runs: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The curves of `runs`, each row labelled with its net ("mnist FCN-3"), and the nets in table order."""
+    data = curves.merge(runs[FF_CELL + ["method", "update_prob", "seed"]])
+    data = data.assign(net=data.apply(net_label, axis=1))
+    return data, list(dict.fromkeys(data.sort_values(FF_CELL)["net"]))
+
+
+def ff_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Test error vs iterations, one panel per net and depth, one line per method ([DNI] Table 1 runs)."""
+    title = "Feed-forward: test error vs iterations"
+    runs = table1_runs(runs)
+    if runs.empty:
+        return not_run(stem, title, tier)
+    data, nets = ff_curves_by_net(runs, curves)
+    g = curves_grid(data, "test_error", "test error (%)", "method", "net", nets, title, tier, wrap=4,
+                    hue_order=ordered(data["method"], TABLE1_METHODS), aspect=1.2,
+                    facet_kws={"sharey": False})
+    footnote(g.figure, *ff_context(runs, tier), seeds_text(runs, FF_CELL + ["method"]), BAND)
+    save(g.figure, stem)
+
+
+def unlock_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Per unlock cell: left, every method at p = 1; right, each method run at p < 1, one line per p."""
+    title = "Complete unlock and update probability: test error vs iterations"
+    runs = unlock_cells(runs)
+    if runs.empty:
+        return not_run(stem, title, tier)
+    data, nets = ff_curves_by_net(runs, curves)
+    fig, axes = plt.subplots(len(nets), 2, figsize=(10, 3.2 * len(nets)), squeeze=False)
+    for (left, right), net in zip(axes, nets):
+        cell = data[data["net"] == net]
+        full = cell[cell["update_prob"] == 1.0]
+        sns.lineplot(full, x="step", y="test_error", hue="method", errorbar=t_interval, ax=left,
+                     hue_order=ordered(full["method"], TABLE1_METHODS + UNLOCK_METHODS))
+        left.set_title(f"{net}: methods, every layer updated each step")
+        async_methods = cell.loc[cell["update_prob"] < 1.0, "method"].unique()
+        partial = cell[cell["method"].isin(async_methods)].assign(
+            p=lambda d: d["method"] + ", p = " + d["update_prob"].map("{:g}".format))
+        if partial.empty:
+            right.text(0.5, 0.5, f"no update probability < 1 {NOT_RUN}", ha="center", transform=right.transAxes)
+        else:
+            sns.lineplot(partial, x="step", y="test_error", hue="p", errorbar=t_interval, ax=right,
+                         hue_order=sorted(partial["p"].unique(), key=lambda s: -float(s.split("= ")[1])))
+        right.set_title(f"{net}: layers updated with probability p")
+        for ax in (left, right):
+            ax.set_xlabel("training iterations (steps)")
+            ax.set_ylabel("test error (%)")
+    in_thousands(axes)
+    fig.suptitle(f"{title} (tier {tier})", y=1.01)
+    fig.tight_layout()
+    footnote(fig, *ff_context(runs, tier), seeds_text(runs, FF_CELL + ["method", "update_prob"]), BAND)
+    save(fig, stem)
+
+
+def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
+    """Every feed-forward figure from the tables in `tables`; returns the PNG paths."""
+    style()
+    runs = read_table(Path(tables) / OUTPUTS["runs"])
+    curves = read_table(Path(tables) / OUTPUTS["curves"])
+    stems = {name: Path(out_dir) / name for name in FIGURES}
+    ff_test_error(runs, curves, tier, stems["ff_test_error"])
+    unlock_test_error(runs, curves, tier, stems["unlock_test_error"])
+    return [s.with_suffix(".png") for s in stems.values()]

@@ -1,0 +1,54 @@
+"""A tier file's grids, expanded into one resolved run config per run name, per family. Torch-free:
+the workflow calls it when it builds the DAG, so a bad value is refused before anything runs."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from . import FAMILIES, get
+
+
+def expand(tier_config: dict, tier: str) -> dict[str, dict]:
+    """{family: {run name: config}} for every registered family (empty where the tier has no grid)."""
+    unknown = sorted(k for k in tier_config if isinstance(tier_config[k], list) and k not in {f.name for f in FAMILIES})
+    if unknown:
+        raise ValueError(f"tiers/{tier}.yaml: unknown experiment families {unknown}; "
+                         f"valid: {', '.join(f.name for f in FAMILIES)}")
+    return {f.name: expand_family(f.name, tier_config.get(f.name, []), tier) for f in FAMILIES}
+
+
+def expand_family(name: str, grids: list[dict], tier: str) -> dict:
+    """{run name: config} for every point of every grid of a family.
+
+    Grids may overlap (the unlock grid repeats Table 1's FCN-3 runs): a run named twice must be the
+    same run, else the tier file is ambiguous and refused. Names come from the resolved config, so a
+    default given explicitly names the same run as one left out."""
+    family, runs = get(name), {}
+    config_class = family.config_class()
+    for grid in grids:
+        keys = [k for k in family.grid_keys if k in grid]
+        for values in itertools.product(*(grid[k] for k in keys)):
+            point = dict(zip(keys, values))
+            settings = dict(grid.get("settings", {}), tier=tier, **{family.budget: grid[family.budget]})
+            try:
+                cfg = config_class.from_dict(point | settings)
+                resolved = cfg.resolved()
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"tiers/{tier}.yaml, {name} grid {point}: {e}") from e
+            run = family.name_run(dataclasses.asdict(resolved))
+            if run in runs and runs[run].resolved() != resolved:
+                raise ValueError(f"tiers/{tier}.yaml: two {name} grids define run {run} differently")
+            runs.setdefault(run, cfg)
+    return runs
+
+
+def run_flags(family_name: str, cfg, device: str) -> str:
+    """A run's command-line flags: every set config value but the machine-specific ones, plus the device."""
+    skip, flags = get(family_name).non_result, []
+    for key, value in dataclasses.asdict(cfg).items():
+        if value is None or key in skip:  # set from the workflow's own config
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        flags.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(flags + [f"--device {device}"])
