@@ -1,0 +1,258 @@
+"""The package's shape (issue #13): three layers with imports in one direction and no cycles, the
+torch-free half really free of torch, names that are data in one place, and a new family costing
+one folder plus one registry entry."""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sgbench import catalog
+from sgbench.families import FAMILIES, Family, get
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "sgbench"
+CORE = {"__init__", "catalog", "config", "runtime", "dni", "unlock", "nets", "tasks", "fidelity", "data", "corpus",
+        "fast", "schemas"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """sgbench modules `name` imports anywhere in its file (module level or inside functions)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("sgbench")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            if base.startswith("sgbench"):
+                found.add(base)
+                found |= {f"{base}.{a.name}" for a in node.names}  # `from . import x` imports module x
+    known = modules()
+    return {m for m in found if m in known and m != name}
+
+
+def layer(name: str) -> int:
+    """0 core (torch only) < 1 analysis (torch-free) < 2 families < 3 claims/report < 4 command line."""
+    parts = name.split(".")
+    if len(parts) == 1 or (len(parts) == 2 and parts[1] in CORE):
+        return 0
+    return {"analysis": 1, "families": 2, "claims": 3, "cli": 4, "__main__": 4}[parts[1]]
+
+
+GRAPH = {name: imports_of(name, path) for name, path in modules().items()}
+
+
+def test_imports_go_down_the_layers_only():
+    upward = [(a, b) for a, targets in GRAPH.items() for b in targets if layer(b) > layer(a)]
+    assert not upward, upward
+
+
+def test_no_import_cycles():
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in GRAPH[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in GRAPH:
+        if node not in state:
+            visit(node, [node])
+
+
+def test_analysis_and_report_never_import_a_runner():
+    runners = {m for m in GRAPH if m.endswith(".run")}
+    for name, targets in GRAPH.items():
+        if layer(name) in (1, 3) or name.endswith((".tables", ".figures", ".config")):
+            assert not targets & runners, (name, targets & runners)
+
+
+TORCH_FREE = ["sgbench", "sgbench.cli", "sgbench.catalog", "sgbench.config", "sgbench.runtime", "sgbench.families",
+              "sgbench.families.grid", "sgbench.claims.render", "sgbench.claims.rules",
+              *(f"sgbench.families.{f.name}.{part}" for f in FAMILIES for part in ("config", "tables", "figures"))]
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def run_without_torch(code: str, tmp_path: Path, *args: str):
+    script = tmp_path / "no_torch.py"
+    script.write_text(BLOCK_TORCH + code)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=dict(os.environ, MPLBACKEND="Agg"))
+
+
+def test_torch_free_modules_import_without_torch(tmp_path):
+    out = run_without_torch(f"import importlib\nfor m in {TORCH_FREE!r}:\n    importlib.import_module(m)\n"
+                            "from sgbench.families.grid import expand\nimport yaml\n"
+                            f"expand(yaml.safe_load(open({str(ROOT / 'workflows/config/tiers/quick.yaml')!r})), 'quick')\n"
+                            "print('ok')", tmp_path)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+def test_help_aggregate_figures_and_report_run_without_torch(tmp_path):
+    code = """
+from sgbench.cli import main
+from sgbench.families import FAMILIES
+assert main(["--version"]) == 0 if False else True
+for f in FAMILIES:
+    assert main(["aggregate", f.name, "--tier", "smoke", "--out", "tables"]) == 0
+    assert main(["figures", f.name, "--tier", "smoke", "--tables", "tables", "--out", "figures"]) == 0
+assert main(["report", "--tier", "smoke", "--tables", "tables", "--figures", "figures", "--out", "REPORT.md"]) == 0
+print("ok")
+"""
+    out = run_without_torch(code, tmp_path)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+    assert "not run at this tier" in (tmp_path / "REPORT.md").read_text()
+    helped = run_without_torch("import sys\nfrom sgbench.cli import main\nsys.argv = ['sgbench', 'train-ff', '--help']\n"
+                               "main()", tmp_path)
+    assert helped.returncode == 0 and "--method" in helped.stdout, helped.stderr[-2000:]
+
+
+def test_the_workflow_parses_without_torch(tmp_path):
+    code = f"""
+import sys
+from snakemake.cli import main
+sys.argv = ["snakemake", "-n", "-s", {str(ROOT / 'Snakefile')!r}, "--directory", {str(tmp_path)!r},
+            "--config", "tier=quick"]
+main()
+"""
+    out = run_without_torch(code, tmp_path)
+    assert out.returncode == 0 and "train_feedforward" in out.stdout, (out.stdout + out.stderr)[-3000:]
+
+
+# ---------------------------------------------------------------- names as data
+
+def schema_enum(schema: dict, *path: str) -> set:
+    node = schema
+    for key in path:
+        node = node[key]
+    return set(node["enum"])
+
+
+def test_tier_schema_enums_come_from_the_catalog():
+    tier = yaml.safe_load((ROOT / "workflows/schemas/tier.schema.yaml").read_text())["properties"]
+    for family in ("feedforward", "rnn", "diagnostics", "parallel"):
+        methods = schema_enum(tier[family]["items"]["properties"], "method", "items")
+        registry_family = "feedforward" if family == "diagnostics" else family
+        assert methods <= set(catalog.methods(registry_family)), family
+    assert schema_enum(tier["feedforward"]["items"]["properties"], "dataset", "items") == set(catalog.DATASETS)
+    assert schema_enum(tier["feedforward"]["items"]["properties"], "arch", "items") == set(catalog.ARCHS)
+    assert schema_enum(tier["rnn"]["items"]["properties"], "task", "items") <= set(catalog.TASKS)
+    assert set(tier) - {"description", "gpus_per_run", "lr_selection"} <= {f.name for f in FAMILIES}
+
+
+def test_metrics_schemas_and_configs_agree_with_the_catalog():
+    for family in FAMILIES:
+        schema = json.loads((PACKAGE / "schemas" / f"{family.schema}.schema.json").read_text())
+        assert schema["properties"]["tier"].get("enum", catalog.TIERS) is not None
+        config = family.config_class()
+        assert set(config.CHOICES["tier"]) == set(catalog.TIERS)
+        assert set(config.CHOICES["method"]) <= {m.name for m in catalog.METHODS}, family.name
+
+
+def test_unknown_names_are_errors_not_fallbacks():
+    with pytest.raises(ValueError, match="unknown experiment family 'rnnn'"):
+        get("rnnn")
+    with pytest.raises(ValueError, match="unknown parallel method 'sgd'"):
+        catalog.method("parallel", "sgd")
+    from sgbench.families.parallel.model import predicted_step_s
+    with pytest.raises(ValueError, match="unknown parallel method"):
+        predicted_step_s("gpipe2", [1.0, 1.0], [0.1, 0.1], [1, 1], 0.0)
+
+
+# ---------------------------------------------------------------- a new family is one folder
+
+TOY_CONFIG = '''
+from dataclasses import dataclass
+from sgbench.config import RunConfig
+
+
+@dataclass
+class ToyConfig(RunConfig):
+    method: str = "a"
+    seed: int = 0
+    steps: int = 3
+    tier: str = "custom"
+    CHOICES = {"method": ("a", "b")}
+
+    def resolved(self):
+        self.check([(self.steps >= 1, "steps must be >= 1")])
+        return self
+
+
+def run_name(p):
+    return f"toy-{p['method']}-seed{p['seed']}"
+'''
+TOY_TABLES = '''
+from pathlib import Path
+import pandas as pd
+from sgbench.analysis.tables import write_csv, write_text
+
+
+def aggregate(paths, tier, out_dir):
+    runs = pd.DataFrame({"method": ["a", "b"], "seed": [0, 0], "steps": [5, 5], "value": [1.0, 2.0],
+                         "device": "cpu", "hardware": "a CPU", "threads": 1, "git_commit": "abc"})
+    write_csv(Path(out_dir) / "toy_runs.csv", runs)
+    write_text(Path(out_dir) / "toy.md", "# toy\\n")
+    return runs
+
+
+def report_section(tier, tables):
+    return ["## Toy family\\n", f"tier {tier}: " + (Path(tables) / "toy.md").read_text()]
+'''
+
+
+def test_a_toy_family_plugs_in_with_one_folder_and_one_registry_entry(tmp_path, monkeypatch):
+    """The files a new family needs: config.py, tables.py (+ run.py, figures.py for real ones), and a
+    Family record; grid expansion, aggregation and the report's family section then just work."""
+    pkg = tmp_path / "toyfam"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "config.py").write_text(TOY_CONFIG)
+    (pkg / "tables.py").write_text(TOY_TABLES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    toy = Family("toy", "a toy", "train-toy", "toyfam.config:ToyConfig", "toyfam.run:train", "toyfam.config:run_name",
+                 "ff_metrics", ("method", "seed"), "steps", "steps", {"runs": "toy_runs.csv", "md": "toy.md"}, (),
+                 (("md", "toy table"),), needs_data=False)
+    import sgbench.families as registry
+    from sgbench.claims import render
+    from sgbench.families import grid
+    monkeypatch.setattr(registry, "FAMILIES", FAMILIES + (toy,))
+    monkeypatch.setattr(render, "FAMILIES", FAMILIES + (toy,))
+    monkeypatch.setattr(Family, "tables", lambda self: __import__(
+        f"toyfam.tables" if self.name == "toy" else f"{self.module}.tables", fromlist=["x"]))
+    runs = grid.expand_family("toy", [{"method": ["a", "b"], "seed": [0, 1], "steps": 5}], "smoke")
+    assert sorted(runs) == ["toy-a-seed0", "toy-a-seed1", "toy-b-seed0", "toy-b-seed1"]
+    with pytest.raises(ValueError, match="unknown method 'c'"):
+        grid.expand_family("toy", [{"method": ["c"], "seed": [0], "steps": 5}], "smoke")
+    registry.aggregate("toy", [], "smoke", tmp_path / "tables")
+    text = render.render("smoke", render.load_runs(tmp_path / "tables"), tmp_path / "tables", tmp_path / "figs",
+                         tmp_path / "REPORT.md")
+    assert "## Toy family" in text and "| toy | 2 |" in text and "[toy table](tables/toy.md)" in text
