@@ -15,10 +15,9 @@ import typing
 from pathlib import Path
 
 from . import __version__, runtime
-from .analysis.tables import MetricsError
 from .catalog import DATASETS
 from .families import FAMILIES, commands, get
-from .runtime import RunError
+from .runtime import MetricsError, RunError
 
 
 def _flag_type(tp):

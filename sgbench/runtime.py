@@ -23,6 +23,10 @@ class RunError(RuntimeError):
     names the fix, as one line instead of a traceback."""
 
 
+class MetricsError(ValueError):
+    """A metrics file that cannot be used; the message names it and the fix."""
+
+
 def progress_line(done: int, total: int, elapsed: float, detail: str) -> str:
     """'step 300/1000 ( 30%) <detail> | 12.3 steps/s, ETA 1m00s': the runners' periodic log line."""
     rate = done / elapsed if elapsed else 0.0

@@ -247,7 +247,7 @@ def test_a_toy_family_plugs_in_with_one_folder_and_one_registry_entry(tmp_path, 
     monkeypatch.setattr(registry, "FAMILIES", FAMILIES + (toy,))
     monkeypatch.setattr(render, "FAMILIES", FAMILIES + (toy,))
     monkeypatch.setattr(Family, "tables", lambda self: __import__(
-        f"toyfam.tables" if self.name == "toy" else f"{self.module}.tables", fromlist=["x"]))
+        "toyfam.tables" if self.name == "toy" else f"{self.module}.tables", fromlist=["x"]))
     runs = grid.expand_family("toy", [{"method": ["a", "b"], "seed": [0, 1], "steps": 5}], "smoke")
     assert sorted(runs) == ["toy-a-seed0", "toy-a-seed1", "toy-b-seed0", "toy-b-seed1"]
     with pytest.raises(ValueError, match="unknown method 'c'"):

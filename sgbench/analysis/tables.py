@@ -15,15 +15,12 @@ import numpy as np
 import pandas as pd
 
 from .. import runtime
+from ..runtime import MetricsError  # noqa: F401  (raised here; defined in the core)
 from .stats import CI_TEXT, cell_text, ordered
 
 NOT_RUN = "not run at this tier"
 # The last quarter of a run's logged points describes where it ended up (e.g. its boundary gradients).
 LATE_FRACTION = 0.25
-
-
-class MetricsError(ValueError):
-    """A metrics file that cannot be used; the message names it and the fix."""
 
 
 def read_metrics(path: Path, schema: str, tier: str | None = None) -> dict:

@@ -32,7 +32,7 @@ REPORT_MD = "results/REPORT.md" if TIER == DEFAULT_TIER else f"results/reports/{
 # What a training job asks its executor for beyond threads: the tier's GPUs per run (paper: 1,
 # SLURM --gpus=1; smoke and quick are CPU tiers: no gpu resource). Site settings (GPU type,
 # partition, account, memory, time) stay in the executor profile (workflows/profiles/slurm).
-TRAIN_RESOURCES = {"gpu": TIER_CONFIG["gpus_per_run"]} if TIER_CONFIG.get("gpus_per_run") else {}
+GPUS_PER_RUN = TIER_CONFIG.get("gpus_per_run", 0)
 
 try:
     RUNS = sggrid.expand(TIER_CONFIG, TIER)  # {family: {run name: config}}
@@ -59,6 +59,16 @@ def train_threads(family):
             return needed
 
     return threads
+
+
+def train_resources(family):
+    """The GPUs a training job asks for: the tier's gpus_per_run, times K for a run on K workers (each
+    worker its own GPU). A CPU tier asks for none (no gpu resource at all)."""
+    if not GPUS_PER_RUN:
+        return {}
+    if family.timing:
+        return {"gpu": lambda wildcards: GPUS_PER_RUN * RUNS[family.name][wildcards.run].workers}
+    return {"gpu": GPUS_PER_RUN}
 
 
 def data_flags():

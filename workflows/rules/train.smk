@@ -27,6 +27,6 @@ for family in FAMILIES:
             out=lambda wildcards, output: os.path.dirname(output[0]),
         threads: train_threads(family)
         resources:
-            **({} if family.timing else TRAIN_RESOURCES),
+            **train_resources(family),
         shell:
             "sgbench {params.command} {params.flags} {params.data} {params.threads} --out {params.out} > {log} 2>&1"
