@@ -83,18 +83,22 @@ def _learn_at_cut(boundary: "DNI", sg: torch.Tensor, grad_out: torch.Tensor, wan
     return grad_sg * boundary.sg_loss_weight if wants_grad else None
 
 
-class _Cut(torch.autograd.Function):
-    """Identity on `h`; in backward, trains the SG prediction towards the arriving gradient.
-
-    `h` is either the layer output itself (exact mode: the gradient passes through) or a detached
-    copy (inject "now": the gradient stops here, the layer below already got its synthetic one).
-    """
+class _Boundary(torch.autograd.Function):
+    """Identity on `h` in the forward pass; keeps the SG prediction for the backward."""
 
     @staticmethod
     def forward(ctx, h, sg, boundary):
         ctx.save_for_backward(sg)
         ctx.boundary = boundary
         return h.view_as(h)
+
+
+class _Cut(_Boundary):
+    """In backward, trains the SG prediction towards the arriving gradient and passes that gradient on.
+
+    `h` is either the layer output itself (exact mode: the gradient passes through) or a detached
+    copy (inject "now": the gradient stops here, the layer below already got its synthetic one).
+    """
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -103,15 +107,9 @@ class _Cut(torch.autograd.Function):
         return grad_h, _learn_at_cut(ctx.boundary, sg, grad_out, ctx.needs_input_grad[1]), None
 
 
-class _Inject(torch.autograd.Function):
-    """Identity on `h`; in backward, sends the synthetic gradient into h in place of the arriving one,
-    and trains the SG prediction towards the arriving one (inject "backward")."""
-
-    @staticmethod
-    def forward(ctx, h, sg, boundary):
-        ctx.save_for_backward(sg)
-        ctx.boundary = boundary
-        return h.view_as(h)
+class _Inject(_Boundary):
+    """In backward, sends the synthetic gradient into h in place of the arriving one, and trains the SG
+    prediction towards the arriving one (inject "backward")."""
 
     @staticmethod
     def backward(ctx, grad_out):
