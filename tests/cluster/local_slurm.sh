@@ -296,9 +296,12 @@ squeue -h -t all -o '%i|%j|%T|%C|%m|%b|%N' >"$WORK/slurm-jobs.txt"
 if [ "$(cat "$WORK/slurm.rc")" != 0 ]; then
     tail -40 "$WORK/slurm.out" >&2; die "the smoke tier failed under SLURM (output: $WORK/slurm.out)"
 fi
-# Snakemake's count of jobs (less the target rule `all`, which runs in Snakemake itself) equals
-# the plugin's sbatch submissions; slurmctld received each, and each is COMPLETED with its log kept.
-expected="$(awk '$1 == "total" {print $2 - 1; exit}' "$WORK/slurm.out")"
+# Snakemake's count of jobs, less its local rules (`all`, `report`, `aggregate_*`, `figures_*`, which
+# run in Snakemake itself), equals the plugin's sbatch submissions; slurmctld received each, and
+# each is COMPLETED with its log kept.
+expected="$(awk '/^Job stats:/ {on = 1; next} on && $1 == "total" {print n; exit}
+                 on && NF == 2 && $2 ~ /^[0-9]+$/ && $1 !~ /^(all|report|aggregate_.*|figures_.*)$/ {n += $2}' \
+            "$WORK/slurm.out")"
 mapfile -t ids < <(sed -n 's/.*has been submitted with SLURM jobid \([0-9]*\) (log: .*/\1/p' "$WORK/slurm.out")
 [ "${#ids[@]}" -gt 0 ] && [ "${#ids[@]}" = "$expected" ] \
     || die "Snakemake ran ${expected:-?} jobs but the plugin submitted ${#ids[@]} with sbatch ($WORK/slurm.out)"
