@@ -144,3 +144,32 @@ def test_train_ff_help_shows_a_quick_trial(capsys):
         main(["train-ff", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "500,000 iterations" in text and "quick trial" in text and "--iterations 300" in text
+
+
+def test_report_dependency_comes_with_the_pipeline(tmp_path):
+    """`snakemake --report` needs pygments (snakemake's `reports` extra); before, only the test extra brought it."""
+    import tomllib
+    from pathlib import Path
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    with_snakemake = [deps for deps in [project["dependencies"], *extras.values()]
+                      if any(d.startswith("snakemake>") or d.startswith("snakemake[") for d in deps)]
+    assert with_snakemake and all(any(d.startswith("pygments") or d.startswith("snakemake[reports") for d in deps)
+                                  for deps in with_snakemake)
+
+
+def test_report_of_a_tier_not_run_names_the_tiers_that_ran(tmp_path):
+    """After a smoke run, `snakemake --report` (default tier quick) used to fail with "results/REPORT.md
+    marked for report but does not exist"; now it names the tier to ask for."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "results" / "reports" / "smoke").mkdir(parents=True)
+    (tmp_path / "results" / "reports" / "smoke" / "REPORT.md").write_text("# report\n")
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory", str(tmp_path),
+                          "--report", str(tmp_path / "report.html")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "tier 'quick' has no report yet" in text and "--config tier=smoke" in text
