@@ -7,8 +7,8 @@ the command line imports no torch: a runner (and torch) is imported when a run s
 from __future__ import annotations
 
 import argparse
-import errno
 import dataclasses
+import errno
 import json
 import logging
 import sys
