@@ -10,9 +10,12 @@ truncated checkpoint, a truncated metrics.json), and checks:
 * a plain rerun of the same command completes, leaves no temp file or checkpoint, and its numbers
   equal an uninterrupted run's (feed-forward and diagnostics runs promise bit-identical resumes).
 
-Steps at which to kill are drawn from a seeded generator (printed on failure), so a failure
-reproduces. Marker `faults`; the whole module runs in CI in about a minute on 2 cores except the
-pipeline case (also `slow`). Figures for the closing note: `pytest -m faults -rA tests/test_faults.py`.
+Steps at which to kill are drawn from a seeded generator (in the test ids), so a failure reproduces.
+
+Marker `faults`. A plain `python -m pytest` (CI) runs the cheap share: one SIGKILL and one SIGINT
+per run kind, every write fault, the damaged files and the divergence cases (about 1.5 minutes on
+2 busy cores). The full sweep adds the other drawn steps and the killed pipeline (several minutes):
+`python -m pytest -m faults tests/test_faults.py`.
 """
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ from sgbench.cli import main
 from sgbench.families.feedforward.config import NON_RESULT_FIELDS
 
 pytestmark = pytest.mark.faults
+
+
+def full_sweep_only(request) -> None:
+    """Cases of the full sweep run only when asked for by marker (-m faults), not in a plain run (CI)."""
+    if "faults" not in (request.config.getoption("markexpr", "") or ""):
+        pytest.skip("full fault sweep only: python -m pytest -m faults tests/test_faults.py")
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,18 +115,21 @@ def assert_recovered(out: Path, got: dict, want: dict, resumed: bool) -> None:
 
 
 def signal_cases() -> list:
-    """Per kind, three drawn steps for SIGKILL and SIGINT each; CI runs the latest of each (a resume; the rest: slow)."""
+    """Per kind, three drawn steps for SIGKILL and SIGINT each; CI runs the latest of each (a resume), the full sweep all."""
     cases = []
     for kind in KINDS:
         for signal_name in ("SIGKILL", "SIGINT"):
             for i, step in enumerate(sorted(DRAW.sample(range(1, ITERATIONS + 1), 3))):
-                marks = () if i == 2 else (pytest.mark.slow,)  # the latest step: a resume
-                cases.append(pytest.param(kind, step, signal_name, marks=marks, id=f"{kind}-{signal_name}-step{step}"))
+                full = i != 2  # CI: the latest step (a resume)
+                cases.append(pytest.param(kind, step, signal_name, full, id=f"{kind}-{signal_name}-step{step}"))
     return cases
 
 
-@pytest.mark.parametrize("kind, step, signal_name", signal_cases())
-def test_signal_at_a_step_then_rerun_equals_uninterrupted(kind, step, signal_name, data_root, tmp_path, straight):
+@pytest.mark.parametrize("kind, step, signal_name, full", signal_cases())
+def test_signal_at_a_step_then_rerun_equals_uninterrupted(kind, step, signal_name, full, data_root, tmp_path, straight,
+                                                          request):
+    if full:
+        full_sweep_only(request)
     out = tmp_path / "run"
     proc = run_with_fault(kind, data_root, out, signal_name, str(step))
     if signal_name == "SIGKILL":
@@ -231,10 +243,11 @@ def kill_pipeline_mid_run(wf, workdir, env, how: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["crash", "ctrl-c"])
-def test_killed_pipeline_reruns_to_the_uninterrupted_results(how, data_root, tmp_path):
+def test_killed_pipeline_reruns_to_the_uninterrupted_results(how, data_root, tmp_path, request):
     """A crash leaves Snakemake's lock: the documented `--unlock` then the plain rerun (docs/recovery.md);
     after Ctrl-C the plain rerun alone. The default profile reruns incomplete jobs; the killed run
     resumes from its checkpoint and equals a run never interrupted."""
+    full_sweep_only(request)
     wf, workdir = pipeline_copy(tmp_path), tmp_path / "work"
     env = dict(os.environ, SGBENCH_DATA=str(data_root), SGBENCH_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
