@@ -304,3 +304,16 @@ def test_diverged_run_is_aggregated_with_its_status(data_root, tmp_path):
     assert dict(zip(runs["seed"], runs["status"])) == {0: "completed", 1: "diverged"}
     table = (tmp_path / "tables" / "feedforward.md").read_text()
     assert "Diverged" in table and "mnist-fcn2-dni-seed1" in table and "(n=2)" in table
+
+
+def test_every_snakemake_here_uses_the_safe_default_profile(tmp_path):
+    """Item 6 without a kill (the killed pipeline is in the full sweep): a plain `snakemake` in the
+    repository picks up profiles/default, which reruns incomplete jobs and keeps going."""
+    import yaml
+    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["rerun-incomplete"] is True and profile["keep-going"] is True
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "--directory",
+                          str(tmp_path), "--config", "tier=smoke"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Using workflow specific profile" in out.stdout + out.stderr and "profiles/default" in out.stdout + out.stderr
