@@ -235,8 +235,11 @@ def main(argv=None) -> int:
         print(f"sgbench: error: {os_error_text(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        resume = "resume from the last checkpoint" if args.command == "train-ff" else "start it afresh"
-        print(f"sgbench: interrupted; rerun the same command to {resume}", file=sys.stderr)
+        # Timing runs restart by design; every other family's runs resume from their checkpoint.
+        family = commands().get(args.command)
+        then = "" if family is None else (" to start it afresh (a timing is not resumed)" if family.timing
+                                          else " to resume from the last checkpoint")
+        print(f"sgbench: interrupted; rerun the same command{then}", file=sys.stderr)
         return 130
     return 0
 
