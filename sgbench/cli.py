@@ -160,8 +160,8 @@ TRAIN_HELP = {
                  "one skips it (--force trains it again)."),
     "train-rnn": ("one RNN run (copy / repeat copy; bptt / dni / dni_aux; truncation T)",
                   "One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. Values [DNI] does not give "
-                  "are sgbench's choices (see RNNConfig). A quick trial (about 10 s on one CPU core): sgbench train-rnn --timesteps 2000 "
-                  "--hidden-size 32 --out runs/try-rnn."),
+                  "are sgbench's choices (see RNNConfig). A quick trial (about 10 s on one CPU core): "
+                  "sgbench train-rnn --timesteps 2000 --hidden-size 32 --out runs/try-rnn."),
     "train-parallel": ("one feed-forward run split over K worker processes (backprop: locked pipeline; "
                        "dni/cdni: update-unlocked stages)",
                        "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "

@@ -167,9 +167,9 @@ def test_report_of_a_tier_not_run_names_the_tiers_that_ran(tmp_path):
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "results" / "reports" / "smoke").mkdir(parents=True)
     (tmp_path / "results" / "reports" / "smoke" / "REPORT.md").write_text("# report\n")
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory", str(tmp_path),
-                          "--report", str(tmp_path / "report.html")], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory",
+                          str(tmp_path), "--report", str(tmp_path / "report.html")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert "tier 'quick' has no report yet" in text and "--config tier=smoke" in text

@@ -115,7 +115,8 @@ def assert_recovered(out: Path, got: dict, want: dict, resumed: bool) -> None:
 
 
 def signal_cases() -> list:
-    """Per kind, three drawn steps for SIGKILL and SIGINT each; CI runs the latest of each (a resume), the full sweep all."""
+    """Per kind, three drawn steps for SIGKILL and SIGINT each: CI runs the latest of each (a resume),
+    the full sweep all three."""
     cases = []
     for kind in KINDS:
         for signal_name in ("SIGKILL", "SIGINT"):
