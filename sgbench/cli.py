@@ -222,9 +222,13 @@ def main(argv=None) -> int:
         elif args.command == "prepare-data":
             prepare_data(args)
         elif args.command == "aggregate":
-            get(args.family).tables().aggregate(args.metrics, args.tier, args.out)
+            family = get(args.family)
+            runtime.remove_stale_temps(args.out, family.outputs.values())  # of a killed earlier attempt
+            family.tables().aggregate(args.metrics, args.tier, args.out)
         elif args.command == "figures":
-            get(args.family).plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
+            family = get(args.family)
+            runtime.remove_stale_temps(args.out, [f"{n}.{s}" for n in family.figures for s in ("png", "pdf")])
+            family.plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
         elif args.command == "report":
             from .claims.render import write_report
             write_report(args.tier, args.tables, args.figures, args.out)

@@ -173,3 +173,13 @@ def test_report_of_a_tier_not_run_names_the_tiers_that_ran(tmp_path):
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert "tier 'quick' has no report yet" in text and "--config tier=smoke" in text
+
+
+def test_aggregate_removes_temp_files_a_killed_attempt_left(tmp_path):
+    """Only its own family's: another family's aggregate job may be writing into the same folder."""
+    out = tmp_path / "tables"
+    out.mkdir()
+    mine, theirs = out / ".feedforward.md.k2j3.tmp", out / ".rnn.md.x9.tmp"
+    mine.write_text("half"), theirs.write_text("half")
+    assert main(["aggregate", "feedforward", "--tier", "smoke", "--out", str(out)]) == 0
+    assert not mine.exists() and theirs.exists() and (out / "feedforward.md").exists()
