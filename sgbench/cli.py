@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import sys
@@ -16,46 +17,57 @@ from pathlib import Path
 
 from . import __version__, runtime
 from .catalog import DATASETS
+from .config import field_help
 from .families import FAMILIES, commands, get
 from .runtime import MetricsError, RunError
 
 
-def _flag_type(tp):
-    """argparse type for a dataclass field annotation (str | None, list[float], bool, ...)."""
-    if typing.get_origin(tp) is list:
-        base = tp
-    else:  # X | None -> X
-        base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
-    if typing.get_origin(base) is list:
-        inner = typing.get_args(base)[0]
-        return lambda s: [inner(v) for v in s.split(",") if v]
-    return base
-
-
 def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
+    """One flag per config field, explained by the field's comment in its config class. Values stay
+    text here: the config class checks and converts them the same way for flags, config files and
+    tier settings (sgbench.config.coerce), naming the key when one is wrong."""
     hints = typing.get_type_hints(config_cls)
     defaults = config_cls()
+    explain = field_help(config_cls)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         text = f"default: {','.join(map(str, default)) if isinstance(default, list) else default}"
         if f.name in config_cls.CHOICES:
             text = f"one of {', '.join(config_cls.CHOICES[f.name])}; {text}"
+        if explain.get(f.name):
+            text = f"{explain[f.name]} ({text})"
+        text = text.replace("%", "%%")  # argparse formats help with %
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=_flag_type(hints[f.name]), default=None,
-                                metavar=f.name.upper(), help=text)
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=text)
     parser.add_argument("--config", type=Path, help="YAML or JSON file of config keys (flags override it)")
+    parser.add_argument("--force", action="store_true",
+                        help="train even if --out already holds this run's finished metrics.json (else it is skipped)")
 
 
 def read_config_file(path: Path) -> dict:
-    text = path.read_text()
+    """A mapping of config keys from YAML or JSON; a file that does not parse is one error naming the
+    file and the line."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"--config {path}: cannot read it ({e.strerror})") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark else ""
+            raise ValueError(f"--config {path}: not valid YAML{line} ({getattr(e, 'problem', None) or e}); "
+                             "fix the file") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config {path}: not valid JSON at line {e.lineno} ({e.msg}); fix the file") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return data
@@ -66,6 +78,65 @@ def build_config(config_cls, args: argparse.Namespace):
     names = {f.name for f in dataclasses.fields(config_cls)}
     values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
     return config_cls.from_dict(values)
+
+
+FINISHED = ("completed", "diverged", "complete")  # "complete": how older runs spelled completed
+
+
+def check_out_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run (metrics.json goes inside it)")
+
+
+def finished_run(out: Path, config, family) -> dict | None:
+    """The finished metrics.json of this very run in `out`, or None when there is none or it is
+    damaged (then the run is trained again and the file replaced). A finished run of another config
+    is an error: retraining would silently replace a result."""
+    path = out / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+        runtime.validate(metrics, family.schema)
+    except Exception as e:  # unreadable, truncated, not a finished run of this family
+        logging.getLogger(__name__).warning("%s is not a finished run (%s): training again", path,
+                                            str(e).splitlines()[0][:200])
+        return None
+    if metrics.get("status") not in FINISHED:
+        return None
+    new = {k: v for k, v in dataclasses.asdict(config).items() if k not in family.non_result}
+    old = {k: v for k, v in metrics["config"].items() if k not in family.non_result}
+    differ = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
+    if differ:
+        raise ValueError(f"{path} holds a finished run of another config (differs in {', '.join(differ)}); "
+                         "choose another --out, or add --force to replace it")
+    return metrics
+
+
+def train(family, args) -> None:
+    """Check everything a run needs before any data is read, wait for any other process training
+    in the same folder, skip a run already finished there (unless --force), then train."""
+    check_out_folder(args.out)
+    config = build_config(family.config_class(), args).resolved()
+    runtime.resolve_device(config.device)
+    note = lambda text: print(f"sgbench: {text}", file=sys.stderr)  # noqa: E731
+    with runtime.run_lock(args.out, note):
+        done = None if args.force else finished_run(args.out, config, family)
+        if done is not None:
+            note(f"{args.out / 'metrics.json'} already holds this run (status {done['status']}); "
+                 "skipped (add --force to train it again)")
+            return
+        family.train(config, args.out)
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for a failed file operation: which file, why, and the fix."""
+    fix = {errno.ENOSPC: "free some space, then rerun the same command (it resumes)",
+           errno.EDQUOT: "free some space, then rerun the same command (it resumes)",
+           errno.EACCES: "choose a folder you can write (--out)",
+           errno.EPERM: "choose a folder you can write (--out)",
+           errno.EROFS: "choose a folder on a writable file system (--out)"}.get(e.errno, "check the path")
+    return f"cannot write or read {e.filename or 'a file'}: {e.strerror or e}; {fix}"
 
 
 def prepare_data(args) -> None:
@@ -81,11 +152,16 @@ def prepare_data(args) -> None:
 # What each training subcommand says in --help (the families that share a runner share its command).
 TRAIN_HELP = {
     "train-ff": ("one feed-forward run (MNIST/CIFAR-10, FCN/CNN, backprop/dni/cdni/no_bprop/unlock/cunlock)",
-                 "One feed-forward run. Defaults are the paper's ([DNI] supplement); sg_hidden_layers/sg_hidden_dim "
-                 "unset = the paper's SG for that arch and method; eval_every 0 = 20 evaluations per run."),
+                 "One feed-forward run. Defaults are the paper's ([DNI] supplement): 500,000 iterations of "
+                 "batch 256, which take many hours on a CPU. A quick trial (about 20 s on one CPU core): "
+                 "sgbench train-ff --iterations 300 --batch-size 64 --sg-hidden-dim 64 --test-limit 1000 "
+                 "--out runs/try. sg_hidden_layers/sg_hidden_dim unset = the paper's SG for that arch and method; "
+                 "eval_every 0 = 20 evaluations per run. Rerunning a killed run resumes it; rerunning a finished "
+                 "one skips it (--force trains it again)."),
     "train-rnn": ("one RNN run (copy / repeat copy; bptt / dni / dni_aux; truncation T)",
                   "One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. Values [DNI] does not give "
-                  "are sgbench's choices (see RNNConfig)."),
+                  "are sgbench's choices (see RNNConfig). A quick trial (about 10 s on one CPU core): "
+                  "sgbench train-rnn --timesteps 2000 --hidden-size 32 --out runs/try-rnn."),
     "train-parallel": ("one feed-forward run split over K worker processes (backprop: locked pipeline; "
                        "dni/cdni: update-unlocked stages)",
                        "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "
@@ -142,25 +218,32 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         if args.command in commands():
-            family = commands()[args.command]
-            config = build_config(family.config_class(), args)
-            config.resolved()
-            family.train(config, args.out)
+            train(commands()[args.command], args)
         elif args.command == "prepare-data":
             prepare_data(args)
         elif args.command == "aggregate":
-            get(args.family).tables().aggregate(args.metrics, args.tier, args.out)
+            family = get(args.family)
+            runtime.remove_stale_temps(args.out, family.outputs.values())  # of a killed earlier attempt
+            family.tables().aggregate(args.metrics, args.tier, args.out)
         elif args.command == "figures":
-            get(args.family).plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
+            family = get(args.family)
+            runtime.remove_stale_temps(args.out, [f"{n}.{s}" for n in family.figures for s in ("png", "pdf")])
+            family.plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
         elif args.command == "report":
             from .claims.render import write_report
             write_report(args.tier, args.tables, args.figures, args.out)
     except (ValueError, FileNotFoundError, MetricsError, RunError) as e:
         print(f"sgbench: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only or full disk: atomic writes leave nothing half-written
+        print(f"sgbench: error: {os_error_text(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        resume = "resume from the last checkpoint" if args.command == "train-ff" else "start it afresh"
-        print(f"sgbench: interrupted; rerun the same command to {resume}", file=sys.stderr)
+        # Timing runs restart by design; every other family's runs resume from their checkpoint.
+        family = commands().get(args.command)
+        then = "" if family is None else (" to start it afresh (a timing is not resumed)" if family.timing
+                                          else " to resume from the last checkpoint")
+        print(f"sgbench: interrupted; rerun the same command{then}", file=sys.stderr)
         return 130
     return 0
 

@@ -1,13 +1,147 @@
-"""The base of every run-config dataclass (one per run kind): built from known keys only, values
-checked with messages that name the fix. Torch-free, so the workflow can expand grids without torch."""
+"""The base of every run-config dataclass (one per run kind): built from known keys only, every
+value's type checked (with the few safe coercions users expect) and its range checked, with
+messages that name the key and the fix. Torch-free, so the workflow can expand grids without torch.
+
+Types are checked wherever a value comes from: flags (always text), config files (PyYAML reads
+`1e-4` as text and `20.5` as a float), tier settings (the Snakefile's grid expansion calls the
+same check, so a bad tier is refused when the DAG is built) and Python code.
+"""
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import io
+import math
+import tokenize
+import types
+import typing
+
+# How config files and `--config key=value` spell booleans.
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}
+
+
+class ConfigTypeError(ValueError):
+    """A config value of the wrong type; the message names the key and what it should be."""
+
+
+def _key(name: str) -> str:
+    """How a key is named in errors: as a config key and as its flag."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _as_int(name: str, value):
+    """Whole numbers only. 32, "32", and a float that is exactly whole (32.0, "5e5") are accepted:
+    they name one integer without doubt (YAML reads `iterations: 5e5` as text, and tier files like
+    to write budgets that way). 20.5 or "64.5" are refused rather than rounded: rounding would
+    silently train another config than the one written."""
+    if isinstance(value, bool):
+        raise ConfigTypeError(f"{_key(name)}: expected a whole number, got the boolean {value}")
+    if isinstance(value, int):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ConfigTypeError(f"{_key(name)}: expected a whole number, got {value!r}") from None
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        return int(number)
+    raise ConfigTypeError(f"{_key(name)}: expected a whole number, got {value!r}"
+                          + (" (not rounded: write the integer you mean)" if isinstance(number, float) else ""))
+
+
+def _as_float(name: str, value):
+    """Numbers, and text that reads as one ("1e-4": PyYAML leaves exponents without a dot as text).
+    NaN and infinities are refused: no setting means them."""
+    if isinstance(value, bool):
+        raise ConfigTypeError(f"{_key(name)}: expected a number, got the boolean {value}")
+    if isinstance(value, (int, float)) or isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigTypeError(f"{_key(name)}: expected a number, got {value!r}") from None
+        if math.isfinite(number):
+            return number
+    raise ConfigTypeError(f"{_key(name)}: expected a finite number, got {value!r}")
+
+
+def _as_bool(name: str, value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[value.strip().lower()]
+    raise ConfigTypeError(f"{_key(name)}: expected true or false, got {value!r}")
+
+
+def _as_str(name: str, value):
+    if isinstance(value, str):
+        return value
+    raise ConfigTypeError(f"{_key(name)}: expected text, got {value!r} ({type(value).__name__})")
+
+
+SCALARS = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}
+
+
+def coerce(name: str, tp, value):
+    """`value` as the annotation `tp` says (int, float, bool, str, list[X], X | None), or ConfigTypeError."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"{name}: unsupported annotation {tp}")
+        return coerce(name, inner[0], value)
+    if typing.get_origin(tp) is list:
+        if isinstance(value, str):  # a flag: "0.6,0.8"
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigTypeError(f"{_key(name)}: expected a list (or comma-separated values), got {value!r}")
+        return [coerce(name, args[0], v) for v in value]
+    if tp in SCALARS:
+        if value is None:
+            raise ConfigTypeError(f"{_key(name)}: a value is required, got null")
+        return SCALARS[tp](name, value)
+    raise TypeError(f"{name}: unsupported annotation {tp}")
+
+
+def field_help(cls) -> dict[str, str]:
+    """{field: the comment on its line in the class body}: the config classes explain each field
+    there, once, and `--help` shows the same words."""
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a subclass's comment wins over its base's
+        if dataclasses.is_dataclass(klass):
+            helps |= _comments(klass, {f.name for f in dataclasses.fields(klass)})
+    return helps
+
+
+def _comments(klass, names: set[str]) -> dict[str, str]:
+    try:
+        source = inspect.getsource(klass)
+    except (OSError, TypeError):  # no source (a frozen build): help without explanations
+        return {}
+    helps, line_names = {}, {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NAME and tok.string in names and tok.start[1] == 4:
+            line_names.setdefault(tok.start[0], tok.string)
+        elif tok.type == tokenize.COMMENT and tok.start[0] in line_names:
+            helps[line_names[tok.start[0]]] = tok.string.lstrip("#").strip()
+    return helps
 
 
 class RunConfig:
-    """Subclasses are dataclasses and set CHOICES {field: allowed values}."""
+    """Subclasses are dataclasses and set CHOICES {field: allowed values}. Every value is checked
+    against its annotation when the object is made (from_dict, the constructor, dataclasses.replace)."""
     CHOICES: dict = {}
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, coerce(f.name, hints[f.name], getattr(self, f.name)))
 
     @classmethod
     def from_dict(cls, d: dict):

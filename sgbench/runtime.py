@@ -1,10 +1,15 @@
-"""Run I/O shared by every family: atomic files, schema checks, run metadata, the device, progress lines.
+"""Run I/O shared by every family: atomic files, schema checks, run metadata, the device, progress
+lines, and what keeps a run safe from faults: the run-folder lock, stale temp files cleaned after a
+kill, the divergence watch, JSON without NaN (docs/recovery.md).
 
 Torch is imported inside the functions that need it, so the analysis layer can use the writers
 without loading torch."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
 import platform
 import socket
@@ -16,6 +21,11 @@ from importlib import metadata as importlib_metadata
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+
+# What a run folder holds; a kill during an atomic write of one of them leaves a temp file.
+RUN_FILES = ("checkpoint.pt", "metrics.json")
+TMP_SUFFIX = ".tmp"
 
 
 class RunError(RuntimeError):
@@ -41,6 +51,7 @@ def start_run(cfg, out_dir):
     import torch
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -49,13 +60,30 @@ def start_run(cfg, out_dir):
     return out_dir, device, meta
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status); elsewhere set and
+    restored at once (os.umask has no read-only form)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """write(f) into a temp file in the same folder, then rename: a killed run never leaves a half file."""
+    """write(f) into a temp file in the same folder, then rename: a reader (or a killed run) never
+    sees a half file, and a failed write (full disk) leaves none. The file gets the mode a plain
+    open() would give (0666 minus the umask): mkstemp's 0600 would hide results from colleagues."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -69,7 +97,90 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 
 def atomic_write_json(path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
+    """JSON has no NaN: non-finite floats are written as null (json_safe)."""
+    atomic_write_bytes(path, (json.dumps(json_safe(obj), indent=1, allow_nan=False) + "\n").encode())
+
+
+def json_safe(obj):
+    """`obj` with every non-finite float replaced by None (a diverged run's values are written as null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def remove_stale_temps(folder, names=RUN_FILES) -> list[Path]:
+    """Delete the temp files a killed atomic write of `names` left in `folder` (never a finished
+    file); returns them. Only for a folder one process owns (a run folder, under run_lock): in a
+    shared folder another writer's temp file may be in flight."""
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+@contextlib.contextmanager
+def run_lock(out_dir, note: Callable[[str], object] = print):
+    """Hold an exclusive lock on a run folder while a run trains in it, so that two processes never
+    train the same run at once (e.g. an orphaned job of a killed Snakemake and its rerun). A second
+    process waits for the first to finish (and then finds its finished run). The kernel drops the
+    lock when its holder dies, even by SIGKILL: it is never stale. File systems without locks: none."""
+    import fcntl
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a+") as f:
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                note(f"another sgbench process is training in {out_dir}; waiting for it to finish")
+                fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+        yield
+
+
+class NonFiniteWatch:
+    """Finds the first step whose loss is not finite (NaN or inf) and the last finite loss before it.
+
+    The test runs on the device, so a GPU run is not synchronised every step: the host looks every
+    `check_every` steps (and whenever the runner asks, e.g. before an evaluation); on a CPU, where
+    looking is free and NaN steps are slow, every step."""
+
+    def __init__(self, device, check_every: int = 50):
+        import torch
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
+        self.last_finite = torch.full((), float("nan"), device=device)
+        self.check_every = 1 if torch.device(device).type == "cpu" else check_every
+
+    def observe(self, step: int, value) -> None:
+        """`value` (0-d tensor): the step's loss, or the sum of every loss the step trained on."""
+        import torch
+        finite, first = torch.isfinite(value), self.first_bad == 0
+        self.last_finite = torch.where(finite & first, value.to(self.last_finite.dtype), self.last_finite)
+        self.first_bad = torch.where(~finite & first, step, self.first_bad)
+
+    def due(self, step: int) -> bool:
+        return step % self.check_every == 0
+
+    def diverged_at(self) -> int | None:
+        """The first non-finite step (1-based), or None (synchronises with the device)."""
+        return int(self.first_bad) or None
+
+    def last_finite_value(self) -> float | None:
+        value = float(self.last_finite)
+        return value if math.isfinite(value) else None
+
+
+def diverged_record(step: int, last_finite: dict) -> dict:
+    """metrics.json's "diverged" entry: the first non-finite step and the last finite values."""
+    return {"step": int(step), "last_finite": json_safe(dict(last_finite))}
 
 
 def atomic_torch_save(path, obj) -> None:
@@ -87,13 +198,23 @@ def validate(obj: dict, schema_name: str) -> None:
     jsonschema.validate(obj, load_schema(schema_name))
 
 
+class DeviceUnavailable(ValueError):
+    """--device names a device this machine does not have (or no device at all)."""
+
+
 def resolve_device(name: str):
     import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceUnavailable(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} asked for, but CUDA is not available here; use --device auto or cpu")
+        raise DeviceUnavailable(f"--device {name} asked for, but CUDA is not available here; use --device auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -3,8 +3,6 @@ naming tier, seeds, data and budget, and the same 95 % Student-t interval over s
 A family not run at a tier still gets its figure files, saying so."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from .. import runtime
 from .stats import t_interval
 from .tables import NOT_RUN
 
@@ -27,26 +26,12 @@ def style() -> None:
 
 
 def save(fig, stem: Path) -> None:
-    """stem.png (for the Markdown and HTML reports) and stem.pdf (for papers)."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    """stem.png (for the Markdown and HTML reports) and stem.pdf (for papers), each written atomically
+    with the user's umask (runtime.atomic_write): a killed job never leaves a half-drawn figure."""
     for suffix in (".png", ".pdf"):
-        path = stem.with_suffix(suffix)
-        # Into a temp file beside it, then renamed: a killed job never leaves a half-drawn figure.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=200, bbox_inches="tight", format=suffix[1:])
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        runtime.atomic_write(stem.with_suffix(suffix),
+                             lambda f: fig.savefig(f, dpi=200, bbox_inches="tight", format=suffix[1:]))
     plt.close(fig)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def footnote(fig, *parts: str) -> None:

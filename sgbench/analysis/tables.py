@@ -38,6 +38,21 @@ def read_metrics(path: Path, schema: str, tier: str | None = None) -> dict:
     return metrics
 
 
+def run_status(m: dict) -> str:
+    """A run's outcome: completed, or diverged (stopped at its first non-finite loss). "complete",
+    the older spelling, reads as completed."""
+    return "completed" if m["status"] == "complete" else m["status"]
+
+
+def diverged_text(runs: pd.DataFrame) -> str:
+    """The sentence a table adds when some of its runs diverged: which, and how they are counted."""
+    if "status" not in runs or not (runs["status"] == "diverged").any():
+        return ""
+    names = ", ".join(sorted(Path(p).parent.name for p in runs.loc[runs["status"] == "diverged", "path"]))
+    return (f"\n\nDiverged (stopped at the first non-finite loss; each counts as a result of its method, with "
+            f"the value it ended at): {names}.")
+
+
 def where(meta: dict) -> dict:
     hw = meta["hardware"]
     return {"device": meta["device"], "hardware": hw.get("gpu") or hw["cpu"], "threads": hw["torch_threads"],
@@ -106,7 +121,7 @@ def context_lines(runs: pd.DataFrame, tier: str, budget: str, unit: str, dataset
     where = "; ".join(f"{d} ({h}, {t} thread{'s' if t != 1 else ''})"
                       for d, h, t in runs[["device", "hardware", "threads"]].drop_duplicates().itertuples(index=False))
     return (f"Tier: **{tier}**. Budget: {budget_text(runs, budget, unit)}. Data: {datasets}. "
-            f"Seeds: {seeds}. Hardware: {where}.\n\nCells: {CI_TEXT}.")
+            f"Seeds: {seeds}. Hardware: {where}.\n\nCells: {CI_TEXT}." + diverged_text(runs))
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:

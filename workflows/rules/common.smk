@@ -1,5 +1,6 @@
 # Helpers shared by the rules: the tier's grids (expanded by sgbench.families.grid), the output paths.
 # Parsing the workflow imports no torch: only sgbench's registry and the families' config dataclasses.
+import sys
 from pathlib import Path
 
 import yaml
@@ -29,6 +30,23 @@ DEFAULT_TIER = "quick"
 TABLES = f"results/tables/{TIER}"
 FIGURES = f"results/figures/{TIER}"
 REPORT_MD = "results/REPORT.md" if TIER == DEFAULT_TIER else f"results/reports/{TIER}/REPORT.md"
+
+
+def check_report_exists():
+    """`snakemake --report` builds the HTML report of one tier (the default one unless --config tier=...).
+    Asked for a tier that has not run, say which tiers have a report instead of Snakemake's
+    "marked for report but does not exist" (issue #18). Snakemake tells a Snakefile nothing about
+    --report, so its flag is read from the command line."""
+    if not any(a == "--report" or a.startswith("--report=") for a in sys.argv) or Path(REPORT_MD).exists():
+        return
+    ran = ([DEFAULT_TIER] if Path("results/REPORT.md").exists() else []) + sorted(
+        p.parent.name for p in Path("results/reports").glob("*/REPORT.md"))
+    hint = (f"tiers with a report here: {', '.join(ran)}; e.g. snakemake --report report.html --config tier={ran[0]}"
+            if ran else f"no tier has run here yet: snakemake --cores all --config tier={TIER} first")
+    raise WorkflowError(f"--report: tier {TIER!r} has no report yet ({REPORT_MD} is missing); {hint}")
+
+
+check_report_exists()
 # What a training job asks its executor for beyond threads: the tier's GPUs per run (paper: 1,
 # SLURM --gpus=1; smoke and quick are CPU tiers: no gpu resource). Site settings (GPU type,
 # partition, account, memory, time) stay in the executor profile (workflows/profiles/slurm).

@@ -30,16 +30,16 @@ class FFConfig(RunConfig):
     arch: str = "fcn"                   # fcn | cnn
     layers: int = 3                     # hidden layers
     method: str = "dni"                 # backprop | dni | cdni | no_bprop | unlock | cunlock
-    seed: int = 0
-    iterations: int = 500_000
-    batch_size: int = 256
+    seed: int = 0                       # seeds the weights, the batch order and the update coins
+    iterations: int = 500_000           # training steps (the paper's 500k take hours on a CPU)
+    batch_size: int = 256               # examples per step
     lr: float = 3e-5                    # Adam
     lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])  # fractions of iterations
-    lr_gamma: float = 0.1
+    lr_gamma: float = 0.1               # the learning rate is multiplied by this at each milestone
     sg_hidden_layers: int | None = None  # None: paper's choice (FCN: DNI 2, cDNI 0; CNN: 2)
     sg_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
-    sg_loss_weight: float = 1.0
-    sg_scale: float = 1.0
+    sg_loss_weight: float = 1.0         # weight of the SG models' regression loss
+    sg_scale: float = 1.0               # the synthetic gradient is multiplied by this before use
     input_hidden_layers: int | None = None  # unlock input models; None: 1 (FCN and CNN)
     input_hidden_dim: int | None = None     # None: 1024 units (FCN) / 128 channels (CNN)
     update_prob: float = 1.0            # each step each layer updates with this probability (1: always)

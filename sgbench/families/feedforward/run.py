@@ -2,7 +2,10 @@
 and complete unlock (unlock / cunlock: predicted inputs and synthetic gradients, Sec. 3.4).
 
 One run = one (dataset, arch, depth, method, seed). It writes DIR/metrics.json (atomically,
-schema-checked) and, while running, DIR/checkpoint.pt so that a killed run resumes.
+schema-checked) and, while running, DIR/checkpoint.pt so that a killed run resumes bit-identically
+(metrics.json then says meta.resumed, and its wall time counts every attempt). At the first step
+whose loss (or an SG / input-model loss) is not finite the run stops and writes metrics.json with
+status "diverged": the step, the last finite values and the curves up to there (docs/recovery.md).
 
 Asynchronous updates (any method): a layer is the unit of update, together with the SG model on
 its output and the input model predicting its input. At step t (1-based) layer k updates when its
@@ -193,12 +196,17 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
         curves |= {"probe_step": [], **{f"probe_{k}": [[] for _ in range(n_boundaries)] for k in PROBE_KEYS}}
         probe_x, probe_y = as_input(train_x[:cfg.probe_size]), train_y[:cfg.probe_size]
     warmup_steps = round(cfg.warmup * cfg.iterations)
-    step, train_time = 0, 0.0
+    step, train_time, earlier_wall = 0, 0.0, 0.0
     ckpt_path = out_dir / "checkpoint.pt"
     stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream, "schedule": schedule}
     resumed = _resume(ckpt_path, cfg, device, stateful)
     if resumed:
         curves, step, train_time = resumed["curves"], resumed["step"], resumed["train_time"]
+        # wall time of the earlier attempts up to their last checkpoint (older checkpoints: train time)
+        earlier_wall = resumed.get("wall_time", train_time)
+    meta["resumed"] = resumed is not None
+    watch = runtime.NonFiniteWatch(device)
+    diverged = None
 
     log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries, %d input models",
              data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations, n_boundaries,
@@ -223,7 +231,12 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
                 sg_sum[i] += b.last_sg_loss
         for i, input_loss in enumerate(model.last_input_losses):
             input_sum[i] += input_loss
+        watch.observe(step, _step_losses(loss, model))
         train_time += time.perf_counter() - t0
+        if (watch.due(step) or step % cfg.eval_every == 0 or step == cfg.iterations) and watch.diverged_at():
+            diverged = _divergence(watch, curves)
+            log.warning("non-finite loss at step %d: stopping (status diverged)", diverged["step"])
+            break
 
         if cfg.probe_every and (step % cfg.probe_every == 0 or step == cfg.iterations):
             curves["probe_step"].append(step)
@@ -246,6 +259,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             _log_progress(step, cfg.iterations, train_time, curves)
             runtime.atomic_torch_save(ckpt_path, {
                 "config": _result_config(cfg), "curves": curves, "step": step, "train_time": train_time,
+                "wall_time": earlier_wall + time.perf_counter() - t_start,
                 **{name: obj.state_dict() for name, obj in stateful.items()}})
             last_log = time.perf_counter()
             if _stop_after is not None and step >= _stop_after:
@@ -254,9 +268,10 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             _log_progress(step, cfg.iterations, train_time, curves)
             last_log = time.perf_counter()
 
+    final_error = test_error(model, test_x, test_y, device) if diverged else curves["test_error"][-1]
     metrics = {
         "schema": "sgbench.ff_metrics/1",
-        "status": "complete",
+        "status": "diverged" if diverged else "completed",
         "experiment": "feedforward",
         "tier": cfg.tier,
         "config": dataclasses.asdict(cfg),
@@ -267,26 +282,57 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
                   "input_parameters": sum(p.numel() for p in model.input_parameters()),
                   "boundaries": n_boundaries, "dni_boundaries": sum(model.placed)},
         "curves": curves,
-        "final": {"test_error": curves["test_error"][-1], "train_loss": curves["train_loss"][-1],
-                  "sg_loss": [c[-1] for c in curves["sg_loss"]],
-                  "input_loss": [c[-1] for c in curves["input_loss"]],
-                  "update_fraction": update_fractions(schedule, model, cfg.iterations)},
-        "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
-                   "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None},
+        "final": _final(curves, final_error, diverged) | {"update_fraction": update_fractions(schedule, model, step)},
+        "timing": {"wall_time_s": round(earlier_wall + time.perf_counter() - t_start, 3),
+                   "train_time_s": round(train_time, 3),
+                   "steps_per_s": round(step / train_time, 3) if train_time > 0 else None},
         "meta": meta,
     }
+    if diverged:
+        metrics["diverged"] = diverged
+    metrics = runtime.json_safe(metrics)
     runtime.validate(metrics, "ff_metrics")
     runtime.atomic_write_json(out_dir / "metrics.json", metrics)
     ckpt_path.unlink(missing_ok=True)
-    log.info("done: test error %.2f%%, %.1f steps/s -> %s", metrics["final"]["test_error"],
+    log.info("%s: test error %.2f%%, %.1f steps/s -> %s", metrics["status"], metrics["final"]["test_error"],
              metrics["timing"]["steps_per_s"] or 0, out_dir / "metrics.json")
     return metrics
 
 
-def update_fractions(schedule: UpdateSchedule, model, iterations: int) -> list[float]:
-    """Per layer (head last): the fraction of steps on which it updated (0 for a frozen layer)."""
+def update_fractions(schedule: UpdateSchedule, model, steps: int) -> list[float]:
+    """Per layer (head last): the fraction of the steps run on which it updated (0 for a frozen layer)."""
     trains = [any(p.requires_grad for p in params) for params in model.layer_parameters()]
-    return [n / iterations if t else 0.0 for n, t in zip(schedule.counts, trains)]
+    return [n / steps if t and steps else 0.0 for n, t in zip(schedule.counts, trains)]
+
+
+def _step_losses(loss, model) -> torch.Tensor:
+    """Every loss a step trained on, summed: non-finite when any of them is (the divergence test)."""
+    total = loss.detach()
+    for b in model.boundaries or []:
+        if b.last_sg_loss is not None:
+            total = total + b.last_sg_loss
+    for input_loss in model.last_input_losses:
+        total = total + input_loss
+    return total
+
+
+def _divergence(watch, curves: dict) -> dict:
+    """The "diverged" entry: first non-finite step, the last finite step loss and last logged point."""
+    last = {"loss": watch.last_finite_value()}
+    if curves["step"]:
+        last |= {"logged_step": curves["step"][-1], "train_loss": curves["train_loss"][-1],
+                 "test_error": curves["test_error"][-1]}
+    return runtime.diverged_record(watch.diverged_at(), last)
+
+
+def _final(curves: dict, test_error_now: float, diverged: dict | None) -> dict:
+    """Final values: a completed run's last logged point; a diverged run's test error is that of
+    the net where it stopped (measured), its losses are not finite (null)."""
+    if diverged:
+        return {"test_error": test_error_now, "train_loss": None,
+                "sg_loss": [None for _ in curves["sg_loss"]], "input_loss": [None for _ in curves["input_loss"]]}
+    return {"test_error": curves["test_error"][-1], "train_loss": curves["train_loss"][-1],
+            "sg_loss": [c[-1] for c in curves["sg_loss"]], "input_loss": [c[-1] for c in curves["input_loss"]]}
 
 
 def _log_progress(step: int, total: int, train_time: float, curves: dict) -> None:

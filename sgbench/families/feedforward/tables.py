@@ -14,6 +14,7 @@ from ...analysis.tables import (
     mean_or_none,
     pivot_markdown,
     read_metrics,
+    run_status,
     refuse_duplicates,
     where,
     write_csv,
@@ -25,7 +26,7 @@ from .. import get
 FF_CELL = ["dataset", "arch", "layers"]
 RUN_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "iterations",
                "batch_size", "lr", "test_error", "update_fraction", "steps_per_s", "train_time_s",
-               "device", "hardware", "threads", "git_commit", "path"]
+               "device", "hardware", "threads", "git_commit", "status", "path"]
 CURVE_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "step", "test_error", "train_loss"]
 RUN_KEYS = CURVE_COLUMNS[:6]
 OUTPUTS = get("feedforward").outputs  # file names: the registry (sgbench/families/__init__.py)
@@ -40,7 +41,7 @@ def run_row(path, m: dict) -> dict:
             "iterations": c["iterations"], "batch_size": c["batch_size"], "lr": c["lr"],
             "test_error": m["final"]["test_error"], "update_fraction": mean_or_none(m["final"].get("update_fraction")),
             "steps_per_s": m["timing"]["steps_per_s"], "train_time_s": m["timing"]["train_time_s"],
-            **where(m["meta"]), "path": str(path)}
+            **where(m["meta"]), "status": run_status(m), "path": str(path)}
 
 
 def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

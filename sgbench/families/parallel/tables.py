@@ -15,6 +15,7 @@ from ...analysis.tables import (
     curve_rows,
     net_label,
     read_metrics,
+    run_status,
     refuse_duplicates,
     write_csv,
     write_text,
@@ -28,7 +29,7 @@ CELL = ["dataset", "arch", "layers"]
 RUN_COLUMNS = ["dataset", "arch", "layers", "method", "workers", "seed", "tier", "iterations", "batch_size",
                "split", "samples_per_s", "step_ms", "predicted_step_ms", "time_to_target_s", "target_error",
                "test_error", "wait_fraction", "link_latency_ms", "unit_flops", "unit_step_ms", "unit_cut_ms",
-               "device", "hardware", "threads", "git_commit", "path"]
+               "device", "hardware", "threads", "git_commit", "status", "path"]
 CURVE_COLUMNS = ["dataset", "arch", "layers", "method", "workers", "seed", "step", "test_error", "train_loss",
                  "elapsed_s"]
 MODEL_COLUMNS = CELL + ["method", "workers", "split", "predicted_step_ms", "predicted_speedup", "measured_speedup"]
@@ -56,7 +57,7 @@ def run_row(path, m: dict) -> dict:
             "link_latency_ms": 1e3 * t["link_latency_s"], "unit_flops": ",".join(f"{v:.6g}" for v in m["model"]["unit_flops"]),
             "unit_step_ms": _ms(t["unit_step_s"]), "unit_cut_ms": _ms(t["unit_cut_s"]),
             "device": m["meta"]["device"], "hardware": hw.get("gpu") or hw["cpu"], "threads": c["threads"],
-            "git_commit": m["meta"]["git_commit"], "path": str(path)}
+            "git_commit": m["meta"]["git_commit"], "status": run_status(m), "path": str(path)}
 
 
 def collect(paths, tier: str) -> tuple[pd.DataFrame, pd.DataFrame]:

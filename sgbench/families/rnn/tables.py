@@ -15,6 +15,7 @@ from ...analysis.tables import (
     late_mean,
     pivot_markdown,
     read_metrics,
+    run_status,
     refuse_duplicates,
     where,
     write_csv,
@@ -27,7 +28,7 @@ RNN_CELL = ["task", "T"]
 RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "timesteps", "batch_size", "largest_length_solved",
                "N_solved", "R_solved", "bits_per_sequence", "levels_reached", "late_true_grad_norm",
                "late_sg_norm", "late_cosine", "late_norm_ratio", "timesteps_per_s", "train_time_s",
-               "device", "hardware", "threads", "git_commit", "path"]
+               "device", "hardware", "threads", "git_commit", "status", "path"]
 CURVE_COLUMNS = ["task", "method", "T", "seed", "timestep", "bits_per_output_step", "bits_per_sequence", "length",
                  "boundary_true_grad_norm", "boundary_sg_norm", "boundary_cosine", "elapsed_s"]
 RUN_KEYS = CURVE_COLUMNS[:4]
@@ -48,7 +49,7 @@ def run_row(path, m: dict) -> dict:
             "late_cosine": late_mean(curves.get("boundary_cosine", [])),
             "late_norm_ratio": sg_norm / true_norm if true_norm > 0 else math.nan,
             "timesteps_per_s": m["timing"]["timesteps_per_s"], "train_time_s": m["timing"]["train_time_s"],
-            **where(m["meta"]), "path": str(path)}
+            **where(m["meta"]), "status": run_status(m), "path": str(path)}
 
 
 def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

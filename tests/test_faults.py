@@ -1,0 +1,320 @@
+"""The fault sweep (issue #18): faults injected into real runs, then a plain rerun of the same command.
+
+Each case starts `sgbench train-ff` in a child process with one fault armed (tests/fault_driver.py:
+SIGKILL at a step, SIGKILL while a checkpoint or metrics.json is being written, SIGINT, a full disk
+or a read-only folder simulated by a failing write), or damages a run folder (a corrupt or
+truncated checkpoint, a truncated metrics.json), and checks:
+
+* right after the fault, no partial file looks complete: metrics.json is absent or a finished,
+  schema-valid run; a checkpoint is absent or loads; anything else is a dot-named temp file;
+* a plain rerun of the same command completes, leaves no temp file or checkpoint, and its numbers
+  equal an uninterrupted run's (feed-forward and diagnostics runs promise bit-identical resumes).
+
+Steps at which to kill are drawn from a seeded generator (in the test ids), so a failure reproduces.
+
+Marker `faults`. A plain `python -m pytest` (CI) runs the cheap share: one SIGKILL and one SIGINT
+per run kind, every write fault, the damaged files and the divergence cases (about 1.5 minutes on
+2 busy cores). The full sweep adds the other drawn steps and the killed pipeline (several minutes):
+`python -m pytest -m faults tests/test_faults.py`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sgbench import runtime
+from sgbench.cli import main
+from sgbench.families.feedforward.config import NON_RESULT_FIELDS
+
+pytestmark = pytest.mark.faults
+
+
+def full_sweep_only(request) -> None:
+    """Cases of the full sweep run only when asked for by marker (-m faults), not in a plain run (CI)."""
+    if "faults" not in (request.config.getoption("markexpr", "") or ""):
+        pytest.skip("full fault sweep only: python -m pytest -m faults tests/test_faults.py")
+
+DRIVER = Path(__file__).with_name("fault_driver.py")
+ROOT = Path(__file__).resolve().parents[1]
+ITERATIONS, EVAL_EVERY = 40, 10
+# One seeded draw of kill steps per run kind: reproducible, and over the history of the suite every
+# step gets hit as the seed is changed.
+DRAW = random.Random(18)
+FF_FLAGS = ["--dataset", "mnist", "--layers", "2", "--method", "dni", "--iterations", str(ITERATIONS),
+            "--batch-size", "32", "--lr", "1e-3", "--eval-every", str(EVAL_EVERY), "--sg-hidden-layers", "1",
+            "--sg-hidden-dim", "32", "--device", "cpu", "--threads", "1", "--tier", "smoke"]
+DIAG_FLAGS = FF_FLAGS[:] + ["--probe-every", "10", "--probe-size", "32", "--dni-placement", "every_second",
+                            "--warmup", "0.25"]
+DIAG_FLAGS[DIAG_FLAGS.index("--layers") + 1] = "3"
+KINDS = {"feedforward": FF_FLAGS, "diagnostics": DIAG_FLAGS}
+
+
+def results(metrics: dict):
+    """What a run computed (not when, where or how long, nor settings that change no number)."""
+    curves = {k: v for k, v in metrics["curves"].items() if k != "elapsed_s"}
+    config = {k: v for k, v in metrics["config"].items() if k not in NON_RESULT_FIELDS}
+    return metrics["status"], curves, metrics["final"], config
+
+
+def argv(kind: str, data_root, out) -> list[str]:
+    return ["train-ff", *KINDS[kind], "--data-root", str(data_root), "--out", str(out), "--quiet"]
+
+
+def run_with_fault(kind, data_root, out, fault: str, arg: str = "") -> subprocess.CompletedProcess:
+    """`sgbench train-ff` in a child process with `fault` armed (see fault_driver.py)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(DRIVER), fault, arg, *argv(kind, data_root, out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def rerun(kind, data_root, out) -> dict:
+    assert main(argv(kind, data_root, out)) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def straight(data_root, tmp_path_factory):
+    """The uninterrupted run of each kind, for comparison."""
+    runs = {}
+    for kind in KINDS:
+        out = tmp_path_factory.mktemp(f"straight-{kind}")
+        assert main(argv(kind, data_root, out)) == 0
+        runs[kind] = json.loads((out / "metrics.json").read_text())
+    return runs
+
+
+def assert_nothing_partial_looks_complete(out: Path) -> None:
+    """After a fault: metrics.json absent or finished and valid; checkpoint absent or loadable;
+    everything else a dot-named temp file (or the run lock)."""
+    metrics = out / "metrics.json"
+    if metrics.exists():
+        m = json.loads(metrics.read_text())
+        runtime.validate(m, "ff_metrics")
+        assert m["status"] in ("completed", "diverged")
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists():
+        torch.load(ckpt, weights_only=False)
+    for f in out.iterdir():
+        assert f.name in ("metrics.json", "checkpoint.pt", ".lock") or (
+            f.name.startswith(".") and f.name.endswith(".tmp")), f
+
+
+def assert_recovered(out: Path, got: dict, want: dict, resumed: bool) -> None:
+    assert results(got) == results(want)
+    assert got["meta"]["resumed"] is resumed
+    assert got["timing"]["wall_time_s"] >= got["timing"]["train_time_s"]
+    assert sorted(f.name for f in out.iterdir()) == [".lock", "metrics.json"], list(out.iterdir())
+
+
+def signal_cases() -> list:
+    """Per kind, three drawn steps for SIGKILL and SIGINT each: CI runs the latest of each (a resume),
+    the full sweep all three."""
+    cases = []
+    for kind in KINDS:
+        for signal_name in ("SIGKILL", "SIGINT"):
+            for i, step in enumerate(sorted(DRAW.sample(range(1, ITERATIONS + 1), 3))):
+                full = i != 2  # CI: the latest step (a resume)
+                cases.append(pytest.param(kind, step, signal_name, full, id=f"{kind}-{signal_name}-step{step}"))
+    return cases
+
+
+@pytest.mark.parametrize("kind, step, signal_name, full", signal_cases())
+def test_signal_at_a_step_then_rerun_equals_uninterrupted(kind, step, signal_name, full, data_root, tmp_path, straight,
+                                                          request):
+    if full:
+        full_sweep_only(request)
+    out = tmp_path / "run"
+    proc = run_with_fault(kind, data_root, out, signal_name, str(step))
+    if signal_name == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    else:  # the command line says how to go on
+        assert proc.returncode == 130 and "rerun the same command" in proc.stderr, proc.stderr
+    assert not (out / "metrics.json").exists()
+    assert_nothing_partial_looks_complete(out)
+    assert_recovered(out, rerun(kind, data_root, out), straight[kind], resumed=step > EVAL_EVERY)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("name, nth", [("checkpoint.pt", 2), ("metrics.json", 1)])
+def test_sigkill_during_a_write_leaves_no_half_file(kind, name, nth, data_root, tmp_path, straight):
+    out = tmp_path / "run"
+    proc = run_with_fault(kind, data_root, out, "SIGKILL-in-write", f"{name}:{nth}")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    temps = list(out.glob(f".{name}.*.tmp"))
+    assert len(temps) == 1 and not (out / "metrics.json").exists()  # the half file is a temp file only
+    assert_nothing_partial_looks_complete(out)
+    assert_recovered(out, rerun(kind, data_root, out), straight[kind], resumed=True)
+
+
+@pytest.mark.parametrize("name, nth", [("checkpoint.pt", 3), ("metrics.json", 1)])
+def test_full_disk_is_one_line_error_and_rerun_completes(name, nth, data_root, tmp_path, straight):
+    out = tmp_path / "run"
+    proc = run_with_fault("feedforward", data_root, out, "ENOSPC-in-write", f"{name}:{nth}")
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sgbench: error: cannot write") and "No space left" in last and "free some space" in last
+    assert "Traceback" not in proc.stderr
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # the failed write cleaned up
+    assert_nothing_partial_looks_complete(out)
+    assert_recovered(out, rerun("feedforward", data_root, out), straight["feedforward"], resumed=True)
+
+
+def test_read_only_folder_is_one_line_error_and_rerun_completes(data_root, tmp_path, straight):
+    """Simulated (tests may run as root, whom permissions do not stop): every new file is refused."""
+    out = tmp_path / "run"
+    proc = run_with_fault("feedforward", data_root, out, "read-only", "")
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sgbench: error: cannot write") and "choose a folder you can write" in last
+    assert "Traceback" not in proc.stderr
+    assert not (out / "metrics.json").exists()
+    assert_recovered(out, rerun("feedforward", data_root, out), straight["feedforward"], resumed=False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_damaged_checkpoint_starts_afresh_and_equals_uninterrupted(damage, data_root, tmp_path, straight):
+    out = tmp_path / "run"
+    assert run_with_fault("feedforward", data_root, out, "SIGKILL", "25").returncode == -signal.SIGKILL
+    ckpt = out / "checkpoint.pt"
+    blob = ckpt.read_bytes()
+    ckpt.write_bytes(b"not a checkpoint" if damage == "garbage" else blob[:len(blob) // 2])
+    assert_recovered(out, rerun("feedforward", data_root, out), straight["feedforward"], resumed=False)
+
+
+def test_truncated_metrics_is_retrained_not_skipped(data_root, tmp_path, straight):
+    out = tmp_path / "run"
+    assert main(argv("feedforward", data_root, out)) == 0
+    path = out / "metrics.json"
+    path.write_bytes(path.read_bytes()[:300])
+    assert_recovered(out, rerun("feedforward", data_root, out), straight["feedforward"], resumed=False)
+
+
+PIPELINE_TIER = """description: fault sweep, two feed-forward runs
+feedforward:
+  - dataset: [mnist]
+    arch: [fcn]
+    layers: [2]
+    method: [backprop, dni]
+    seed: [0]
+    iterations: 400
+    settings: {batch_size: 32, lr: 0.001, sg_hidden_layers: 1, sg_hidden_dim: 32, eval_every: 50}
+"""
+
+
+def snakemake(wf: Path, workdir: Path, env, *extra) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(wf / "Snakefile"), "--cores", "1", "--directory",
+            str(workdir), "--config", "tier=smoke", *extra]
+
+
+def pipeline_copy(tmp_path: Path) -> Path:
+    """The workflow (with its default profile) and a tier of two short feed-forward runs."""
+    import shutil
+    wf = tmp_path / "wf"
+    shutil.copytree(ROOT / "workflows", wf / "workflows")
+    shutil.copy(ROOT / "Snakefile", wf)
+    (wf / "profiles").symlink_to("workflows/profiles")
+    (wf / "workflows" / "config" / "tiers" / "smoke.yaml").write_text(PIPELINE_TIER)
+    return wf
+
+
+def kill_pipeline_mid_run(wf, workdir, env, how: str) -> None:
+    """Start the pipeline; once a run has a checkpoint, SIGKILL Snakemake and its jobs ("crash": a
+    node or session lost) or send Snakemake SIGINT ("ctrl-c")."""
+    import time
+    proc = subprocess.Popen(snakemake(wf, workdir, env), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list((workdir / "results" / "runs").glob("feedforward/smoke/*/checkpoint.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the pipeline ended before a checkpoint"
+        time.sleep(0.05)
+    if how == "crash":
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["crash", "ctrl-c"])
+def test_killed_pipeline_reruns_to_the_uninterrupted_results(how, data_root, tmp_path, request):
+    """A crash leaves Snakemake's lock: the documented `--unlock` then the plain rerun (docs/recovery.md);
+    after Ctrl-C the plain rerun alone. The default profile reruns incomplete jobs; the killed run
+    resumes from its checkpoint and equals a run never interrupted."""
+    full_sweep_only(request)
+    wf, workdir = pipeline_copy(tmp_path), tmp_path / "work"
+    env = dict(os.environ, SGBENCH_DATA=str(data_root), SGBENCH_CACHE=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    kill_pipeline_mid_run(wf, workdir, env, how)
+    runs = workdir / "results" / "runs" / "feedforward" / "smoke"
+    for folder in runs.iterdir():
+        assert_nothing_partial_looks_complete(folder)
+    if how == "crash":
+        locked = subprocess.run(snakemake(wf, workdir, env), env=env, capture_output=True, text=True, timeout=600)
+        assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+        assert subprocess.run(snakemake(wf, workdir, env, "--unlock"), env=env, capture_output=True).returncode == 0
+    again = subprocess.run(snakemake(wf, workdir, env), env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (workdir / "results" / "reports" / "smoke" / "REPORT.md").exists()
+    resumed = []
+    for folder in sorted(runs.iterdir()):
+        got = json.loads((folder / "metrics.json").read_text())
+        method = got["config"]["method"]
+        straight = tmp_path / f"straight-{method}"
+        flags = ["train-ff", "--method", method, "--layers", "2", "--iterations", "400", "--batch-size", "32",
+                 "--lr", "0.001", "--sg-hidden-layers", "1", "--sg-hidden-dim", "32", "--eval-every", "50",
+                 "--tier", "smoke", "--threads", "1", "--device", "cpu", "--data-root", str(data_root),
+                 "--out", str(straight), "--quiet"]
+        assert main(flags) == 0
+        assert results(got) == results(json.loads((straight / "metrics.json").read_text()))
+        assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
+        resumed.append(got["meta"]["resumed"])
+    if how == "crash":  # after Ctrl-C Snakemake may let a short job finish first: then nothing resumes
+        assert any(resumed), "the killed run resumed from its checkpoint"
+
+
+def test_stale_temp_files_are_removed_by_the_rerun(data_root, tmp_path, straight):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (".checkpoint.pt.abc123.tmp", ".metrics.json.xyz.tmp"):
+        (out / name).write_bytes(b"half")
+    assert_recovered(out, rerun("feedforward", data_root, out), straight["feedforward"], resumed=False)
+
+
+def test_diverged_run_is_aggregated_with_its_status(data_root, tmp_path):
+    """Item 1 in the pipeline: a diverged run no longer blocks aggregation; its table row says
+    `diverged` and the Markdown names it (it counts as a result of its method, not a dropped seed)."""
+    import pandas as pd
+    paths = []
+    for seed, lr in ((0, "1e-3"), (1, "1e12")):
+        out = tmp_path / f"mnist-fcn2-dni-seed{seed}"
+        flags = list(FF_FLAGS)
+        flags[flags.index("--lr") + 1] = lr
+        assert main(["train-ff", *flags, "--seed", str(seed), "--data-root", str(data_root), "--out", str(out),
+                     "--quiet"]) == 0
+        paths.append(str(out / "metrics.json"))
+    assert main(["aggregate", "feedforward", *paths, "--tier", "smoke", "--out", str(tmp_path / "tables")]) == 0
+    runs = pd.read_csv(tmp_path / "tables" / "feedforward_runs.csv")
+    assert dict(zip(runs["seed"], runs["status"])) == {0: "completed", 1: "diverged"}
+    table = (tmp_path / "tables" / "feedforward.md").read_text()
+    assert "Diverged" in table and "mnist-fcn2-dni-seed1" in table and "(n=2)" in table
+
+
+def test_every_snakemake_here_uses_the_safe_default_profile(tmp_path):
+    """Item 6 without a kill (the killed pipeline is in the full sweep): a plain `snakemake` in the
+    repository picks up profiles/default, which reruns incomplete jobs and keeps going."""
+    import yaml
+    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["rerun-incomplete"] is True and profile["keep-going"] is True
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "--directory",
+                          str(tmp_path), "--config", "tier=smoke"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Using workflow specific profile" in out.stdout + out.stderr and "profiles/default" in out.stdout + out.stderr
