@@ -176,7 +176,8 @@ def render(tier: str, runs: dict[str, pd.DataFrame], tables: Path, figures: Path
     ff_runs, rnn_runs = runs.get("feedforward", pd.DataFrame()), runs.get("rnn", pd.DataFrame())
     par_runs = runs.get("parallel", pd.DataFrame())
     par_runs = pd.DataFrame(columns=PARALLEL_RUN_COLUMNS) if par_runs.empty else par_runs
-    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs), measured_from_paper(reference))
+    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs, runs.get("charlm")),
+                        measured_from_paper(reference))
     parts = [f"# sgbench replication report: tier `{tier}`\n",
              "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
              "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",
