@@ -73,7 +73,7 @@ def families_table(runs: dict[str, pd.DataFrame]) -> str:
                                   df[["device", "hardware", "threads"]].itertuples(index=False)}))
         commits = ", ".join(sorted({str(c) for c in df["git_commit"]}))
         seeds = ", ".join(str(s) for s in sorted(df["seed"].unique()))
-        data = "dataset" if family.needs_data else "task"
+        data = next(c for c in ("dataset", "task", "corpus") if c in df)  # what the family's runs read
         lines.append(f"| {family.name} | {len(df)} | {seeds} | {budget_text(df, family.budget, family.budget_unit)} | "
                      f"{', '.join(sorted(df[data].unique()))} | {where} | {commits} |")
     return "\n".join(lines)
