@@ -234,7 +234,7 @@ class EpisodeStream:
                 "level": self.level, "seq": self.seq, "error": self.error, "scored": self.scored}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # a generator's state is a CPU tensor, even on CUDA
         for key in ("n", "r", "pos", "level", "seq", "error", "scored"):
             setattr(self, key, state[key].to(self.device))
 
