@@ -261,3 +261,13 @@ def test_signal_of_a_zero_sg_is_zero():
     out = linear_sg_signal(model, task, 2, cfg, "cpu")
     assert out["signal_sg_cosine"] == 0.0 and -1.0 <= out["signal_linear_cosine"] <= 1.0
     assert out["signal_target_norm"] > 0
+
+
+def test_schemas_name_what_the_catalog_and_configs_name():
+    from sgbench.catalog import CHARLM_METHODS, RNN_METHODS, TASKS
+    from sgbench.families.rnn.config import LAYOUTS, SCHEDULES, STREAMS
+    rnn = runtime.load_schema("rnn_metrics")["properties"]["config"]["properties"]
+    charlm = runtime.load_schema("charlm_metrics")["properties"]["config"]["properties"]
+    assert rnn["method"]["enum"] == list(RNN_METHODS) and charlm["method"]["enum"] == list(CHARLM_METHODS)
+    assert rnn["task"]["enum"] == list(TASKS) and rnn["layout"]["enum"] == list(LAYOUTS)
+    assert rnn["schedule"]["enum"] == list(SCHEDULES) and rnn["streams"]["enum"] == list(STREAMS)
