@@ -234,7 +234,9 @@ def _last_finite(curves: dict) -> dict:
 
 
 def _metrics(cfg, task, model, curriculum, run, meta, signal, wall) -> dict:
-    solved = task.level(curriculum.solved) if curriculum.solved else {"N": 0, "R": None, "length": 0}
+    # nothing solved: length 0, and N 0 where levels fix N (None where each episode draws its own)
+    none = {"N": None if task.level(1)["N"] is None else 0, "R": None, "length": 0}
+    solved = task.level(curriculum.solved) if curriculum.solved else none
     train_time = run["train_time"]
     metrics = {
         "schema": "sgbench.rnn_metrics/1",
