@@ -33,6 +33,12 @@ METHODS: tuple[Method, ...] = (
     Method("bptt", "rnn", label="BPTT"),
     Method("dni", "rnn", uses_sg=True, label="DNI"),
     Method("dni_aux", "rnn", uses_sg=True, label="DNI + Aux"),
+    Method("dni_bpl", "rnn", uses_sg=True, label="BP(λ)"),
+    # Character-level language modelling ([DNI] Sec. 3.1): the same four, on text
+    Method("bptt", "charlm", label="BPTT"),
+    Method("dni", "charlm", uses_sg=True, label="DNI"),
+    Method("dni_aux", "charlm", uses_sg=True, label="DNI + Aux"),
+    Method("dni_bpl", "charlm", uses_sg=True, label="BP(λ)"),
     # Parallel workers: one process per stage
     Method("backprop", "parallel", label="locked backprop"),
     Method("dni", "parallel", uses_sg=True, label="DNI"),
@@ -60,6 +66,7 @@ SG_METHODS = methods("feedforward", uses_sg=True)                   # a DNI afte
 CONDITIONED_METHODS = methods("feedforward", conditioned=True)
 UNLOCK_METHODS = methods("feedforward", unlock=True)
 RNN_METHODS = methods("rnn")
+CHARLM_METHODS = methods("charlm")
 PARALLEL_METHODS = methods("parallel")
 
 ARCHS = ("fcn", "cnn")

@@ -158,10 +158,14 @@ TRAIN_HELP = {
                  "--out runs/try. sg_hidden_layers/sg_hidden_dim unset = the paper's SG for that arch and method; "
                  "eval_every 0 = 20 evaluations per run. Rerunning a killed run resumes it; rerunning a finished "
                  "one skips it (--force trains it again)."),
-    "train-rnn": ("one RNN run (copy / repeat copy; bptt / dni / dni_aux; truncation T)",
+    "train-rnn": ("one RNN run (copy / repeat copy; bptt / dni / dni_aux / dni_bpl; truncation T)",
                   "One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. Values [DNI] does not give "
                   "are sgbench's choices (see RNNConfig). A quick trial (about 10 s on one CPU core): "
                   "sgbench train-rnn --timesteps 2000 --hidden-size 32 --out runs/try-rnn."),
+    "train-charlm": ("one character-level language-model run (a corpus; bptt / dni / dni_aux / dni_bpl; "
+                     "truncation T)",
+                     "One char-LM run, [DNI] Sec. 3.1's third task: bits per character on the corpus it names "
+                     "(ptb, shakespeare-gutenberg, shakespeare-sonnets or a path; see sgbench/corpus.py)."),
     "train-parallel": ("one feed-forward run split over K worker processes (backprop: locked pipeline; "
                        "dni/cdni: update-unlocked stages)",
                        "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "

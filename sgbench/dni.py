@@ -267,3 +267,54 @@ class ConvSG(nn.Module):
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(labels, num_classes).float()
+
+
+# ---------------------------------------------------------------- SG learning rules for recurrent boundaries
+class BPLambda(BootstrapL2):
+    """BP(λ) ([BPλ], Pemberton & Costa 2024) for the synthetic gradient at a recurrent state, in the
+    forward view: the SG at window boundary k is regressed (L2, per example) towards the λ-return
+
+        G_k = g_{k+1} + γ J_{k+1}^T [ (1 - λ) SG(s_{k+1}) + λ G_{k+1} ],
+
+    g_{k+1}: the gradient of window k+1's losses w.r.t. its start state s_k; J_{k+1}: the Jacobian of
+    window k+1's end state w.r.t. s_k; γ (`discount`): a per-window discount. λ = 0 is [DNI]'s
+    bootstrapped target (one window, then the SG); λ = 1 the γ-discounted Monte-Carlo gradient of every
+    later loss. The recursion is cut `horizon` windows ahead, where G is the SG there (the truncated
+    λ-return). [BPλ] reaches its target online with eligibility traces the size of the state times the
+    SG's parameters; this form instead knows a boundary's target `horizon` windows later and computes it
+    by re-running those windows with the current parameters (`lambda_return`).
+
+    As a rule of a plain `DNI` cut (a feed-forward boundary: one step, nothing beyond it) its target and
+    loss are BootstrapL2's, so it plugs in wherever a rule does; the RNN trainer calls `lambda_return`.
+    """
+
+    def __init__(self, lam: float = 0.5, discount: float = 1.0, horizon: int = 1):
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"BP(λ): lam must be in [0, 1], got {lam}")
+        if horizon < 1 or discount < 0:
+            raise ValueError(f"BP(λ): horizon must be >= 1 and discount >= 0, got {horizon}, {discount}")
+        self.lam, self.discount, self.horizon = lam, discount, horizon
+
+    def lambda_return(self, window_loss, synthetic, start: torch.Tensor, windows) -> torch.Tensor:
+        """G at `start` (per example, detached) from the windows that follow it.
+
+        window_loss(start, window) -> (batch-summed loss of the window run from `start`, its end state),
+        differentiable w.r.t. `start`. synthetic(state) -> the SG there (per example). windows: the
+        `horizon` windows after `start`, in order; fewer means a finite sequence ends after the last one
+        (nothing follows: no SG there)."""
+        leaves, runs, state = [], [], start.detach()
+        for window in windows:
+            leaf = state.detach().requires_grad_()
+            loss, end = window_loss(leaf, window)
+            leaves.append(leaf), runs.append((loss, end))
+            state = end
+        terminal = len(windows) < self.horizon
+        g = None
+        for leaf, (loss, end) in zip(reversed(leaves), reversed(runs)):
+            if g is None:  # the last window: the SG at its end stands for everything after it
+                carried = torch.zeros_like(end) if terminal else synthetic(end.detach()).detach()
+            else:
+                carried = (1.0 - self.lam) * synthetic(end.detach()).detach() + self.lam * g
+            (g,) = torch.autograd.grad([loss, end], [leaf], [torch.ones_like(loss), self.discount * carried])
+            g = g.detach()
+        return g

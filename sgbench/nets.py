@@ -30,7 +30,7 @@ from .catalog import (
     paper_sg_hidden_layers,
 )
 from .catalog import FF_METHODS as METHODS
-from .dni import DNI, MLPSG, ConvSG, one_hot
+from .dni import DNI, MLPSG, BPLambda, ConvSG, one_hot
 from .unlock import InputSpec, make_input_model, unlocked_losses
 
 
@@ -206,26 +206,47 @@ class FeedForwardNet(nn.Module):
 
 
 class SequenceNet(nn.Module):
-    """LSTM -> linear read-out (logits per bit), with a DNI boundary on the state [h; c] (not for bptt).
-    cfg: the RNN run's settings (hidden_size, method, sg_* fields: sgbench.families.rnn.config)."""
+    """LSTM -> linear read-out, with a synthetic-gradient boundary on the state [h; c] (not for bptt).
 
-    def __init__(self, in_dim: int, out_dim: int, cfg):
+    cfg: the run's settings (hidden_size, forget_bias, method, sg_* fields; sgbench.families.rnn.config
+    and charlm.config). `embed` > 0 reads token ids through an embedding of that many classes (char-LM);
+    0 reads float vectors (copy / repeat copy). The boundary's SG model sees the whole state [h; c]
+    (the state truncation cuts), linear when sg_hidden_layers is 0, as in [DNI]."""
+
+    def __init__(self, in_dim: int, out_dim: int, cfg, embed: int = 0):
         super().__init__()
         self.hidden = cfg.hidden_size
+        self.embed = nn.Embedding(embed, in_dim) if embed else None
         self.lstm = nn.LSTM(in_dim, cfg.hidden_size)
+        if cfg.forget_bias:  # torch splits each gate's bias in two (input and hidden): set one, zero the other
+            with torch.no_grad():
+                h = cfg.hidden_size
+                self.lstm.bias_ih_l0[h:2 * h].fill_(cfg.forget_bias)
+                self.lstm.bias_hh_l0[h:2 * h].zero_()
         self.head = nn.Linear(cfg.hidden_size, out_dim)
         self.boundary = self.aux_head = None
         if cfg.method != "bptt":
+            # the SG learning rule: BP(λ) over bpl_horizon windows (dni_bpl), else one window's bootstrap
+            horizon = cfg.bpl_horizon if cfg.method == "dni_bpl" else 1
+            lam = cfg.bpl_lambda if cfg.method == "dni_bpl" else 0.0
             sg = MLPSG(2 * cfg.hidden_size, cfg.sg_hidden_layers, cfg.sg_hidden_dim)
-            self.boundary = DNI(sg, scale=cfg.sg_scale, sg_loss_weight=cfg.sg_loss_weight)
+            self.boundary = DNI(sg, scale=cfg.sg_scale, sg_loss_weight=cfg.sg_loss_weight,
+                                rule=BPLambda(lam, cfg.sg_discount, horizon))
         if cfg.method == "dni_aux":
             self.aux_head = nn.Linear(cfg.hidden_size, 2 * cfg.hidden_size)
 
     def initial_state(self, batch: int, device) -> torch.Tensor:
         return torch.zeros(batch, 2 * self.hidden, device=device)
 
+    def synthetic_gradient(self, state: torch.Tensor) -> torch.Tensor:
+        """The SG model's per-example gradient at a state (graph to the SG parameters, not the state)."""
+        return self.boundary.synthetic_gradient(state)
+
     def forward(self, x: torch.Tensor, state: torch.Tensor):
-        """x [T, B, in], state [B, 2H] -> (logits [T, B, out], LSTM outputs [T, B, H], end state [B, 2H])."""
+        """x [T, B, in] (or token ids [T, B]), state [B, 2H] -> (logits [T, B, out], LSTM outputs
+        [T, B, H], end state [B, 2H])."""
+        if self.embed is not None:
+            x = self.embed(x)
         h0, c0 = state[:, :self.hidden], state[:, self.hidden:]
         out, (h, c) = self.lstm(x, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
         return self.head(out), out, torch.cat([h[0], c[0]], dim=1)

@@ -22,7 +22,6 @@ from importlib import resources
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-
 # What a run folder holds; a kill during an atomic write of one of them leaves a temp file.
 RUN_FILES = ("checkpoint.pt", "metrics.json")
 TMP_SUFFIX = ".tmp"

@@ -1,20 +1,39 @@
 """Copy and repeat-copy ([Graves14], used by [DNI] Sec. 3.1) as continuous streams of episodes.
 
-Copy, length N: N random 8-bit vectors, then a delimiter on its own input channel; the
-net must then output the N vectors. Episode length 2N + 1, N output steps.
+Every episode reads N random 8-bit vectors and then writes them back (repeat copy: R times in a
+row, then an end marker). Two layouts, selectable (`Task(layout=...)`):
 
-Repeat copy, length (N, R): N random 8-bit vectors, then one step whose extra input
-channel holds R / repeat_norm (the repeat count, scaled to stay O(1)); the net must
-then output the N vectors R times in a row and finally raise an end marker on its own
-output channel. Episode length N + 1 + N*R + 1, N*R + 1 output steps.
+* ``paper`` (the tiers' choice): the first input step also raises a start-marker channel (as in
+  DeepMind's public copy / repeat-copy code); step N raises the delimiter channel (repeat copy:
+  R / repeat_norm, the count, on that channel) and the first output is due *on that step*, so the
+  vector read at step i is due at step N + i: every dependency spans N transitions. Copy: 2N
+  steps; repeat copy: N + N*R + 1 (the end marker after the last copy).
+* ``legacy`` (sgbench's first layout): no start channel; the outputs start the step after the
+  delimiter, so every dependency spans N + 1 transitions and truncated BPTT with windows of T
+  steps can at best learn N <= T - 2. Copy: 2N + 1 steps; repeat copy: N + 1 + N*R + 1.
 
-The loss is on output steps only (a mask), summed over channels: a sequence's error is
-its total binary cross-entropy in bits, the unit of [Graves14]'s curricula.
+Why ``paper``: a window of T steps holds dependencies of at most T - 1 transitions, so under
+``legacy`` [DNI]'s BPTT rows (7-10 at T = 2-5, recalled) are unreachable even at length 1 for
+T = 2. Under ``paper`` length N <= T - 1 has a gradient inside a window; anything longer has to
+be learned by a mechanism that generalises (or from the synthetic gradient).
 
-An `EpisodeStream` holds B independent streams; each is an endless concatenation of
-episodes at the curriculum's current level, read T steps at a time, so the recurrent
-state is carried across windows and across episode ends (the net has to use the
-delimiter to know where an episode starts).
+Two schedules (`Task(schedule=...)`), level L = 1, 2, ... (the curriculum's level index + 1):
+
+* ``upto`` (the tiers' choice): each episode draws its length l uniformly from 1..L (copy: N = l;
+  repeat copy: (N, R) a uniformly drawn factor pair of l = N*R, the number of output vectors).
+  Every integer is a level, so the length solved can take any value (the paper's recalled repeat-
+  copy values 7, 5, 19, 23, 38, 46, 52 included), and short episodes keep being rehearsed.
+* ``fixed`` (sgbench's first schedule): every episode of level L has the same length: copy N = L;
+  repeat copy (N, R) = (1,1), (2,1), (2,2), (3,2), (3,3), ... (N and R raised in turn), length
+  N*R, which can only be 1, 2, 4, 6, 9, 12, 16, ...
+
+The loss is on output steps only (a mask), summed over channels: a sequence's error is its total
+binary cross-entropy in bits, the unit of [Graves14]'s curricula.
+
+`EpisodeStream` holds B independent streams, generated on the device a step at a time for all
+streams at once (no loop over streams). Streams are desynchronised: each starts at a random
+point of its first episode (that partial episode is not scored), and episodes differ in length,
+so window boundaries fall at different phases in different streams.
 """
 from __future__ import annotations
 
@@ -25,126 +44,212 @@ import torch.nn.functional as F
 
 from .catalog import TASKS
 
+LAYOUTS = ("paper", "legacy")
+SCHEDULES = ("upto", "fixed")
 N_BITS = 8
 
 
-def copy_episode(n: int, generator: torch.Generator, n_bits: int = N_BITS):
-    """(inputs [2n+1, n_bits+1], targets [2n+1, n_bits], mask [2n+1])."""
-    seq = torch.randint(0, 2, (n, n_bits), generator=generator).float()
-    x = torch.zeros(2 * n + 1, n_bits + 1)
-    x[:n, :n_bits] = seq
-    x[n, n_bits] = 1.0  # delimiter
-    y = torch.zeros(2 * n + 1, n_bits)
-    y[n + 1:] = seq
-    mask = torch.zeros(2 * n + 1)
-    mask[n + 1:] = 1.0
-    return x, y, mask
+def fixed_nr(level: int) -> tuple[int, int]:
+    """Repeat copy, schedule `fixed`: (N, R) of level L >= 1, N and R raised in turn, N first."""
+    return level // 2 + 1, (level - 1) // 2 + 1
 
 
-def repeat_copy_episode(n: int, r: int, generator: torch.Generator, n_bits: int = N_BITS,
-                        repeat_norm: float = 10.0):
-    """(inputs [L, n_bits+1], targets [L, n_bits+1], mask [L]) with L = n + 1 + n*r + 1."""
-    seq = torch.randint(0, 2, (n, n_bits), generator=generator).float()
-    length = n + 1 + n * r + 1
-    x = torch.zeros(length, n_bits + 1)
-    x[:n, :n_bits] = seq
-    x[n, n_bits] = r / repeat_norm  # the repeat count, which also marks the end of the input
-    y = torch.zeros(length, n_bits + 1)
-    y[n + 1:n + 1 + n * r, :n_bits] = seq.repeat(r, 1)
-    y[-1, n_bits] = 1.0  # end marker
-    mask = torch.zeros(length)
-    mask[n + 1:] = 1.0
-    return x, y, mask
+def factor_pairs(length: int) -> list[tuple[int, int]]:
+    return [(n, length // n) for n in range(1, length + 1) if length % n == 0]
 
 
 class Task:
-    """A task's levels and episodes. Level i (0-based) of the curriculum:
-    copy: N = i + 1.  repeat copy: (N, R) = (1,1), (2,1), (2,2), (3,2), (3,3), ...: N and R
-    are raised in turn, N first; its length is N*R, the number of vectors to output."""
+    """A task's layout, schedule and levels. Levels are 1-based: level L is the curriculum's L-th."""
 
-    def __init__(self, name: str, repeat_norm: float = 10.0, n_bits: int = N_BITS):
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-        self.name, self.repeat_norm, self.n_bits = name, repeat_norm, n_bits
-        self.in_dim = n_bits + 1
-        self.out_dim = n_bits if name == "copy" else n_bits + 1
+    def __init__(self, name: str, layout: str = "paper", schedule: str = "upto", repeat_norm: float = 10.0,
+                 n_bits: int = N_BITS):
+        for key, value, options in (("task", name, TASKS), ("layout", layout, LAYOUTS),
+                                    ("schedule", schedule, SCHEDULES)):
+            if value not in options:
+                raise ValueError(f"unknown {key} {value!r}; choose one of {', '.join(options)}")
+        self.name, self.layout, self.schedule = name, layout, schedule
+        self.repeat_norm, self.n_bits = repeat_norm, n_bits
+        self.repeat = name == "repeat_copy"
+        self.start_channel = layout == "paper"
+        self.out_offset = 0 if layout == "paper" else 1  # steps from the delimiter to the first output
+        self.in_dim = n_bits + 1 + int(self.start_channel)
+        self.out_dim = n_bits + int(self.repeat)
+        self._pairs: dict = {}  # (level, device) -> factor-pair table of lengths 1..level (repeat copy, upto)
 
-    def level(self, i: int) -> dict:
-        if self.name == "copy":
-            return {"N": i + 1, "R": None, "length": i + 1}
-        n, r = (i + 1) // 2 + 1, i // 2 + 1
+    def level(self, level: int) -> dict:
+        """What level L (>= 1) asks: its length (N for copy, N*R output vectors for repeat copy), and N, R
+        where the schedule fixes them (None where each episode draws its own)."""
+        if self.schedule == "upto":
+            return {"N": None if self.repeat else level, "R": None, "length": level}
+        if not self.repeat:
+            return {"N": level, "R": None, "length": level}
+        n, r = fixed_nr(level)
         return {"N": n, "R": r, "length": n * r}
 
-    def episode(self, level: int, generator: torch.Generator):
-        lv = self.level(level)
-        if self.name == "copy":
-            return copy_episode(lv["N"], generator, self.n_bits)
-        return repeat_copy_episode(lv["N"], lv["R"], generator, self.n_bits, self.repeat_norm)
+    def lag(self, n: int) -> int:
+        """Transitions between reading a vector and the first step it is due."""
+        return n + self.out_offset
+
+    def episode_length(self, n, r):
+        """Steps of an episode of (N, R) (tensors or ints); copy has R = 1 and no end marker."""
+        return n + self.out_offset + n * r + int(self.repeat)
+
+    def draw(self, level: int, count: int, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, R) of `count` new episodes at `level`, each [count] long (R = 1 for copy)."""
+        if self.schedule == "fixed":
+            n, r = fixed_nr(level) if self.repeat else (level, 1)
+            return (torch.full((count,), n, dtype=torch.long, device=device),
+                    torch.full((count,), r, dtype=torch.long, device=device))
+        length = torch.randint(1, level + 1, (count,), generator=generator, device=device)
+        if not self.repeat:
+            return length, torch.ones_like(length)
+        key = (level, str(device))
+        if key not in self._pairs:
+            self._pairs = {key: _pair_table(level, device)}  # [level, max pairs, 2] padded, counts [level]
+        pairs, counts = self._pairs[key]
+        pick = (torch.rand(count, generator=generator, device=device) * counts[length - 1]).long()
+        nr = pairs[length - 1, pick]
+        return nr[:, 0], nr[:, 1]
+
+
+def _pair_table(level: int, device):
+    lists = [factor_pairs(length) for length in range(1, level + 1)]
+    width = max(len(p) for p in lists)
+    pairs = torch.tensor([p + [p[-1]] * (width - len(p)) for p in lists], dtype=torch.long, device=device)
+    return pairs, torch.tensor([len(p) for p in lists], dtype=torch.float, device=device)
+
+
+def copy_episode(n: int, generator: torch.Generator, layout: str = "paper", n_bits: int = N_BITS):
+    """One copy episode as (inputs [L, in], targets [L, out], mask [L]) (tests and reading)."""
+    return single_episode(Task("copy", layout, "fixed", n_bits=n_bits), n, 1, generator)
+
+
+def repeat_copy_episode(n: int, r: int, generator: torch.Generator, layout: str = "paper", n_bits: int = N_BITS,
+                        repeat_norm: float = 10.0):
+    return single_episode(Task("repeat_copy", layout, "fixed", repeat_norm, n_bits), n, r, generator)
+
+
+def single_episode(task: Task, n: int, r: int, generator: torch.Generator):
+    seq = torch.randint(0, 2, (1, n, task.n_bits), generator=generator).float()
+    nt, rt = torch.tensor([n]), torch.tensor([r])
+    steps = [step_tensors(task, seq, nt, rt, torch.tensor([p])) for p in range(task.episode_length(n, r))]
+    return tuple(torch.cat(parts)[:, 0] for parts in zip(*steps))
+
+
+def step_tensors(task: Task, seq, n, r, pos):
+    """Inputs [B, in], targets [B, out], mask [B] of every stream at its position `pos` in its episode.
+
+    seq [B, Nmax, bits] holds each stream's vectors; n, r, pos [B]."""
+    b = torch.arange(len(pos), device=pos.device)
+    nmax = seq.shape[1]
+    reading = pos < n
+    x = torch.zeros(len(pos), task.in_dim, device=seq.device)
+    x[:, :task.n_bits] = seq[b, pos.clamp(max=nmax - 1)] * reading.unsqueeze(1)
+    count = r.float() / task.repeat_norm if task.repeat else torch.ones_like(pos, dtype=torch.float)
+    x[:, task.n_bits] = torch.where(pos == n, count, 0.0)
+    if task.start_channel:
+        x[:, task.n_bits + 1] = (pos == 0).float()
+    d = pos - n - task.out_offset  # index of the output vector due now (negative: still reading)
+    writing = (d >= 0) & (d < n * r)
+    y = torch.zeros(len(pos), task.out_dim, device=seq.device)
+    y[:, :task.n_bits] = seq[b, (d.clamp(min=0) % n.clamp(min=1)).clamp(max=nmax - 1)] * writing.unsqueeze(1)
+    mask = writing.clone()
+    if task.repeat:
+        end = d == n * r
+        y[:, task.n_bits] = end.float()
+        mask |= end
+    return x.unsqueeze(0), y.unsqueeze(0), mask.float().unsqueeze(0)
 
 
 class EpisodeStream:
-    """B streams of back-to-back episodes, read a window of T steps at a time.
+    """B streams of back-to-back episodes, read T steps at a time, all on `device`.
 
-    `window(T, level)` returns inputs [T, B, in], targets [T, B, out] and mask [T, B]; new
-    episodes start at `level`. `finish_window(bits)` takes the per-step error in bits [T, B]
-    of the window just read and returns (level, bits) for every episode that ended in it.
+    `window(T, level)` returns inputs [T, B, in], targets [T, B, out] and mask [T, B]; episodes
+    started in it are drawn at `level`. `finish_window(bits)` takes the per-step error in bits
+    [T, B] of the window just read and returns (level, bits) of every scored episode that ended in
+    it. `desync=False` gives the lockstep streams of sgbench's first version (every stream starts
+    an episode at step 0 and scores it).
     """
 
-    def __init__(self, task: Task, batch_size: int, seed: int):
-        self.task, self.batch_size = task, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        # Per stream: the rest of the current episode (x, y, mask), its level, its error so far.
-        self.pending = [None] * batch_size
-        self.levels = [0] * batch_size
-        self.errors = [0.0] * batch_size
-        self._ends = []
+    def __init__(self, task: Task, batch_size: int, seed: int, device="cpu", desync: bool = True,
+                 start_level: int = 1):
+        self.task, self.batch_size, self.device = task, batch_size, torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        z = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.n, self.r, self.pos, self.level = z.clone(), z.clone(), z.clone(), z.clone()
+        self.seq = torch.zeros(batch_size, 1, task.n_bits, device=self.device)
+        self.error = torch.zeros(batch_size, device=self.device)
+        self.scored = torch.ones(batch_size, dtype=torch.bool, device=self.device)
+        self._ends = None
+        everyone = torch.ones(batch_size, dtype=torch.bool, device=self.device)
+        self._new_episodes(everyone, start_level)
+        if desync:  # a random point of a first, unscored episode
+            length = task.episode_length(self.n, self.r)
+            self.pos = (torch.rand(batch_size, generator=self.generator, device=self.device) * length).long()
+            self.scored[:] = False
+
+    def _new_episodes(self, which: torch.Tensor, level: int) -> None:
+        idx = which.nonzero().flatten()
+        if len(idx) == 0:
+            return
+        n, r = self.task.draw(level, len(idx), self.generator, self.device)
+        nmax = int(n.max()) if self.task.schedule == "fixed" else level
+        if nmax > self.seq.shape[1]:
+            grown = torch.zeros(self.batch_size, nmax, self.task.n_bits, device=self.device)
+            grown[:, :self.seq.shape[1]] = self.seq
+            self.seq = grown
+        bits = torch.randint(0, 2, (len(idx), self.seq.shape[1], self.task.n_bits), generator=self.generator,
+                             device=self.device)
+        self.seq[idx] = bits.float()
+        self.n[idx], self.r[idx], self.pos[idx] = n, r, 0
+        self.level[idx], self.scored[idx] = level, True
 
     def window(self, T: int, level: int):
         xs, ys, ms, self._ends = [], [], [], []
-        for b in range(self.batch_size):
-            parts, filled = [], 0
-            while filled < T:
-                if self.pending[b] is None:
-                    self.pending[b] = self.task.episode(level, self.generator)
-                    self.levels[b] = level
-                x, y, m = self.pending[b]
-                take = min(T - filled, len(m))
-                parts.append((x[:take], y[:take], m[:take]))
-                filled += take
-                if take == len(m):  # episode ends inside this window
-                    self.pending[b] = None
-                    self._ends.append((filled - 1, b, self.levels[b]))
-                else:
-                    self.pending[b] = (x[take:], y[take:], m[take:])
-            xs.append(torch.cat([p[0] for p in parts]))
-            ys.append(torch.cat([p[1] for p in parts]))
-            ms.append(torch.cat([p[2] for p in parts]))
-        return torch.stack(xs, 1), torch.stack(ys, 1), torch.stack(ms, 1)
+        for _ in range(T):
+            x, y, m = step_tensors(self.task, self.seq, self.n, self.r, self.pos)
+            xs.append(x), ys.append(y), ms.append(m)
+            self.pos += 1
+            done = self.pos >= self.task.episode_length(self.n, self.r)
+            self._ends.append((done, done & self.scored, self.level.clone()))
+            self._new_episodes(done, level)
+        return torch.cat(xs), torch.cat(ys), torch.cat(ms)
 
     def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float]]:
-        """bits: [T, B] error of each step (0 off the output steps). Episodes that ended here."""
-        bits = bits.detach().cpu()
-        done, start = [], [0] * self.batch_size
-        for t, b, level in self._ends:  # in order of (stream, time)
-            self.errors[b] += float(bits[start[b]:t + 1, b].sum())
-            done.append((level, self.errors[b]))
-            self.errors[b], start[b] = 0.0, t + 1
-        for b in range(self.batch_size):
-            self.errors[b] += float(bits[start[b]:, b].sum())
-        return done
+        """bits: [T, B] error of each step (0 off the output steps). Scored episodes that ended here."""
+        bits = bits.detach()
+        done_vals, done_levels, done_flags = [], [], []
+        for t, (done, scored_end, level) in enumerate(self._ends):
+            self.error += bits[t]
+            done_vals.append(self.error.clone())
+            done_levels.append(level)
+            done_flags.append(scored_end)
+            self.error = torch.where(done, 0.0, self.error)
+        flags = torch.stack(done_flags).T  # [B, T]: per stream, in time order
+        vals, levels = torch.stack(done_vals).T[flags], torch.stack(done_levels).T[flags]
+        return list(zip(levels.tolist(), vals.tolist()))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "n": self.n, "r": self.r, "pos": self.pos,
+                "level": self.level, "seq": self.seq, "error": self.error, "scored": self.scored}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"].cpu())  # a generator's state is a CPU tensor, even on CUDA
+        for key in ("n", "r", "pos", "level", "seq", "error", "scored"):
+            setattr(self, key, state[key].to(self.device))
 
 
 class Curriculum:
-    """Raise the level once the mean error of the last `window` episodes at the current level
-    is below `threshold` bits per sequence. Episodes of an older level do not count.
+    """Raise the level once the mean error of the last `window` scored episodes at the current level is
+    below `threshold` bits per sequence. Episodes of an older level do not count.
 
-    The threshold 0.15 bits/sequence follows [Graves14]-style curricula as described by
-    [DNI] (recalled; see sgbench/reference notes). `solved` is the last level passed (-1: none).
+    The threshold 0.15 bits/sequence follows [Graves14]-style curricula as described by [DNI]
+    (recalled). Levels are 1-based; `solved` is the last level passed (0: none).
     """
 
     def __init__(self, threshold: float = 0.15, window: int = 100, max_level: int = 10_000):
         self.threshold, self.window, self.max_level = threshold, window, max_level
-        self.level, self.solved = 0, -1
+        self.level, self.solved = 1, 0
         self.recent: list[float] = []
 
     def record(self, level: int, bits: float) -> None:
@@ -160,6 +265,12 @@ class Curriculum:
             return False
         self.solved, self.level, self.recent = self.level, self.level + 1, []
         return True
+
+    def state_dict(self) -> dict:
+        return {"level": self.level, "solved": self.solved, "recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.level, self.solved, self.recent = state["level"], state["solved"], list(state["recent"])
 
 
 def bits(nats: torch.Tensor) -> torch.Tensor:

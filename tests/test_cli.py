@@ -118,6 +118,7 @@ def test_diverging_run_is_recorded_and_not_retrained(data_root, tmp_path, capsys
 
 def test_resumed_run_says_so_and_counts_every_attempts_wall_time(data_root, tmp_path):
     from helpers import tiny_ff_config
+
     from sgbench.families.feedforward.run import RunInterrupted, train_ff
     with pytest.raises(RunInterrupted):
         train_ff(tiny_ff_config(data_root), tmp_path, _stop_after=20)

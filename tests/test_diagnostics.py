@@ -12,7 +12,7 @@ from sgbench import runtime
 from sgbench.analysis import tables as report
 from sgbench.families import aggregate, draw
 from sgbench.families.feedforward.run import FFConfig, RunInterrupted, train_ff
-from sgbench.families.rnn.run import RNNConfig, SequenceNet, train_rnn
+from sgbench.families.rnn.run import RNNConfig, SequenceNet
 from sgbench.fidelity import compare, ff_fidelity, rnn_fidelity
 from sgbench.nets import FeedForwardNet, SGSpec, placed_boundaries
 from sgbench.tasks import Task
@@ -216,20 +216,6 @@ def test_rnn_probe_with_an_oracle_sg_reports_cosine_one():
     model.boundary.sg_model = Oracle()
     got = rnn_fidelity(model, task, 1, cfg.T, 2, cfg.batch_size, seed=5, device="cpu")
     assert got["cosine"] == pytest.approx(1.0, abs=1e-6) and got["rel_error"] == pytest.approx(0.0, abs=1e-5)
-
-
-def test_rnn_run_with_probe_writes_valid_curves_and_bptt_refuses_it(tmp_path):
-    cfg = RNNConfig(method="dni", T=2, timesteps=200, hidden_size=16, batch_size=4, probe_every=50,
-                    probe_horizon=3, device="cpu", log_points=4)
-    m = train_rnn(cfg, tmp_path)
-    runtime.validate(json.loads((tmp_path / "metrics.json").read_text()), "rnn_metrics")
-    plain = train_rnn(RNNConfig(**(vars(cfg) | {"probe_every": 0})), tmp_path / "plain")
-    for key in ("bits_per_output_step", "boundary_cosine", "length"):  # the probe changes nothing of the run
-        assert m["curves"][key] == plain["curves"][key]
-    assert m["curves"]["probe_timestep"] == [50, 100, 150, 200]
-    assert all(-1 <= c <= 1 for c in m["curves"]["probe_cosine"])
-    with pytest.raises(ValueError, match="needs a synthetic gradient"):
-        RNNConfig(method="bptt", probe_every=10).resolved()
 
 
 # ---------------------------------------------------------------- tables, figures, report

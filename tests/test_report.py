@@ -46,21 +46,26 @@ def rnn_metrics(method="dni", T=2, seed=0, length=5, task="copy", tier="quick", 
     """A complete RNN metrics.json: four logged points, the curriculum reaching `length`."""
     dni = method != "bptt"
     return {
-        "schema": "sgbench.rnn_metrics/1", "status": "complete", "experiment": "rnn", "tier": tier,
-        "config": {"task": task, "method": method, "T": T, "seed": seed, "timesteps": 4000, "batch_size": 16,
-                   "hidden_size": 32, "lr": 1e-3, "sg_hidden_layers": 0, "sg_scale": 1.0, "aux_weight": 1.0,
+        "schema": "sgbench.rnn_metrics/1", "status": "completed", "experiment": "rnn", "tier": tier,
+        "config": {"task": task, "method": method, "T": T, "seed": seed, "timesteps": 4000, "layout": "paper",
+                   "schedule": "upto", "streams": "desync", "batch_size": 16, "hidden_size": 32, "lr": 1e-3,
+                   "sg_hidden_layers": 0, "sg_scale": 0.1, "sg_discount": 0.9, "aux_weight": 1.0,
                    "threshold": 0.15, "curriculum_window": 10, "tier": tier, "device": "cpu"},
+        "task": {"layout": "paper", "schedule": "upto", "in_dim": 10, "out_dim": 8},
         "model": {"parameters": 100, "sg_parameters": 10 if dni else 0},
         "curves": {"timestep": [1000, 2000, 3000, 4000], "bits_per_output_step": [0.5, 0.4, 0.3, 0.2],
                    "bits_per_sequence": [3.0, 2.0, None, 1.0], "length": [1, 2, 2, max(length, 1)],
-                   "boundary_true_grad_norm": [1.0, 1.0, 2.0, 2.0],
+                   "boundary_target_norm": [1.0, 1.0, 2.0, 2.0],
                    "boundary_sg_norm": [0.5, 0.5, 1.0, 1.0] if dni else [None] * 4,
-                   "boundary_cosine": list(cosine) if dni else [None] * 4, "elapsed_s": [1.0, 2.0, 3.0, 4.0]},
+                   "boundary_target_cosine": list(cosine) if dni else [None] * 4,
+                   "elapsed_s": [1.0, 2.0, 3.0, 4.0]},
         "curriculum": [{"timestep": 0, "N": 1, "R": None, "length": 1}],
-        "final": {"largest_length_solved": length, "N_solved": length, "R_solved": None, "bits_per_sequence": 1.0},
+        "final": {"largest_length_solved": length, "N_solved": length, "R_solved": None, "bits_per_sequence": 1.0,
+                  "signal_linear_cosine": 0.1, "signal_sg_cosine": 0.05 if dni else None, "signal_target_norm": 1.0},
         "timing": {"wall_time_s": 5.0, "train_time_s": 4.0, "timesteps_per_s": 1000.0},
         "meta": {"git_commit": "abc123", "python": "3.11", "torch": "2", "device": "cpu", "hostname": "h",
-                 "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 1}, "started_at": "now"}}
+                 "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 1}, "started_at": "now",
+                 "resumed": False}}
 
 
 def write_runs(root: Path, metrics: list[dict]) -> list[Path]:
@@ -184,9 +189,11 @@ def ff_runs(rows):
 
 
 def rnn_runs(rows):
-    """(task, method, T, [lengths per seed], late cosine)."""
+    """(task, method, T, [lengths per seed], cosine): the SG's cosine with the exact future gradient and with
+    its target; lags as under the legacy layout (N + 1)."""
     out = [{"task": task, "method": method, "T": T, "seed": s, "largest_length_solved": n, "N_solved": n,
-            "late_cosine": cos, "late_norm_ratio": 0.5 if cos == cos else math.nan}
+            "lag_solved": n + 1 if task == "copy" else math.nan, "signal_sg_cosine": cos, "late_cosine": cos,
+            "late_norm_ratio": 0.5 if cos == cos else math.nan}
            for task, method, T, lengths, cos in rows for s, n in enumerate(lengths)]
     return pd.DataFrame(out, columns=get("rnn").tables().RUN_COLUMNS)
 
@@ -219,6 +226,8 @@ CASES = [
     ("R1", [], [("copy", "bptt", 2, [3, 5], NAN), ("copy", "dni", 2, [4, 4], 0.3),
                 ("copy", "bptt", 4, [1], NAN), ("copy", "dni", 4, [9], 0.3)], claims.NOT_REPRODUCED),
     ("R1", [], [("copy", "dni", 2, [8, 9], 0.3)], claims.NOT_MEASURED),
+    ("R1", [], [("copy", "bptt", 2, [3, 5], NAN), ("copy", "dni", 2, [8, 9], 0.3),            # BP(λ) is judged too
+                ("copy", "dni_bpl", 2, [3, 4], 0.3)], claims.NOT_REPRODUCED),
     ("R2", [], [("copy", "dni", 2, [8, 9], 0.3), ("copy", "dni_aux", 2, [8.5, 9], 0.3)], claims.REPRODUCED),
     ("R2", [], [("copy", "dni", 2, [8, 9], 0.3), ("copy", "dni_aux", 2, [8, 8], 0.3)], claims.NOT_REPRODUCED),
     ("R2", [], [("copy", "dni", 2, [8, 9], 0.3)], claims.NOT_MEASURED),

@@ -1,202 +1,273 @@
-"""RNN runs: tasks, truncation, the bootstrapped SG target, the curriculum, end to end."""
+"""RNN runs: truncation, the SG target (scale vs discount), BP(λ), resume, divergence, end to end."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from sgbench import runtime
-from sgbench.families.rnn.run import (
-    RNNConfig,
-    SequenceNet,
-    train_rnn,
-    train_window,
-    window_errors,
-)
-from sgbench.tasks import (
-    Curriculum,
-    EpisodeStream,
-    Task,
-    copy_episode,
-    repeat_copy_episode,
-)
+from sgbench.dni import BPLambda
+from sgbench.families.rnn import run as rnn_run
+from sgbench.families.rnn.config import RNNConfig
+from sgbench.families.rnn.run import WindowTrainer, train_rnn
+from sgbench.families.rnn.signal import future_gradients
+from sgbench.nets import SequenceNet
+from sgbench.tasks import EpisodeStream, Task, window_errors
 
 
-def make_net(method="bptt", seed=0, **kw):
+def make_net(method="dni", seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = RNNConfig(method=method, hidden_size=8, **kw)
+    cfg = RNNConfig(method=method, hidden_size=8, batch_size=4, **kw).resolved()
     task = Task("copy")
-    return SequenceNet(task.in_dim, task.out_dim, cfg), task
+    model = SequenceNet(task.in_dim, task.out_dim, cfg)
+    if model.boundary is not None:  # a non-zero SG, so the bootstrap term is there to check
+        with torch.no_grad():
+            model.boundary.sg_model.net[-1].weight.normal_(0, 0.3)
+            model.boundary.sg_model.net[-1].bias.normal_(0, 0.3)
+    return model, task, cfg
 
 
-def grads(model):
+def windows(task, T, count, batch=4, seed=0):
+    stream = EpisodeStream(task, batch, seed, start_level=3)
+    return [stream.window(T, 3) for _ in range(count)]
+
+
+def param_grads(model):
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 
 
-# ------------------------------------------------------------------ tasks
-def test_copy_episode_layout():
-    g = torch.Generator().manual_seed(0)
-    x, y, mask = copy_episode(3, g)
-    assert x.shape == (7, 9) and y.shape == (7, 8)
-    assert torch.equal(y[4:], x[:3, :8])  # the targets are the inputs
-    assert x[3, 8] == 1 and x[:, 8].sum() == 1  # one delimiter, after the sequence
-    assert x[4:].abs().sum() == 0  # nothing to read while answering
-    assert mask.tolist() == [0, 0, 0, 0, 1, 1, 1]
-
-
-def test_repeat_copy_episode_layout():
-    g = torch.Generator().manual_seed(0)
-    x, y, mask = repeat_copy_episode(2, 3, g, repeat_norm=10.0)
-    assert x.shape == (2 + 1 + 6 + 1, 9) and y.shape == (10, 9)
-    assert x[2, 8] == pytest.approx(0.3)  # R / repeat_norm on the count channel
-    assert torch.equal(y[3:9, :8], x[:2, :8].repeat(3, 1))  # the sequence R times
-    assert y[9].tolist() == [0] * 8 + [1] and y[:9, 8].sum() == 0  # the end marker, last
-    assert mask.tolist() == [0, 0, 0] + [1] * 7
-
-
-def test_repeat_copy_levels_raise_n_and_r_in_turn():
-    levels = [Task("repeat_copy").level(i) for i in range(5)]
-    assert [(lv["N"], lv["R"], lv["length"]) for lv in levels] == [(1, 1, 1), (2, 1, 2), (2, 2, 4), (3, 2, 6), (3, 3, 9)]
-    assert Task("copy").level(4) == {"N": 5, "R": None, "length": 5}
-
-
-def test_stream_is_seeded_and_carries_episodes_across_windows():
-    a, b, c = (EpisodeStream(Task("copy"), 4, seed) for seed in (1, 1, 2))
-    wa = [a.window(3, 1) for _ in range(5)]
-    wb = [b.window(3, 1) for _ in range(5)]
-    assert all(torch.equal(u, v) for x, y in zip(wa, wb) for u, v in zip(x, y))
-    assert not torch.equal(torch.cat([w[0] for w in wa]), torch.cat([c.window(3, 1)[0] for _ in range(5)]))
-    # 15 steps of N=2 copy episodes (5 steps each): 3 whole episodes per stream, back to back
-    x = torch.cat([w[0] for w in wa])
-    assert x[:, :, 8].sum(0).tolist() == [3.0] * 4
-    assert torch.nonzero(x[:, 0, 8]).flatten().tolist() == [2, 7, 12]
-
-
-def test_finish_window_sums_each_episode_error():
-    stream = EpisodeStream(Task("copy"), 2, 0)
-    done = []
-    for _ in range(4):  # copy N=2: 5 steps, 2 output steps; 1 bit per output step -> 2 bits per episode
-        _, _, mask = stream.window(3, 1)
-        done += stream.finish_window(mask * 1.0)
-    assert done == [(1, 2.0)] * 4  # 12 steps per stream: 2 whole episodes each
-
-
-# ------------------------------------------------------------------ curriculum
-def test_curriculum_advances_below_threshold_and_not_before():
-    cur = Curriculum(threshold=0.15, window=3)
-    for bits in (0.1, 0.1):
-        cur.record(0, bits)
-    assert not cur.maybe_advance() and cur.level == 0  # below threshold, but too few episodes yet
-    cur.record(0, 0.2)  # mean 0.133 < 0.15 over a full window
-    assert cur.maybe_advance() and (cur.level, cur.solved) == (1, 0)
-
-
-def test_curriculum_needs_the_mean_below_threshold_at_the_current_level():
-    cur = Curriculum(threshold=0.15, window=3)
-    for bits in (0.5, 0.1, 0.1):
-        cur.record(0, bits)
-    assert not cur.maybe_advance()  # mean 0.233: above the threshold
-    cur.record(0, 0.1)  # the window now holds 0.1, 0.1, 0.1
-    cur.record(1, 5.0)  # an episode of another level does not count
-    assert cur.maybe_advance() and (cur.level, cur.solved) == (1, 0)
-    assert cur.recent == [] and not cur.maybe_advance()  # the next level starts from no evidence
-
-
-# ------------------------------------------------------------------ truncation and the SG target
-def truncated_grads(model, x, y, mask, T):
-    """Gradients of the whole stream's loss, summed over windows of T steps (no update: lr 0)."""
+def two_windows(model, cfg, ws):
+    """Run the trainer on two windows without changing the parameters; (start of window 2, grads of step 2)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    total = [torch.zeros_like(p) for p in model.parameters()]
-    state = model.initial_state(x.shape[1], "cpu")
-    for t in range(0, len(x), T):
-        _, state, _ = train_window(model, opt, state, x[t:t + T], y[t:t + T], mask[t:t + T])
-        total = [a + b for a, b in zip(total, grads(model))]
-    return total
+    trainer = WindowTrainer(model, opt, cfg, "cpu")
+    trainer.step(*ws[0])
+    s1 = trainer.state.clone()
+    trainer.step(*ws[1])
+    return trainer, s1, param_grads(model)
 
 
-def test_truncation_at_or_beyond_the_episode_length_is_full_bptt():
-    model, task = make_net("bptt")
-    x, y, mask = EpisodeStream(task, 3, 0).window(5, 1)  # one copy episode of N=2: 5 steps
-    x, y, mask = x[:5], y[:5], mask[:5]
-    model.zero_grad()
-    logits, _, _ = model(x, model.initial_state(3, "cpu"))
-    (window_errors(logits, y, mask).sum() / 3).backward()
-    full = grads(model)
-    for T in (5, 8):
-        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(truncated_grads(model, x, y, mask, T), full))
-    short = truncated_grads(model, x, y, mask, 2)  # the copy dependency (3 steps) crosses a boundary
-    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(short, full))
-
-
-def test_sg_target_is_next_windows_true_gradient_plus_its_synthetic_gradient():
-    model, task = make_net("dni", sg_scale=0.7)
-    with torch.no_grad():  # a non-zero SG, so the bootstrap term is there to check
-        model.boundary.sg_model.net[-1].weight.normal_(0, 0.3)
-        model.boundary.sg_model.net[-1].bias.normal_(0, 0.3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # keep the parameters fixed between windows
-    x, y, mask = EpisodeStream(task, 4, 0).window(6, 1)
-    _, s1, sg1 = train_window(model, opt, model.initial_state(4, "cpu"), x[:3], y[:3], mask[:3])
-    _, s2, sg2 = train_window(model, opt, s1, x[3:], y[3:], mask[3:])
-
-    # the target by hand: d/ds1 of [the next window's loss + <SG at its end (as injected), its end state>]
+def bootstrap_by_hand(model, s1, window, discount):
+    """d/ds1 of [window loss (batch sum) + discount * <SG(end), end>]: [DNI]'s target with a discount."""
     leaf = s1.detach().requires_grad_()
-    logits, _, end = model(x[3:], leaf)
-    injected = 0.7 * model.boundary.sg_model(end.detach()).detach() / 4
-    objective = window_errors(logits, y[3:], mask[3:]).sum() / 4 + (injected * end).sum()
-    expected = torch.autograd.grad(objective, leaf)[0] * 4  # per example
-    assert torch.allclose(sg2, injected * 4, atol=1e-6)
-    assert torch.allclose(s1.grad * 4, expected, atol=1e-5)
-    true_only = torch.autograd.grad(window_errors(*model(x[3:], leaf)[:1], y[3:], mask[3:]).sum() / 4, leaf)[0] * 4
-    assert not torch.allclose(expected, true_only, atol=1e-4)  # the bootstrap term mattered
-    sg1_per_example = sg1 / 0.7
-    assert float(model.boundary.last_sg_loss) == pytest.approx(float(((sg1_per_example - expected) ** 2).mean()), rel=1e-4)
+    logits, _, end = model(window[0], leaf)
+    sg_end = model.synthetic_gradient(end).detach()
+    objective = window_errors(logits, window[1], window[2]).sum() + discount * (sg_end * end).sum()
+    return torch.autograd.grad(objective, leaf)[0]
+
+
+# ------------------------------------------------------------------ defect 3: scale vs discount
+def test_sg_target_uses_the_discount_and_not_the_injection_scale():
+    ws = windows(Task("copy"), 3, 2)
+    targets, grads = {}, {}
+    for scale, discount in ((0.7, 0.3), (0.1, 0.3), (0.7, 0.9)):
+        model, _, cfg = make_net(sg_scale=scale, sg_discount=discount)
+        trainer, s1, grads[scale, discount] = two_windows(model, cfg, ws)
+        targets[scale, discount] = trainer.last_target
+        assert torch.allclose(trainer.last_target, bootstrap_by_hand(model, s1, ws[1], discount), atol=1e-5)
+    assert torch.allclose(targets[0.7, 0.3], targets[0.1, 0.3], atol=1e-6)  # the scale does not reach the target
+    assert not torch.allclose(targets[0.7, 0.3], targets[0.7, 0.9], atol=1e-4)  # the discount does
+    lstm = 0  # the first parameter is the LSTM's input weight: the injected SG reaches it, scaled
+    assert not torch.allclose(grads[0.7, 0.3][lstm], grads[0.1, 0.3][lstm], atol=1e-7)
+
+
+def test_scale_multiplies_only_the_injected_gradient():
+    """The LSTM's gradient is that of [window loss + scale * <SG(end), end>]: the SG, scaled, at the end."""
+    ws = windows(Task("copy"), 3, 1)
+    model, _, cfg = make_net(sg_scale=0.25, sg_discount=0.6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    WindowTrainer(model, opt, cfg, "cpu").step(*ws[0])
+    got = model.lstm.weight_hh_l0.grad.clone()
+    model.zero_grad()
+    logits, _, end = model(ws[0][0], model.initial_state(4, "cpu"))
+    sg = model.synthetic_gradient(end).detach()
+    (window_errors(logits, ws[0][1], ws[0][2]).sum() / 4 + 0.25 * (sg * end).sum() / 4).backward()
+    assert torch.allclose(got, model.lstm.weight_hh_l0.grad, atol=1e-6)
+
+
+# ------------------------------------------------------------------ BP(λ)
+def bpl_setup(T=2, count=3):
+    model, task, _ = make_net("dni_bpl")
+    ws = windows(task, T, count + 1)
+    with torch.no_grad():
+        start = model(ws[0][0], model.initial_state(4, "cpu"))[2]
+    trainer = WindowTrainer(model, None, RNNConfig(method="dni_bpl", hidden_size=8, batch_size=4), "cpu")
+    return model, trainer, start, ws[1:]
+
+
+def test_bpl_lambda_0_is_the_bootstrapped_target():
+    model, trainer, start, ws = bpl_setup()
+    got = BPLambda(lam=0.0, discount=0.8, horizon=3).lambda_return(trainer.window_loss, model.synthetic_gradient,
+                                                                   start, ws)
+    assert torch.allclose(got, bootstrap_by_hand(model, start, ws[0], 0.8), atol=1e-5)
+
+
+@pytest.mark.parametrize("discount", [1.0, 0.5])
+def test_bpl_lambda_1_is_the_monte_carlo_gradient_of_every_later_loss(discount):
+    """On a finite, unrolled sequence (3 windows, no SG after the last), λ = 1 gives the exact gradient of
+    all later losses (window i weighted discount^(i-1)) from one untruncated backward pass."""
+    model, trainer, start, ws = bpl_setup()
+    got = BPLambda(lam=1.0, discount=discount, horizon=4).lambda_return(trainer.window_loss,
+                                                                        model.synthetic_gradient, start, ws)
+    leaf = start.detach().requires_grad_()
+    state, total = leaf, 0.0
+    for i, (x, y, mask) in enumerate(ws):
+        logits, _, state = model(x, state)
+        total = total + discount ** i * window_errors(logits, y, mask).sum()
+    exact = torch.autograd.grad(total, leaf)[0]
+    assert torch.allclose(got, exact, atol=1e-5)
+    assert torch.allclose(future_gradients(model, start, ws, discount)[0], exact, atol=1e-5)
+
+
+def test_bpl_intermediate_lambda_mixes_the_two():
+    model, trainer, start, ws = bpl_setup()
+    value = {lam: BPLambda(lam, 1.0, 3).lambda_return(trainer.window_loss, model.synthetic_gradient, start, ws)
+             for lam in (0.0, 0.5, 1.0)}
+    assert not torch.allclose(value[0.5], value[0.0], atol=1e-5) and not torch.allclose(value[0.5], value[1.0],
+                                                                                        atol=1e-5)
+
+
+def test_bpl_rejects_bad_settings():
+    with pytest.raises(ValueError, match="lam must be in"):
+        BPLambda(lam=1.5)
+    with pytest.raises(ValueError, match="bpl_lambda must be in"):
+        RNNConfig(method="dni_bpl", bpl_lambda=-0.1).resolved()
+
+
+# ------------------------------------------------------------------ model and config
+def test_forget_gate_bias_and_unknown_method():
+    model, _, _ = make_net("bptt", forget_bias=1.0)
+    h = model.hidden
+    assert torch.all(model.lstm.bias_ih_l0[h:2 * h] == 1.0) and torch.all(model.lstm.bias_hh_l0[h:2 * h] == 0.0)
+    with pytest.raises(ValueError, match="unknown method 'rtrl': choose one of bptt, dni, dni_aux, dni_bpl"):
+        RNNConfig(method="rtrl").resolved()
 
 
 def test_dni_aux_trains_a_head_on_the_future_synthetic_gradient():
-    model, task = make_net("dni_aux")
-    with torch.no_grad():
-        model.boundary.sg_model.net[-1].bias.fill_(0.5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    x, y, mask = EpisodeStream(task, 4, 0).window(3, 1)
-    train_window(model, opt, model.initial_state(4, "cpu"), x, y, mask)
+    model, task, cfg = make_net("dni_aux")
+    WindowTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), cfg, "cpu").step(*windows(task, 3, 1)[0])
     assert model.aux_head.weight.grad is not None and model.aux_head.weight.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------ end to end
 def tiny(tmp_path, name, **kw):
-    cfg = RNNConfig(**{"task": "copy", "method": "dni", "T": 2, "timesteps": 400, "batch_size": 4,
+    cfg = RNNConfig(**{"task": "copy", "method": "dni", "T": 2, "timesteps": 240, "batch_size": 4,
                        "hidden_size": 16, "curriculum_window": 5, "log_points": 4, "device": "cpu",
-                       "threads": 1, **kw})
+                       "threads": 1, "probe_horizon": 2, **kw})
     return train_rnn(cfg, tmp_path / name)
 
 
-@pytest.mark.parametrize("method,task", [("bptt", "copy"), ("dni", "copy"), ("dni_aux", "repeat_copy")])
+def same_numbers(a, b):
+    drop = ("elapsed_s",)
+    return ({k: v for k, v in a["curves"].items() if k not in drop} == {k: v for k, v in b["curves"].items()
+                                                                      if k not in drop}
+            and a["final"] == b["final"] and a["curriculum"] == b["curriculum"])
+
+
+@pytest.mark.parametrize("method,task", [("bptt", "copy"), ("dni", "copy"), ("dni_aux", "repeat_copy"),
+                                         ("dni_bpl", "repeat_copy")])
 def test_tiny_run_writes_valid_repeatable_metrics(tmp_path, method, task):
-    a = tiny(tmp_path, "a", method=method, task=task)
-    b = tiny(tmp_path, "b", method=method, task=task)
-    on_disk = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    runtime.validate(on_disk, "rnn_metrics")
-    assert a["curves"] == {**b["curves"], "elapsed_s": a["curves"]["elapsed_s"]}
-    assert a["final"] == b["final"] and a["curriculum"] == b["curriculum"]
-    assert len(a["curves"]["timestep"]) == 4 and a["curves"]["timestep"][-1] == 400
+    kw = {"probe_every": 120} if method != "bptt" else {}
+    a = tiny(tmp_path, "a", method=method, task=task, bpl_horizon=2, **kw)
+    b = tiny(tmp_path, "b", method=method, task=task, bpl_horizon=2, **kw)
+    runtime.validate(json.loads((tmp_path / "a" / "metrics.json").read_text()), "rnn_metrics")
+    assert same_numbers(a, b) and a["status"] == "completed" and not a["meta"]["resumed"]
+    assert len(a["curves"]["timestep"]) == 4 and a["curves"]["timestep"][-1] == 240
     has_sg = method != "bptt"
-    assert all((v is not None) == has_sg for v in a["curves"]["boundary_sg_norm"])
-    assert all(v is not None and v > 0 for v in a["curves"]["boundary_true_grad_norm"])
+    assert all((v is not None) == has_sg for v in a["curves"]["boundary_target_cosine"])
+    assert (a["final"]["signal_sg_cosine"] is not None) == has_sg
+    assert -1 <= a["final"]["signal_linear_cosine"] <= 1
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
 
 
-def test_curriculum_advances_in_a_run_on_an_easy_threshold(tmp_path):
-    m = tiny(tmp_path, "easy", method="bptt", threshold=100.0)  # any error passes: a level per 5 episodes
-    lengths = [lv["length"] for lv in m["curriculum"]]
-    assert lengths[:3] == [1, 2, 3] and m["final"]["largest_length_solved"] == lengths[-2]
-    assert [lv["timestep"] for lv in m["curriculum"]] == sorted(lv["timestep"] for lv in m["curriculum"])
+@pytest.mark.parametrize("method", ["dni", "dni_bpl"])
+def test_a_killed_run_resumes_bit_exactly(tmp_path, method):
+    cfg = RNNConfig(task="repeat_copy", method=method, T=3, timesteps=240, batch_size=4, hidden_size=16,
+                    curriculum_window=3, threshold=50.0, log_points=4, device="cpu", threads=1, bpl_horizon=2,
+                    probe_horizon=2)
+    whole = train_rnn(cfg, tmp_path / "whole")
+    with pytest.raises(rnn_run.RunInterrupted):
+        train_rnn(cfg, tmp_path / "killed", _stop_after=120)
+    assert (tmp_path / "killed" / "checkpoint.pt").exists() and not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = train_rnn(cfg, tmp_path / "killed")
+    assert resumed["meta"]["resumed"] and same_numbers(whole, resumed)
+    assert len(whole["curriculum"]) > 2  # the curriculum moved, and its state crossed the kill
+    assert resumed["timing"]["wall_time_s"] >= resumed["timing"]["train_time_s"]
 
 
-def test_cli_runs_and_refuses_unknown_methods(tmp_path):
-    base = [sys.executable, "-m", "sgbench", "train-rnn", "--out", str(tmp_path / "run"), "--T", "2",
-            "--timesteps", "40", "--hidden-size", "8", "--batch-size", "2", "--quiet"]
-    ok = subprocess.run(base + ["--method", "bptt"], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["T"] == 2
-    bad = subprocess.run(base + ["--method", "rtrl"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "unknown method 'rtrl': choose one of bptt, dni, dni_aux" in bad.stderr
+def test_a_non_finite_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = rnn_run.window_errors
+
+    def poisoned(logits, y, mask):
+        calls["n"] += 1
+        errors = real(logits, y, mask)
+        return errors * float("nan") if calls["n"] > 70 else errors
+
+    monkeypatch.setattr(rnn_run, "window_errors", poisoned)
+    m = tiny(tmp_path, "nan", method="bptt")
+    assert m["status"] == "diverged" and m["diverged"]["step"] == 142  # window 71, T = 2
+    assert m["curves"]["timestep"] == [60, 120] and m["diverged"]["last_finite"]["length"] >= 1
+    on_disk = (tmp_path / "nan" / "metrics.json").read_text()
+    assert "NaN" not in on_disk
+    runtime.validate(json.loads(on_disk), "rnn_metrics")
+
+
+# ------------------------------------------------------------------ the SG signal (defect 4)
+def test_probe_with_an_oracle_sg_reports_cosine_one_and_changes_nothing(tmp_path):
+    from sgbench.families.rnn.signal import PROBE_SEED_OFFSET, sg_probe
+    model, task, cfg = make_net("dni", T=3, probe_horizon=2, sg_discount=0.5)
+    probe_stream = EpisodeStream(task, 4, PROBE_SEED_OFFSET + cfg.seed, desync=True, start_level=2)
+    ws = [probe_stream.window(3, 2) for _ in range(3)]
+    with torch.no_grad():
+        state = model(ws[0][0], model.initial_state(4, "cpu"))[2]
+    truth = future_gradients(model, state, ws[1:], 1.0)[0]
+
+    class Oracle(torch.nn.Module):
+        def forward(self, h, context=None):
+            return truth
+
+    model.boundary.sg_model = Oracle()
+    got = sg_probe(model, task, 2, cfg, "cpu")
+    assert got["cosine_exact"] == pytest.approx(1.0, abs=1e-6) and got["norm_ratio_exact"] == pytest.approx(1.0)
+    assert got["cosine_discounted"] < 1.0 - 1e-4  # the discounted target differs from the exact one
+
+
+def test_run_with_probe_writes_probe_curves_and_the_probe_changes_nothing(tmp_path):
+    a = tiny(tmp_path, "probe", probe_every=60)
+    b = tiny(tmp_path, "plain")
+    for key in ("bits_per_output_step", "boundary_target_cosine", "length"):
+        assert a["curves"][key] == b["curves"][key]
+    assert a["curves"]["probe_timestep"] == [60, 120, 180, 240]
+    assert all(-1 <= c <= 1 for c in a["curves"]["probe_cosine_exact"] + a["curves"]["probe_cosine_discounted"])
+    with pytest.raises(ValueError, match="needs a synthetic gradient"):
+        RNNConfig(method="bptt", probe_every=10).resolved()
+
+
+def test_heldout_linear_cosine_recovers_a_linear_map_and_not_noise():
+    from sgbench.families.rnn.signal import heldout_linear_cosine
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 64, 6, generator=g, dtype=torch.double)
+    linear = x @ torch.randn(6, 6, generator=g, dtype=torch.double) + 0.5
+    assert heldout_linear_cosine(x, linear, 32) == pytest.approx(1.0, abs=1e-3)
+    noise = torch.randn(8, 64, 6, generator=g, dtype=torch.double)
+    assert abs(heldout_linear_cosine(x, noise, 32)) < 0.2
+
+
+def test_signal_of_a_zero_sg_is_zero():
+    from sgbench.families.rnn.signal import linear_sg_signal
+    model, task, cfg = make_net("dni", T=2, probe_horizon=2)
+    with torch.no_grad():
+        model.boundary.sg_model.net[-1].weight.zero_()
+        model.boundary.sg_model.net[-1].bias.zero_()
+    out = linear_sg_signal(model, task, 2, cfg, "cpu")
+    assert out["signal_sg_cosine"] == 0.0 and -1.0 <= out["signal_linear_cosine"] <= 1.0
+    assert out["signal_target_norm"] > 0
+
+
+def test_schemas_name_what_the_catalog_and_configs_name():
+    from sgbench.catalog import CHARLM_METHODS, RNN_METHODS, TASKS
+    from sgbench.families.rnn.config import LAYOUTS, SCHEDULES, STREAMS
+    rnn = runtime.load_schema("rnn_metrics")["properties"]["config"]["properties"]
+    charlm = runtime.load_schema("charlm_metrics")["properties"]["config"]["properties"]
+    assert rnn["method"]["enum"] == list(RNN_METHODS) and charlm["method"]["enum"] == list(CHARLM_METHODS)
+    assert rnn["task"]["enum"] == list(TASKS) and rnn["layout"]["enum"] == list(LAYOUTS)
+    assert rnn["schedule"]["enum"] == list(SCHEDULES) and rnn["streams"]["enum"] == list(STREAMS)

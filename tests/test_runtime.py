@@ -127,6 +127,7 @@ def test_run_lock_makes_a_second_process_wait_and_dies_with_its_holder(tmp_path)
 
 def test_figures_are_written_atomically_with_the_umask(tmp_path, umask):
     import matplotlib.pyplot as plt
+
     from sgbench.analysis import plotting
     umask(0o002)
     plotting.save(plt.figure(), tmp_path / "fig")

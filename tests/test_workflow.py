@@ -138,14 +138,15 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
     assert "Tier: **smoke**" in table and "mnist" in table
     unlock = pd.read_csv(results / "tables" / "smoke" / "unlock.csv")
     assert {"unlock", "cunlock"} <= set(unlock["method"]) and set(unlock["update_prob"]) == {0.5, 1.0}
-    assert len(pd.read_csv(results / "tables" / "smoke" / "rnn_runs.csv")) == 2
+    assert len(pd.read_csv(results / "tables" / "smoke" / "rnn_runs.csv")) == 3
+    assert set(pd.read_csv(results / "tables" / "smoke" / "charlm_runs.csv")["corpus"]) == {"shakespeare-sonnets"}
     for family in FAMILIES:
         for name in family.figures:
             for suffix in (".png", ".pdf"):
                 assert (results / "figures" / "smoke" / f"{name}{suffix}").stat().st_size > 1000, name
     text = (results / "reports" / "smoke" / "REPORT.md").read_text()
     assert "Tier smoke: not the paper-scale replication" in text
-    for claim in ("F1", "F2", "F3", "F4", "R1", "R2", "R3", "U1", "A1", "P1", "P2"):
+    for claim in ("F1", "F2", "F3", "F4", "R1", "R2", "R3", "C1", "U1", "A1", "P1", "P2"):
         assert f"| {claim} |" in text
     parallel_runs = pd.read_csv(results / "tables" / "smoke" / "parallel_runs.csv")
     assert sorted(zip(parallel_runs["method"], parallel_runs["workers"])) == [

@@ -73,7 +73,8 @@ def families_table(runs: dict[str, pd.DataFrame]) -> str:
                                   df[["device", "hardware", "threads"]].itertuples(index=False)}))
         commits = ", ".join(sorted({str(c) for c in df["git_commit"]}))
         seeds = ", ".join(str(s) for s in sorted(df["seed"].unique()))
-        data = next((", ".join(sorted(map(str, df[c].unique()))) for c in ("dataset", "task") if c in df), "—")
+        data = next((", ".join(sorted(map(str, df[c].unique()))) for c in ("dataset", "task", "corpus") if c in df),
+                    "—")  # what the family's runs read
         lines.append(f"| {family.name} | {len(df)} | {seeds} | {budget_text(df, family.budget, family.budget_unit)} | "
                      f"{data} | {where} | {commits} |")
     return "\n".join(lines)
@@ -176,7 +177,8 @@ def render(tier: str, runs: dict[str, pd.DataFrame], tables: Path, figures: Path
     ff_runs, rnn_runs = runs.get("feedforward", pd.DataFrame()), runs.get("rnn", pd.DataFrame())
     par_runs = runs.get("parallel", pd.DataFrame())
     par_runs = pd.DataFrame(columns=PARALLEL_RUN_COLUMNS) if par_runs.empty else par_runs
-    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs), measured_from_paper(reference))
+    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs, runs.get("charlm")),
+                        measured_from_paper(reference))
     parts = [f"# sgbench replication report: tier `{tier}`\n",
              "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
              "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",

@@ -15,8 +15,8 @@ from ...analysis.tables import (
     curve_rows,
     net_label,
     read_metrics,
-    run_status,
     refuse_duplicates,
+    run_status,
     write_csv,
     write_text,
 )

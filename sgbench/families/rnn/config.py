@@ -1,5 +1,5 @@
-"""The RNN run's settings (one dataclass): copy / repeat copy, truncation T, BPTT vs DNI vs DNI+Aux.
-Torch-free: the workflow expands grids of it without loading torch."""
+"""The RNN run's settings (one dataclass): copy / repeat copy, truncation T, BPTT vs DNI vs DNI+Aux vs
+BP(λ). Torch-free: the workflow expands grids of it without loading torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +9,11 @@ from ...catalog import RNN_METHODS as METHODS
 from ...catalog import TASKS, TIERS
 from ...config import RunConfig
 
+LAYOUTS = ("paper", "legacy")   # sgbench.tasks: where the outputs start (the lag of every dependency)
+SCHEDULES = ("upto", "fixed")   # sgbench.tasks: lengths drawn up to the level, or all at the level
+STREAMS = ("desync", "lockstep")  # sgbench.tasks.EpisodeStream(desync=...)
+
+
 # Fields that do not change the numbers a run computes.
 NON_RESULT_FIELDS = {"device", "threads"}
 
@@ -17,31 +22,42 @@ NON_RESULT_FIELDS = {"device", "threads"}
 class RNNConfig(RunConfig):
     """Every setting of an RNN run. Where [DNI] gives no value, the choice is sgbench's (marked)."""
     task: str = "copy"                  # copy | repeat_copy
-    method: str = "dni"                 # bptt | dni | dni_aux
+    method: str = "dni"                 # bptt | dni | dni_aux | dni_bpl
     T: int = 3                          # truncation: steps per window ([DNI] grid: 2, 3, 4, 5, 8)
     seed: int = 0                       # seeds the weights and the episode streams
     timesteps: int = 200_000            # budget: time steps read per stream
+    layout: str = "paper"               # paper: outputs from the delimiter step (lag N); legacy: lag N + 1
+    schedule: str = "upto"              # upto: episode lengths drawn from 1..level; fixed: all at the level
+    streams: str = "desync"             # desync: each stream starts at a random point of its first episode;
+                                        # lockstep: all start together (sgbench's first version)
     batch_size: int = 16                # parallel streams (sgbench's choice)
     hidden_size: int = 256              # LSTM units (sgbench's choice)
+    forget_bias: float = 1.0            # initial forget-gate bias (sgbench's choice; a common LSTM default)
     lr: float = 1e-3                    # Adam (sgbench's choice)
+    clip: float = 0.0                   # clip the gradient norm of every update to this (0: off)
     sg_hidden_layers: int = 0           # 0: linear SG in the state, as in [DNI]
     sg_hidden_dim: int = 256            # SG model hidden units (with sg_hidden_layers > 0)
-    sg_scale: float = 0.5               # sgbench's choice: at 1.0 the bootstrapped SG diverged (see README)
+    sg_scale: float = 0.1               # the injected SG is scaled by this ([DNI] 0.1: recalled second-hand)
+    sg_discount: float = 0.9            # γ: per-window discount inside the SG's bootstrapped target
+                                        # (sgbench's choice; [BPλ]'s code uses 0.9)
     sg_loss_weight: float = 1.0         # weight of the SG model's regression loss
     aux_weight: float = 1.0             # dni_aux: weight of the auxiliary L2 loss
+    bpl_lambda: float = 0.5             # dni_bpl: λ of the λ-return (0: dni's bootstrap, 1: Monte Carlo)
+    bpl_horizon: int = 4                # dni_bpl: windows the λ-return looks ahead before bootstrapping
     threshold: float = 0.15             # bits per sequence to pass a level (recalled, [Graves14]-style)
     curriculum_window: int = 100        # episodes averaged for the curriculum test
     repeat_norm: float = 10.0           # repeat copy: the count channel holds R / repeat_norm
-    log_points: int = 50                # points per curve
-    probe_every: int = 0                # dni/dni_aux: SG fidelity probe every n time steps (0: off)
+    log_points: int = 50                # points per curve (each one also a checkpoint)
+    probe_every: int = 0                # SG methods: SG fidelity probe every n time steps (0: off)
     probe_horizon: int = 8              # the probe's exact gradient: losses of this many windows ahead
     tier: str = "custom"                # label only: smoke | quick | paper | custom
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
-    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS}
+    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS, "layout": LAYOUTS, "schedule": SCHEDULES,
+               "streams": STREAMS}
 
-    def resolved(self) -> "RNNConfig":
+    def resolved(self) -> RNNConfig:
         """Check every value; raises ValueError naming the fix."""
         c = dataclasses.replace(self)
         c.check([
@@ -50,12 +66,15 @@ class RNNConfig(RunConfig):
             (c.batch_size >= 2, f"batch_size must be >= 2, got {c.batch_size}"),
             (c.hidden_size >= 1 and c.sg_hidden_dim >= 1, "hidden_size and sg_hidden_dim must be >= 1"),
             (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+            (c.clip >= 0, f"clip must be >= 0 (0: off), got {c.clip}"),
             (c.sg_hidden_layers >= 0, f"sg_hidden_layers must be >= 0, got {c.sg_hidden_layers}"),
+            (c.sg_scale >= 0 and c.sg_discount >= 0, "sg_scale and sg_discount must be >= 0"),
+            (0 <= c.bpl_lambda <= 1 and c.bpl_horizon >= 1, "bpl_lambda must be in [0, 1] and bpl_horizon >= 1"),
             (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
             (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
             (c.probe_every >= 0 and c.probe_horizon >= 1, "probe_every must be >= 0 (0: off) and probe_horizon >= 1"),
             (c.probe_every == 0 or c.method != "bptt",
-             "the SG probe needs a synthetic gradient: method dni or dni_aux, or probe_every 0"),
+             "the SG probe needs a synthetic gradient: method dni, dni_aux or dni_bpl, or probe_every 0"),
         ])
         return c
 

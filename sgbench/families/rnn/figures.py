@@ -1,5 +1,5 @@
 """RNN figures: largest length solved vs T (with [DNI]'s recalled values), the gradient at the
-window boundary (true vs synthetic, cosine), and the curriculum's progress."""
+window boundary (the SG's target vs the SG, cosine), and the curriculum's progress."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +37,9 @@ def rnn_palette(methods) -> dict:
 
 def rnn_context(runs: pd.DataFrame, tier: str) -> list[str]:
     hardware = ", ".join(sorted(set(runs["device"] + " " + runs["hardware"])))
-    return [f"tier {tier}", f"tasks: {', '.join(sorted(runs['task'].unique()))} (generated)",
+    setup = ", ".join(f"{a} layout / {b} lengths" for a, b in runs[["layout", "schedule"]].drop_duplicates()
+                      .itertuples(index=False)) if "layout" in runs else ""
+    return [f"tier {tier}", f"tasks: {', '.join(sorted(runs['task'].unique()))} (generated; {setup})",
             budget_text(runs, "timesteps", "stream time steps"), hardware]
 
 
@@ -87,38 +89,39 @@ def _panels(curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def rnn_boundary_gradients(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
-    """At the truncation boundary: norms of the true gradient and of the SG (top), and their cosine (bottom)."""
+    """At the truncation boundary: norms of the SG's target and of the SG (top), and their cosine (bottom)."""
     title = "RNN: gradients at the truncation boundary vs time step"
     if runs.empty:
         return not_run(stem, title, tier)
     data, panels = _panels(curves)
     palette = rnn_palette(data["method"])
     norms = data.melt(id_vars=["panel", "method", "seed", "timestep"],
-                      value_vars=["boundary_true_grad_norm", "boundary_sg_norm"], var_name="gradient",
+                      value_vars=["boundary_target_norm", "boundary_sg_norm"], var_name="gradient",
                       value_name="norm").dropna(subset=["norm"])
-    norms["gradient"] = norms["gradient"].map({"boundary_true_grad_norm": "true", "boundary_sg_norm": "synthetic"})
+    norms["gradient"] = norms["gradient"].map({"boundary_target_norm": "target", "boundary_sg_norm": "synthetic"})
     fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 6.4), squeeze=False, sharex="col")
     for col, panel in enumerate(panels):
         top, bottom = axes[0][col], axes[1][col]
         sns.lineplot(norms[norms["panel"] == panel], x="timestep", y="norm", hue="method", palette=palette,
-                     style="gradient", style_order=["true", "synthetic"], errorbar=t_interval, ax=top)
+                     style="gradient", style_order=["target", "synthetic"], errorbar=t_interval, ax=top)
         top.set_yscale("log")
         top.set_title(panel)
         top.set_ylabel("gradient norm at boundary (L2)")
-        cos = data[(data["panel"] == panel)].dropna(subset=["boundary_cosine"])
+        cos = data[(data["panel"] == panel)].dropna(subset=["boundary_target_cosine"])
         if cos.empty:
             bottom.text(0.5, 0.5, "no synthetic gradient (BPTT only)", ha="center", transform=bottom.transAxes)
         else:
-            sns.lineplot(cos, x="timestep", y="boundary_cosine", hue="method", errorbar=t_interval, ax=bottom,
+            sns.lineplot(cos, x="timestep", y="boundary_target_cosine", hue="method", errorbar=t_interval, ax=bottom,
                          palette={m: c for m, c in palette.items() if m in set(cos["method"])})
         bottom.axhline(0, color="0.5", lw=0.8)
-        bottom.set_ylabel("cosine(SG, true gradient)")
+        bottom.set_ylabel("cosine(SG, its target)")
         bottom.set_xlabel("stream time steps")
     in_thousands(axes)
     fig.suptitle(f"{title} (tier {tier})", y=1.01)
     fig.tight_layout()
     footnote(fig, *rnn_context(runs, tier), seeds_text(runs, ["task", "method", "T"]), BAND,
-             "true: gradient arriving at the window's last state from the next window; synthetic: the SG applied there")
+             "target: what the SG is regressed towards at a window boundary (bptt: the gradient truncation drops there); "
+             "synthetic: the SG there")
     save(fig, stem)
 
 

@@ -1,181 +1,285 @@
-"""RNN replication runs ([DNI] Sec. 3.1): copy / repeat copy with truncated BPTT, DNI, DNI+Aux.
+"""RNN replication runs ([DNI] Sec. 3.1): copy / repeat copy with truncated BPTT, DNI, DNI+Aux, BP(λ).
 
-An LSTM reads B continuous streams of episodes (sgbench.tasks), T steps per update, its
-state carried across windows. Per method, at the end of each window:
+An LSTM reads B continuous streams of episodes (sgbench.tasks), T steps per update, its state
+carried across windows. Per method, at the end of each window:
 
 * bptt: the state is cut (detached); the gradient of future losses is lost.
-* dni: a DNI boundary (sgbench.dni, the same one the feed-forward nets use) predicts the
-  gradient of all future losses w.r.t. the state [h; c] and injects it there, in the same
-  backward pass as the window's own loss. Its target is what arrives at that state during
-  the *next* window's backward: the true gradient of the next window's losses plus the
-  next boundary's synthetic gradient carried back through the next window — the
-  bootstrapped target of [DNI].
-* dni_aux: dni, and the LSTM also predicts, from its output at the window's first step,
-  the synthetic gradient that will be injected at the window's end (T - 1 steps later,
-  the furthest ahead a prediction inside the window can look): [DNI]'s auxiliary task.
+* dni: the SG model predicts the per-example gradient of all future losses w.r.t. the state
+  [h; c]; `sg_scale` times it is injected there in the same backward pass as the window's own
+  loss. The SG at a window's start state is regressed towards the bootstrapped target of [DNI]:
+  the gradient of this window's losses plus `sg_discount` times the SG at its end carried back
+  through it (g + γ Jᵀ SG). Injection scale and discount are separate settings: the SG learns a
+  γ-discounted future gradient whatever it is scaled by when injected.
+* dni_aux: dni, and the LSTM also predicts, from its output at the window's first step, the
+  synthetic gradient injected at the window's end ([DNI]'s auxiliary task).
+* dni_bpl: dni with the SG trained by BP(λ) (sgbench.dni.BPLambda): towards the λ-return over the
+  next `bpl_horizon` windows (λ = 0 is dni's target).
 
-A run measures, per window boundary, the norm of the gradient arriving there from the
-next window, the norm of the synthetic gradient injected there, and their cosine: the
-numbers that say whether the future gradient truncation discards is negligible.
-With `probe_every` = n > 0 (dni / dni_aux), every n time steps the SG fidelity probe
-(sgbench.fidelity.rnn_fidelity) also compares the SG at a boundary of a fixed probe stream with
-the exact gradient of the next `probe_horizon` windows' losses (one untruncated unroll).
+Per window boundary a run measures the SG's training target, the SG there and their cosine; for
+bptt the gradient truncation drops there. With `probe_every` > 0, SG runs also compare the SG on a
+fixed probe stream with the exact future gradient (sgbench.families.rnn.signal). Every run ends with
+the signal measurement: how well the best linear SG could predict the exact future gradient.
 
-A killed run leaves no metrics.json; rerunning starts it afresh (runs are short, and the
-recurrent state crossing a boundary cannot be checkpointed without changing the numbers).
+The run checkpoints at every logged point (model, optimizer, carried state, stream generators,
+curriculum, curves) and a rerun resumes from it bit-exactly. A non-finite loss stops the run as
+`diverged`, with a valid metrics.json.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ... import runtime
-from ...fidelity import rnn_fidelity
 from ...nets import SequenceNet
 from ...tasks import Curriculum, EpisodeStream, Task, bits, window_errors
-from .config import RNNConfig
+from .config import NON_RESULT_FIELDS, RNNConfig
+from .signal import SIGNAL_KEYS, linear_sg_signal, sg_probe
 
 log = logging.getLogger(__name__)
+CURVES = ("timestep", "bits_per_output_step", "bits_per_sequence", "length", "boundary_target_norm",
+          "boundary_sg_norm", "boundary_target_cosine", "elapsed_s")
+PROBE_CURVES = ("probe_timestep", "probe_cosine_exact", "probe_cosine_discounted", "probe_norm_ratio_exact")
 
 
-def train_window(model: SequenceNet, opt, state: torch.Tensor, x, y, mask, aux_weight: float = 1.0):
-    """One update on one window. Returns (per-step errors [T, B] in nats, the next window's
-    initial state, the synthetic gradient injected at this window's end (per example) or None).
-
-    The loss is the batch mean of the summed errors, so per example it is the sum over all
-    steps: the SG target is the gradient of *all* future losses, undiscounted.
-    """
-    opt.zero_grad(set_to_none=True)
-    logits, out, end = model(x, state)
-    errors = window_errors(logits, y, mask)
-    loss = errors.sum() / x.shape[1]
-    if model.boundary is None:  # truncated BPTT; the leaf lets us measure what truncation drops
-        loss.backward()
-        opt.step()
-        return errors.detach(), end.detach().requires_grad_(), None
-    next_state, injected = model.boundary.split(end)
-    sg = injected * x.shape[1]  # per-example synthetic gradient, as injected
-    if model.aux_head is not None:
-        loss = loss + aux_weight * F.mse_loss(model.aux_head(out[0]), sg)
-    torch.autograd.backward([loss, end], [None, injected])  # one pass: window loss + SG at its end
-    next_state.retain_grad()  # the gradient the next window sends back: the SG's target
-    opt.step()
-    return errors.detach(), next_state, sg
+class RunInterrupted(RuntimeError):
+    """Raised by the `_stop_after` test hook, as a kill would stop a run (its checkpoint is written)."""
 
 
-def boundary_stats(state: torch.Tensor, sg: torch.Tensor | None):
-    """(norm of the gradient that arrived at a window's initial state, norm of the SG injected
-    there, their cosine), per example and averaged over the batch. Gradients per example."""
-    if state.grad is None:
-        return None
-    arrived = state.grad * state.shape[0]
-    stats = [arrived.norm(dim=1).mean()]
-    if sg is not None:
-        stats += [sg.norm(dim=1).mean(), F.cosine_similarity(sg, arrived, dim=1, eps=1e-12).mean()]
-    return torch.stack(stats)
+class WindowTrainer:
+    """One update per window, and what crosses windows: the carried state and (dni_bpl) the windows
+    the λ-return still needs. `state_dict` holds all of it, for resuming."""
+
+    def __init__(self, model: SequenceNet, opt, cfg, device, errors_fn=None):
+        # cfg: any run config with method, batch_size, clip, sg_* , aux_weight and bpl_* fields (rnn, charlm).
+        # errors_fn(logits, y, mask) -> per-step losses [T, B] in nats (default: the copy tasks' bits loss).
+        self.model, self.opt, self.cfg = model, opt, cfg
+        self.errors_fn = errors_fn or window_errors
+        self.rule = None if model.boundary is None else model.boundary.rule  # BPLambda (sgbench.nets.SequenceNet)
+        self.state = model.initial_state(cfg.batch_size, device)
+        self.history: collections.deque = collections.deque()
+        self.last_target: torch.Tensor | None = None  # the latest SG target (per example): logging, tests
+
+    def window_loss(self, start, window):
+        """(batch-summed loss of a window run from `start`, its end state)."""
+        x, y, mask = window
+        logits, _, end = self.model(x, start)
+        return self.errors_fn(logits, y, mask).sum(), end
+
+    def step(self, x, y, mask):
+        """Train on one window. Returns (errors [T, B] in nats, boundary stats [3] or [1])."""
+        model, cfg, batch = self.model, self.cfg, x.shape[1]
+        self.opt.zero_grad(set_to_none=True)
+        start = self.state.detach().requires_grad_()
+        logits, out, end = model(x, start)
+        errors = self.errors_fn(logits, y, mask)
+        loss_sum = errors.sum()
+        if self.rule is None:  # truncated BPTT; the leaf measures what truncation drops
+            (loss_sum / batch).backward()
+            stats = (start.grad * batch).norm(dim=1).mean().reshape(1)  # per example, as the SG's targets
+        else:
+            sg_end = model.synthetic_gradient(end).detach()
+            objective, stats = self._sg_objective(start, end, loss_sum, out, sg_end, (x, y, mask))
+            torch.autograd.backward([objective, end], [None, cfg.sg_scale * sg_end / batch])
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        self.opt.step()
+        self.state = end.detach()
+        return errors.detach(), stats
+
+    def _sg_objective(self, start, end, loss_sum, out, sg_end, window):
+        """The window's loss (batch mean), the aux loss, and the SG loss of the boundary whose target is
+        known now; with the boundary stats (target norm, SG norm, cosine)."""
+        cfg, batch = self.cfg, start.shape[0]
+        objective = loss_sum / batch
+        if self.model.aux_head is not None:
+            objective = objective + cfg.aux_weight * F.mse_loss(self.model.aux_head(out[0]), cfg.sg_scale * sg_end)
+        if self.rule.horizon == 1:  # the bootstrapped target from this window's own graph: g + γ Jᵀ SG(end)
+            (target,) = torch.autograd.grad([loss_sum, end], [start],
+                                            [torch.ones_like(loss_sum), self.rule.discount * sg_end],
+                                            retain_graph=True)
+            boundary = start.detach()
+        else:
+            self.history.append((start.detach(), *(t.detach() for t in window)))
+            if len(self.history) < self.rule.horizon:
+                return objective, torch.full((3,), math.nan, device=start.device)
+            boundary, *_ = self.history[0]
+            target = self.rule.lambda_return(self.window_loss, self.model.synthetic_gradient, boundary,
+                                             [w[1:] for w in self.history])
+            self.history.popleft()
+        sg = self.model.synthetic_gradient(boundary)
+        self.last_target = target
+        stats = torch.stack([target.norm(dim=1).mean(), sg.detach().norm(dim=1).mean(),
+                             F.cosine_similarity(sg.detach(), target, dim=1, eps=1e-12).mean()])
+        return objective + self.cfg.sg_loss_weight * self.rule.loss(sg, target)[0], stats
+
+    def state_dict(self) -> dict:
+        return {"state": self.state, "history": list(self.history)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.state, self.history = d["state"], collections.deque(d["history"])
 
 
-def train_rnn(config: RNNConfig, out_dir) -> dict:
-    """Train one RNN run; returns the metrics dict also written to out_dir/metrics.json."""
+def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> dict:
+    """Train one RNN run; returns the metrics dict also written to out_dir/metrics.json.
+    `_stop_after` (tests only) stops after the checkpoint at that time step, as a kill would."""
     t_start = time.perf_counter()
     cfg = config.resolved()
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
-
-    task = Task(cfg.task, cfg.repeat_norm)
-    stream = EpisodeStream(task, cfg.batch_size, cfg.seed)
+    task = Task(cfg.task, cfg.layout, cfg.schedule, cfg.repeat_norm)
+    stream = EpisodeStream(task, cfg.batch_size, cfg.seed, device, cfg.streams == "desync")
     curriculum = Curriculum(cfg.threshold, cfg.curriculum_window)
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    trace = [dict(timestep=0, **task.level(0))]
-    curves = {k: [] for k in ("timestep", "bits_per_output_step", "bits_per_sequence", "length",
-                              "boundary_true_grad_norm", "boundary_sg_norm", "boundary_cosine", "elapsed_s")}
-    if cfg.probe_every:
-        curves |= {k: [] for k in ("probe_timestep", "probe_cosine", "probe_rel_error", "probe_norm_ratio")}
-    log_every = max(cfg.T, cfg.timesteps // cfg.log_points)
-    log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams", cfg.task, cfg.method, cfg.T,
-             cfg.seed, device, cfg.timesteps, cfg.batch_size)
+    trainer = WindowTrainer(model, opt, cfg, device)
+    run = {"timestep": 0, "train_time": 0.0, "wall_before": 0.0, "diverged": None, "resumed": False,
+           "curriculum": [dict(timestep=0, **task.level(1))],
+           "curves": {k: [] for k in CURVES + (PROBE_CURVES if cfg.probe_every else ())}}
+    ckpt_path = out_dir / "checkpoint.pt"
+    stateful = {"model": model, "opt": opt, "stream": stream, "curriculum": curriculum, "trainer": trainer}
+    if _resume(ckpt_path, cfg, device, stateful, run):
+        run["resumed"] = True
+    log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams (%s layout, %s lengths)", cfg.task,
+             cfg.method, cfg.T, cfg.seed, device, cfg.timesteps, cfg.batch_size, cfg.layout, cfg.schedule)
+    _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, stateful, _stop_after, t_start)
 
-    state, sg = model.initial_state(cfg.batch_size, device), None
-    acc = _Interval(device, with_sg=model.boundary is not None)
-    timestep, train_time, next_log, last_print = 0, 0.0, log_every, time.perf_counter()
-    while timestep < cfg.timesteps:
+    signal = (dict.fromkeys(SIGNAL_KEYS) if run["diverged"]  # the parameters are not finite any more
+              else linear_sg_signal(model, task, curriculum.level, cfg, device))
+    wall = run["wall_before"] + time.perf_counter() - t_start  # every attempt's wall time
+    metrics = _metrics(cfg, task, model, curriculum, run, meta, signal, wall)
+    runtime.validate(metrics, "rnn_metrics")
+    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
+    ckpt_path.unlink(missing_ok=True)
+    log.info("%s: largest length solved %d -> %s", metrics["status"], metrics["final"]["largest_length_solved"],
+             out_dir / "metrics.json")
+    return metrics
+
+
+def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, stateful, stop_after, t_start):
+    log_every = max(cfg.T, cfg.timesteps // cfg.log_points)
+    acc = _Interval(device)
+    next_log = (run["timestep"] // log_every + 1) * log_every
+    last_print = time.perf_counter()
+    while run["timestep"] < cfg.timesteps:
         t0 = time.perf_counter()
-        x, y, mask = (t.to(device) for t in stream.window(cfg.T, curriculum.level))
-        errors, next_state, next_sg = train_window(model, opt, state, x, y, mask, cfg.aux_weight)
-        acc.add_boundary(boundary_stats(state, sg))  # the previous boundary's target has now arrived
-        state, sg = next_state, next_sg
+        x, y, mask = stream.window(cfg.T, curriculum.level)
+        errors, stats = trainer.step(x, y, mask)
         errors = bits(errors)
-        acc.add_window(errors.sum(), mask.sum())
+        total = errors.sum()
+        if not math.isfinite(float(total)):
+            run["diverged"] = {"step": run["timestep"] + cfg.T, "last_finite": _last_finite(run["curves"])}
+            log.warning("non-finite loss at time step %d: stopping (diverged)", run["diverged"]["step"])
+            break
+        acc.add(total, mask.sum(), stats)
         for level, seq_bits in stream.finish_window(errors):
             curriculum.record(level, seq_bits)
             acc.add_sequence(level == curriculum.level, seq_bits)
+        run["timestep"] += cfg.T
         if curriculum.maybe_advance():
-            trace.append(dict(timestep=timestep + cfg.T, **task.level(curriculum.level)))
-            log.info("passed length %d at time step %d", task.level(curriculum.solved)["length"], timestep + cfg.T)
-        timestep += cfg.T
-        train_time += time.perf_counter() - t0
+            run["curriculum"].append(dict(timestep=run["timestep"], **task.level(curriculum.level)))
+            log.info("passed length %d at time step %d", task.level(curriculum.solved)["length"], run["timestep"])
+        run["train_time"] += time.perf_counter() - t0
+        timestep = run["timestep"]
         if cfg.probe_every and (timestep // cfg.probe_every > (timestep - cfg.T) // cfg.probe_every
                                 or timestep >= cfg.timesteps):
-            probe = rnn_fidelity(model, task, curriculum.level, cfg.T, cfg.probe_horizon, cfg.batch_size,
-                                 cfg.seed, device)
-            curves["probe_timestep"].append(timestep)
+            probe = sg_probe(trainer.model, task, curriculum.level, cfg, device)
+            run["curves"]["probe_timestep"].append(timestep)
             for k, v in probe.items():
-                curves[f"probe_{k}"].append(v)
+                run["curves"][f"probe_{k}"].append(v)
         if timestep >= next_log or timestep >= cfg.timesteps:
-            acc.flush_into(curves, timestep, task.level(curriculum.level)["length"], train_time)
+            acc.flush_into(run["curves"], timestep, task.level(curriculum.level)["length"], run["train_time"])
             next_log += log_every
+            wall = run["wall_before"] + time.perf_counter() - t_start
+            runtime.atomic_torch_save(ckpt_path, {"config": _result_config(cfg), "run": {**run, "wall_before": wall},
+                                                  **{k: obj.state_dict() for k, obj in stateful.items()}})
+            if stop_after is not None and timestep >= stop_after:
+                raise RunInterrupted(f"stopped after time step {timestep} (test hook)")
         if time.perf_counter() - last_print > 30 or timestep >= cfg.timesteps:
-            _log_progress(timestep, cfg.timesteps, train_time, curves)
+            _log_progress(timestep, cfg.timesteps, run["train_time"], run["curves"])
             last_print = time.perf_counter()
 
-    solved = task.level(curriculum.solved) if curriculum.solved >= 0 else {"N": 0, "R": None, "length": 0}
+
+def _result_config(cfg: RNNConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
+
+
+def _resume(ckpt_path: Path, cfg: RNNConfig, device, stateful: dict, run: dict) -> bool:
+    """Load every stateful piece and the run's progress from a checkpoint of the same config, if any."""
+    if not ckpt_path.exists():
+        return False
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    except Exception as e:  # e.g. written by an incompatible sgbench version
+        log.warning("cannot read %s (%s): starting afresh", ckpt_path, e)
+        return False
+    if ckpt["config"] != _result_config(cfg):
+        log.warning("%s was made with another config: starting afresh", ckpt_path)
+        return False
+    for name, obj in stateful.items():
+        obj.load_state_dict(ckpt[name])
+    run.update(ckpt["run"])
+    log.info("resuming from %s at time step %d", ckpt_path, run["timestep"])
+    return True
+
+
+def _last_finite(curves: dict) -> dict:
+    keys = ("bits_per_output_step", "bits_per_sequence", "length")
+    return {k: curves[k][-1] for k in keys if curves[k]} if curves["timestep"] else {}
+
+
+def _metrics(cfg, task, model, curriculum, run, meta, signal, wall) -> dict:
+    # nothing solved: length 0, and N 0 where levels fix N (None where each episode draws its own)
+    none = {"N": None if task.level(1)["N"] is None else 0, "R": None, "length": 0}
+    solved = task.level(curriculum.solved) if curriculum.solved else none
+    train_time = run["train_time"]
     metrics = {
         "schema": "sgbench.rnn_metrics/1",
-        "status": "complete",
+        "status": "diverged" if run["diverged"] else "completed",
         "experiment": "rnn",
         "tier": cfg.tier,
         "config": dataclasses.asdict(cfg),
+        "task": {"layout": task.layout, "schedule": task.schedule, "in_dim": task.in_dim, "out_dim": task.out_dim},
         "model": {"parameters": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("boundary")),
                   "sg_parameters": sum(p.numel() for p in model.boundary.parameters()) if model.boundary else 0},
-        "curves": curves,
-        "curriculum": trace,
+        "curves": run["curves"],
+        "curriculum": run["curriculum"],
         "final": {"largest_length_solved": solved["length"], "N_solved": solved["N"], "R_solved": solved["R"],
-                  "bits_per_sequence": curriculum.mean_error()},
-        "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
-                   "timesteps_per_s": round(timestep / train_time, 3) if train_time > 0 else None},
-        "meta": meta,
+                  "bits_per_sequence": curriculum.mean_error(), **signal},
+        "timing": {"wall_time_s": round(wall, 3),
+                   "train_time_s": round(train_time, 3),
+                   "timesteps_per_s": round(run["timestep"] / train_time, 3) if train_time > 0 else None},
+        "meta": {**meta, "resumed": run["resumed"]},
     }
-    runtime.validate(metrics, "rnn_metrics")
-    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
-    log.info("done: largest length solved %d -> %s", solved["length"], out_dir / "metrics.json")
+    if run["diverged"]:
+        metrics["diverged"] = run["diverged"]
     return metrics
 
 
 class _Interval:
     """Sums over one logging interval, kept on the device so logging does not sync every window."""
 
-    def __init__(self, device, with_sg: bool):
-        self.device, self.with_sg = device, with_sg
+    def __init__(self, device):
+        self.device = device
         self.reset()
 
     def reset(self):
         self.bits = torch.zeros((), device=self.device)
         self.outputs = torch.zeros((), device=self.device)
         self.grad = torch.zeros(3, device=self.device)
-        self.n_grad, self.seq = 0, []
+        self.n_grad, self.seq = torch.zeros(3, device=self.device), []
 
-    def add_window(self, bits_sum, n_outputs):
+    def add(self, bits_sum, n_outputs, stats):
         self.bits += bits_sum
         self.outputs += n_outputs
-
-    def add_boundary(self, stats):
-        if stats is not None:
-            self.grad[:len(stats)] += stats
-            self.n_grad += 1
+        ok = torch.isfinite(stats)  # a BP(λ) boundary whose target is not known yet is NaN
+        self.grad[:len(stats)] += torch.where(ok, stats, 0.0)
+        self.n_grad[:len(stats)] += ok
 
     def add_sequence(self, at_current_level: bool, seq_bits: float):
         if at_current_level:
@@ -183,15 +287,14 @@ class _Interval:
 
     def flush_into(self, curves, timestep, length, train_time):
         n_out = float(self.outputs)
-        grad = (self.grad / self.n_grad).tolist() if self.n_grad else [None] * 3
-        has_sg = self.with_sg and self.n_grad > 0
+        grad = [float(g / n) if n > 0 else None for g, n in zip(self.grad, self.n_grad)]
         curves["timestep"].append(timestep)
         curves["bits_per_output_step"].append(float(self.bits) / n_out if n_out else None)
         curves["bits_per_sequence"].append(sum(self.seq) / len(self.seq) if self.seq else None)
         curves["length"].append(length)
-        curves["boundary_true_grad_norm"].append(grad[0])
-        curves["boundary_sg_norm"].append(grad[1] if has_sg else None)
-        curves["boundary_cosine"].append(grad[2] if has_sg else None)
+        curves["boundary_target_norm"].append(grad[0])
+        curves["boundary_sg_norm"].append(grad[1])
+        curves["boundary_target_cosine"].append(grad[2])
         curves["elapsed_s"].append(round(train_time, 3))
         self.reset()
 

@@ -1,5 +1,6 @@
 """RNN tables: largest sequence length solved by task, method and truncation T, with where the
-boundary gradients ended up (true vs synthetic norm, cosine)."""
+boundary gradients ended up (the SG's training target vs the SG: norms, cosine) and how much signal
+the future gradient carries (the signal measurement: sgbench.families.rnn.signal)."""
 from __future__ import annotations
 
 import math
@@ -15,8 +16,8 @@ from ...analysis.tables import (
     late_mean,
     pivot_markdown,
     read_metrics,
-    run_status,
     refuse_duplicates,
+    run_status,
     where,
     write_csv,
     write_text,
@@ -25,31 +26,51 @@ from ...catalog import RNN_METHODS
 from .. import get
 
 RNN_CELL = ["task", "T"]
-RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "timesteps", "batch_size", "largest_length_solved",
-               "N_solved", "R_solved", "bits_per_sequence", "levels_reached", "late_true_grad_norm",
-               "late_sg_norm", "late_cosine", "late_norm_ratio", "timesteps_per_s", "train_time_s",
-               "device", "hardware", "threads", "git_commit", "status", "path"]
+RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "status", "layout", "schedule", "timesteps", "batch_size",
+               "hidden_size", "largest_length_solved", "N_solved", "R_solved", "bits_per_sequence", "levels_reached",
+               "lag_solved", "late_target_norm", "late_sg_norm", "late_cosine", "late_norm_ratio", "late_probe_cosine_exact",
+               "late_probe_cosine_discounted", "signal_linear_cosine", "signal_sg_cosine", "timesteps_per_s",
+               "train_time_s", "device", "hardware", "threads", "git_commit", "path"]
 CURVE_COLUMNS = ["task", "method", "T", "seed", "timestep", "bits_per_output_step", "bits_per_sequence", "length",
-                 "boundary_true_grad_norm", "boundary_sg_norm", "boundary_cosine", "elapsed_s"]
+                 "boundary_target_norm", "boundary_sg_norm", "boundary_target_cosine", "elapsed_s"]
+# The per-run SG signal columns the signal table summarises (issue #14, defect 4).
+SIGNAL_COLUMNS = ("late_cosine", "late_probe_cosine_exact", "signal_sg_cosine", "signal_linear_cosine")
 RUN_KEYS = CURVE_COLUMNS[:4]
 OUTPUTS = get("rnn").outputs  # file names: the registry (sgbench/families/__init__.py)
 
 
 def run_row(path, m: dict) -> dict:
-    """What an RNN run was, the curriculum it reached, and where its boundary gradients ended up
-    (late means of the true and synthetic norms and their cosine; NaN for BPTT, which has no SG)."""
+    """What an RNN run was, the curriculum it reached, where its boundary gradients ended up (late means
+    of the SG's target and SG norms and their cosine; NaN for BPTT, which has no SG) and the signal
+    measurement. A diverged run is a result of its method (status column), not a dropped seed."""
     c, f, curves = m["config"], m["final"], m["curves"]
-    true_norm = late_mean(curves.get("boundary_true_grad_norm", []))
+    target_norm = late_mean(curves.get("boundary_target_norm", []))
     sg_norm = late_mean(curves.get("boundary_sg_norm", []))
+    nan = lambda v: math.nan if v is None else v
     return {"task": c["task"], "method": c["method"], "T": c["T"], "seed": c["seed"], "tier": m["tier"],
-            "timesteps": c["timesteps"], "batch_size": c.get("batch_size"),
+            "status": run_status(m), "layout": c["layout"], "schedule": c["schedule"], "timesteps": c["timesteps"],
+            "batch_size": c.get("batch_size"), "hidden_size": c.get("hidden_size"),
             "largest_length_solved": f["largest_length_solved"], "N_solved": f["N_solved"],
             "R_solved": f.get("R_solved"), "bits_per_sequence": f.get("bits_per_sequence"),
-            "levels_reached": len(m["curriculum"]), "late_true_grad_norm": true_norm, "late_sg_norm": sg_norm,
-            "late_cosine": late_mean(curves.get("boundary_cosine", [])),
-            "late_norm_ratio": sg_norm / true_norm if true_norm > 0 else math.nan,
+            "levels_reached": len(m["curriculum"]), "late_target_norm": target_norm, "late_sg_norm": sg_norm,
+            "lag_solved": lag_solved(c, f),
+            "late_cosine": late_mean(curves.get("boundary_target_cosine", [])),
+            "late_norm_ratio": sg_norm / target_norm if target_norm > 0 else math.nan,
+            "late_probe_cosine_exact": late_mean(curves.get("probe_cosine_exact", [])),
+            "late_probe_cosine_discounted": late_mean(curves.get("probe_cosine_discounted", [])),
+            "signal_linear_cosine": nan(f.get("signal_linear_cosine")), "signal_sg_cosine": nan(f.get("signal_sg_cosine")),
             "timesteps_per_s": m["timing"]["timesteps_per_s"], "train_time_s": m["timing"]["train_time_s"],
-            **where(m["meta"]), "status": run_status(m), "path": str(path)}
+            **where(m["meta"]), "path": str(path)}
+
+
+def lag_solved(config: dict, final: dict) -> float:
+    """Copy: the longest dependency (transitions from reading a vector to the step it is due) solved:
+    N under the paper layout, N + 1 under the legacy one (sgbench.tasks); 0 if nothing was solved.
+    NaN for repeat copy (its lengths count output vectors, not one lag)."""
+    if config["task"] != "copy":
+        return math.nan
+    n = final["N_solved"] or 0
+    return n + (1 if config["layout"] == "legacy" and n else 0)
 
 
 def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -76,11 +97,44 @@ def rnn_markdown(rnn_runs: pd.DataFrame, tier: str) -> str:
     tasks = ", ".join(f"{t} (generated)" for t in sorted(rnn_runs["task"].unique()))
     stats = rnn_stats(rnn_runs)
     return (title + context_lines(rnn_runs, tier, "timesteps", "stream time steps", tasks)
-            + "\nLength: copy N vectors, repeat copy N × R; 0 = no curriculum level solved. "
+            + "\n" + setup_text(rnn_runs) + " 0 = no curriculum level solved. "
             "T: gradients truncated every T time steps.\n\n"
             + pivot_markdown(stats, ["task", "method"], "T", sorted(stats["T"].unique()), lambda t: f"T = {t}", 1,
                              methods=RNN_METHODS)
             + "\n")
+
+
+def setup_text(runs: pd.DataFrame) -> str:
+    """Which task layout and length schedule the numbers use (sgbench.tasks), and any diverged runs."""
+    setups = ", ".join(f"{lay} layout with {sch} lengths" for lay, sch in
+                       runs[["layout", "schedule"]].drop_duplicates().itertuples(index=False))
+    diverged = runs[runs["status"] == "diverged"]
+    return (f"Task set-up: {setups} (paper layout: the first output is due on the delimiter step, lag N; "
+            "upto: each episode's length drawn from 1..level; see sgbench/tasks.py). Length: copy N vectors, "
+            "repeat copy N × R output vectors."
+            + (f" Diverged runs (counted as results of their method): {len(diverged)}." if len(diverged) else ""))
+
+
+def signal_markdown(runs: pd.DataFrame, tier: str) -> str:
+    """Per task, T and method: how the SG relates to its target (late_cosine) and to the exact future
+    gradient, and how
+    well the best linear SG could do (held out): the direct measure of whether the future gradient is
+    negligible or predictable."""
+    title = "# RNN: synthetic-gradient signal per run (late means; held-out cosines at the end)\n\n"
+    if runs.empty:
+        return title + f"Tier **{tier}**: {NOT_RUN}.\n"
+    parts = [title, context_lines(runs, tier, "timesteps", "stream time steps",
+                                  ", ".join(f"{t} (generated)" for t in sorted(runs["task"].unique()))), "\n\n",
+             ("Columns: late cosine of the SG with its training target; with the exact future gradient of the next "
+              "probe_horizon windows (probe, runs with probe_every > 0); the run's SG and the best linear SG on "
+              "[h; c] (ridge, fitted on other streams) against the exact discounted future gradient, held out.\n\n")]
+    for column in SIGNAL_COLUMNS:
+        stats = group_stats(runs, ["task", "method", "T"], column).dropna(subset=["mean"])
+        if stats.empty:
+            continue
+        parts += [f"## {column}\n\n", pivot_markdown(stats, ["task", "method"], "T", sorted(stats["T"].unique()),
+                                                     lambda t: f"T = {t}", 2, methods=RNN_METHODS), "\n\n"]
+    return "".join(parts)
 
 
 def aggregate(paths, tier: str, out_dir: Path) -> pd.DataFrame:
@@ -92,4 +146,5 @@ def aggregate(paths, tier: str, out_dir: Path) -> pd.DataFrame:
     write_csv(out["curves"], curves)
     write_csv(out["csv"], rnn_stats(runs))
     write_text(out["md"], rnn_markdown(runs, tier))
+    write_text(out["signal_md"], signal_markdown(runs, tier))
     return runs
