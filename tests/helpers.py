@@ -31,6 +31,20 @@ def write_learnable_mnist(root: Path, n_train: int = 512, n_test: int = 200, see
     return root
 
 
+def write_tiny_corpus(root: Path, name: str = "shakespeare-gutenberg", works: int = 12, seed: int = 0) -> Path:
+    """A generated stand-in for a text corpus in the offline tarball's layout (a folder of <work>_gut.txt
+    files plus metadata.txt) under root/<name>/: words from a small alphabet, so a char-LM can learn."""
+    rng = np.random.default_rng(seed)
+    words = ["".join(rng.choice(list("etaoinshrdlu"), rng.integers(2, 7))) for _ in range(60)]
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metadata.txt").write_text("generated test corpus\n")
+    for w in range(works):
+        lines = [" ".join(rng.choice(words, 8)).capitalize() + "." for _ in range(40)]
+        (folder / f"work_{w:02d}_gut.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def tiny_ff_config(data_root, **kw):
     """A feed-forward run on the tiny MNIST fixture that takes a second: FCN-2 DNI, 40 iterations, small SGs."""
     from sgbench.families.feedforward.config import FFConfig

@@ -4,6 +4,7 @@ import tarfile
 
 import pytest
 import torch
+from helpers import write_tiny_corpus
 
 from sgbench.corpus import CorpusError, load_corpus, split_works
 
@@ -108,7 +109,9 @@ def test_a_bad_corpus_is_one_clear_error(tmp_path, make, message):
     assert "Pass a .tar.gz of text files" in str(e.value) or "ptb" in str(e.value)
 
 
-def test_the_shipped_sonnets_need_no_data_root(tmp_path):
-    c = load_corpus("shakespeare-sonnets", tmp_path)  # an empty data root: found in the package
-    assert c.name == "shakespeare-sonnets" and "Shall I compare thee" in c.train + c.valid + c.test
-    assert len(c.valid) > 1000 and len(c.test) > 1000
+def test_a_corpus_name_is_looked_up_in_the_data_root(tmp_path):
+    write_tiny_corpus(tmp_path)
+    c = load_corpus("shakespeare-gutenberg", tmp_path)  # the folder <data root>/<name>/, split by work
+    assert c.name == "shakespeare-gutenberg" and len(c.works["valid"]) == 1 and len(c.works["test"]) == 1
+    with pytest.raises(CorpusError, match="not found"):
+        load_corpus("shakespeare-sonnets", tmp_path)  # nothing ships with sgbench

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import write_learnable_mnist
+from helpers import write_learnable_mnist, write_tiny_corpus
 
 from sgbench.families import FAMILIES
 
@@ -124,7 +124,7 @@ def test_slurm_profile_gives_training_jobs_the_tiers_gpus(tmp_path, tier, gpus):
 
 def test_smoke_tier_runs_end_to_end(tmp_path):
     """Every family, table, figure and the report; then the Snakemake HTML report of the same run."""
-    data = write_learnable_mnist(tmp_path / "data")
+    data = write_tiny_corpus(write_learnable_mnist(tmp_path / "data"))
     env = dict(os.environ, SGBENCH_DATA=str(data), SGBENCH_CACHE=str(tmp_path / "cache"))
     out = snakemake("--cores", "2", "--directory", str(tmp_path), "--config", "tier=smoke", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -139,7 +139,7 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
     unlock = pd.read_csv(results / "tables" / "smoke" / "unlock.csv")
     assert {"unlock", "cunlock"} <= set(unlock["method"]) and set(unlock["update_prob"]) == {0.5, 1.0}
     assert len(pd.read_csv(results / "tables" / "smoke" / "rnn_runs.csv")) == 3
-    assert set(pd.read_csv(results / "tables" / "smoke" / "charlm_runs.csv")["corpus"]) == {"shakespeare-sonnets"}
+    assert set(pd.read_csv(results / "tables" / "smoke" / "charlm_runs.csv")["corpus"]) == {"shakespeare-gutenberg"}
     for family in FAMILIES:
         for name in family.figures:
             for suffix in (".png", ".pdf"):
