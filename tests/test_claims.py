@@ -280,3 +280,49 @@ def test_the_choice_is_written_into_the_tier_file_keeping_its_comments():
     assert yaml.safe_load(out)["lr_selection"]["chosen"] == 3e-4 and "# select-lr" in out and "# the grid" in out
     with pytest.raises(ValueError, match="chosen"):
         write_chosen("lr_selection:\n  grid: [1.0]\n", 1.0)
+
+
+def test_select_lr_trains_backprop_on_the_grid_and_records_the_choice(tmp_path):
+    """`sgbench select-lr`: one backprop run per rate at the tier's budget, the lowest mean validation error
+    wins, the runs and the choice are recorded and the tier file's `chosen` is set (comments kept); the
+    tier's feed-forward grids then take that rate, a grid with its own lr keeps it."""
+    import yaml
+    from helpers import write_learnable_mnist
+    from sgbench import cli
+    from sgbench.families import grid
+
+    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
+    tiers = tmp_path / "tiers"
+    tiers.mkdir()
+    (tiers / "smoke.yaml").write_text(
+        "description: t\n# the protocol\nlr_selection:\n  grid: [1.0e-5, 3.0e-3]\n  dataset: mnist\n  arch: fcn\n"
+        "  layers: [2]\n  seed: [0]\n  iterations: 20\n  settings: {batch_size: 32, eval_every: 10}\n"
+        "  chosen: null  # written by select-lr\nfeedforward:\n"
+        "  - {dataset: [mnist], arch: [fcn], layers: [2], method: [dni], seed: [0], iterations: 20}\n"
+        "  - {dataset: [mnist], arch: [fcn], layers: [3], method: [dni], seed: [0], iterations: 20, settings: {lr: 0.5}}\n")
+    out = tmp_path / "selection"
+    assert cli.main(["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out),
+                     "--data-root", str(root)]) == 0
+    runs = pd.read_csv(out / "smoke" / "selection_runs.csv")
+    assert sorted(runs["lr"]) == [1e-5, 3e-3] and runs["val_error"].notna().all()
+    best = runs.loc[runs["val_error"].idxmin(), "lr"]
+    tier = yaml.safe_load((tiers / "smoke.yaml").read_text())
+    assert tier["lr_selection"]["chosen"] == best == 3e-3       # 20 steps at 1e-5 barely move the net
+    assert "# written by select-lr" in (tiers / "smoke.yaml").read_text()
+    assert "chosen: **lr = 0.003**" in (out / "smoke" / "selection.md").read_text().replace("Chosen", "chosen")
+    assert len(list((out / "smoke" / "runs").glob("*/metrics.json"))) == 2
+    lrs = sorted(c.lr for c in grid.expand(tier, "smoke")["feedforward"].values())
+    assert lrs == [3e-3, 0.5]
+
+
+def test_the_report_says_which_learning_rate_protocol_a_tier_used(tmp_path):
+    from sgbench.analysis.lr_selection import protocol_text
+    block = "lr_selection: {grid: [1.0e-4, 1.0e-3], dataset: mnist, arch: fcn, layers: [3], seed: [0], iterations: 9, "
+    (tmp_path / "paper.yaml").write_text("description: p\n")
+    (tmp_path / "quick.yaml").write_text(f"description: q\n{block}chosen: 0.001}}\n")
+    (tmp_path / "long.yaml").write_text(f"description: l\n{block}chosen: null}}\n")
+    runs = pd.DataFrame({"lr": [1e-3, 1e-3, 3e-5]})
+    assert "keeps [DNI]'s settings" in protocol_text("paper", runs, tmp_path)
+    quick = protocol_text("quick", runs, tmp_path)
+    assert "fair short-budget protocol: lr **0.001**" in quick and "validation error" in quick and "3e-05" in quick
+    assert "sgbench select-lr --tier long" in protocol_text("long", runs, tmp_path)
