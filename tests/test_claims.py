@@ -326,3 +326,12 @@ def test_the_report_says_which_learning_rate_protocol_a_tier_used(tmp_path):
     quick = protocol_text("quick", runs, tmp_path)
     assert "fair short-budget protocol: lr **0.001**" in quick and "validation error" in quick and "3e-05" in quick
     assert "sgbench select-lr --tier long" in protocol_text("long", runs, tmp_path)
+
+
+def test_the_cell_shown_is_the_one_behind_the_verdict():
+    """Every-cell claims show the failing cell; some-cell points show the winning one."""
+    rows = [("copy", "bptt", 2, [1, 1, 2], COS), ("copy", "dni", 2, [5, 6, 6], COS),
+            ("copy", "bptt", 4, [5, 6, 6], COS), ("copy", "dni", 4, [1, 1, 2], COS)]
+    assert check("R1", M(rnn_=rows)).deciding().label == "copy T = 4"
+    q2 = next(p for p in answers.POINTS if p.id == "Q2").check(M(rnn_=rows))
+    assert q2.verdict == REFUTED and q2.deciding().label == "copy T = 2"

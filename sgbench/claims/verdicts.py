@@ -33,14 +33,21 @@ class Check:
     verdict: str
     reason: str
     evidence: tuple[Evidence, ...]
+    some: bool = False      # a claim that something happens in some cell (else: in every cell)
 
     def deciding(self) -> Evidence | None:
-        """The cell behind the verdict: a failing one, else an undecided one, else the narrowest win."""
-        for state in (FAILS, UNDECIDED):
-            cells = [e for e in self.evidence if e.decision.state == state]
-            if cells:
-                return cells[0]
-        return min(self.evidence, key=lambda e: e.decision.margin, default=None)
+        """The cell behind the verdict. Every-cell claims: a failing one, else an undecided one, else the
+        narrowest win. Some-cell claims: the clearest win, else an undecided one, else the narrowest loss."""
+        def cells(state):
+            return [e for e in self.evidence if e.decision.state == state]
+        undecided = cells(UNDECIDED)
+        if self.some:
+            if cells(HOLDS):
+                return max(cells(HOLDS), key=lambda e: e.decision.margin)
+            return undecided[0] if undecided else min(cells(FAILS), key=lambda e: e.decision.margin, default=None)
+        if cells(FAILS) or undecided:
+            return (cells(FAILS) or undecided)[0]
+        return min(cells(HOLDS), key=lambda e: e.decision.margin, default=None)
 
 
 def every_cell(evidence: list[Evidence], missing: str, names=(REPRODUCED, CONTRADICTED)) -> Check:
@@ -61,18 +68,22 @@ def some_cell(evidence: list[Evidence], missing: str, names=(SUPPORTED, REFUTED)
     """A claim that something happens somewhere: yes when one cell holds, no when every cell fails."""
     yes, no = names
     if not evidence:
-        return Check(INCONCLUSIVE, f"{NO_CELL}: {missing}", ())
+        return Check(INCONCLUSIVE, f"{NO_CELL}: {missing}", (), some=True)
     states = [e.decision.state for e in evidence]
     if HOLDS in states:
-        return Check(yes, "", tuple(evidence))
+        return Check(yes, "", tuple(evidence), some=True)
     if all(s == FAILS for s in states):
-        return Check(no, "", tuple(evidence))
-    return Check(INCONCLUSIVE, reasons(evidence), tuple(evidence))
+        return Check(no, "", tuple(evidence), some=True)
+    return Check(INCONCLUSIVE, reasons(evidence), tuple(evidence), some=True)
 
 
 def reasons(evidence) -> str:
-    return "; ".join(dict.fromkeys(f"{e.label}: {e.decision.reason}" for e in evidence
-                                   if e.decision.state == UNDECIDED))
+    """Why the undecided cells are undecided, each reason once with the cells it applies to."""
+    cells: dict[str, list[str]] = {}
+    for e in evidence:
+        if e.decision.state == UNDECIDED:
+            cells.setdefault(e.decision.reason, []).append(e.label)
+    return "; ".join(f"{reason} ({', '.join(labels)})" for reason, labels in cells.items())
 
 
 # ---------------------------------------------------------------- per-seed values
