@@ -9,7 +9,6 @@ import pytest
 
 from sgbench import catalog, cli
 from sgbench.analysis import stats
-from sgbench.analysis.reference import load_reference
 from sgbench.claims import rules as claims
 from sgbench.claims.render import write_report
 from sgbench.families import aggregate, draw, get

@@ -15,9 +15,9 @@ from ..analysis.tables import NOT_RUN, budget_text, read_table
 from ..families import FAMILIES
 from ..families.parallel.tables import RUN_COLUMNS as PARALLEL_RUN_COLUMNS
 from ..analysis.lr_selection import protocol_text
-from .answers import POINTS, Point
+from .answers import POINTS
 from .rules import CLAIMS, Check, Claim, Measured, measured_from_paper, measured_from_runs
-from .verdicts import CONTRADICTED, INCONCLUSIVE, NO_CELL, REFUTED, REPRODUCED, SUPPORTED
+from .verdicts import CONTRADICTED, INCONCLUSIVE, REFUTED, REPRODUCED, SUPPORTED
 
 
 @dataclass(frozen=True)

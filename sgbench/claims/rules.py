@@ -21,7 +21,7 @@ import pandas as pd
 from ..analysis.stats import FAILS, HOLDS, UNDECIDED, Decision, decide, difference, mean_of
 from ..analysis.tables import LATE_FRACTION, net_label
 from ..catalog import TABLE1_METHODS, UNLOCK_METHODS
-from .verdicts import (CONTRADICTED, INCONCLUSIVE, REPRODUCED, Check, Evidence, compare, diverged_count, drift,
+from .verdicts import (Check, Evidence, compare, diverged_count, drift,
                        every_cell, seed_values, summary)
 
 # Tolerances of the rules (points of test error, or cosine), stated with each rule in the report.
@@ -153,12 +153,9 @@ def check_u1(m: Measured) -> Check:
             continue
         each = [compare(key, rows["_label"], rows[x], rows["backprop"], "test_error", "<=", U1_MAX_GAP, m.exact,
                         (x, "backprop")) for x in tried]
-        states = [e.decision.state for e in each]
-        best = (next((e for e in each if e.holds), None) or next((e for e in each if e.decision.state == UNDECIDED), None)
-                or min(each, key=lambda e: e.estimate.mean))
-        if FAILS in states and all(s == FAILS for s in states):
-            best = min(each, key=lambda e: e.decision.margin)
-        ev.append(Evidence(key, rows["_label"], " | ".join(e.numbers for e in each), best.estimate, best.decision))
+        by_state = {state: [e for e in each if e.decision.state == state] for state in (HOLDS, UNDECIDED, FAILS)}
+        best = (by_state[HOLDS] or by_state[UNDECIDED] or [min(by_state[FAILS], key=lambda e: e.decision.margin)])[0]
+        ev.append(Evidence(key, rows["_label"], "; ".join(e.numbers for e in each), best.estimate, best.decision))
     return every_cell(ev, "no MNIST cell with backprop and an unlock method")
 
 
