@@ -73,7 +73,7 @@ ARCHS = ("fcn", "cnn")
 PLACEMENTS = ("every", "every_second", "middle")      # where DNI boundaries sit (dni / cdni)
 DATASETS = ("mnist", "cifar10", "cifar10-jpeg")
 TASKS = ("copy", "repeat_copy")
-TIERS = ("smoke", "quick", "paper", "custom")         # the `tier` label every run config takes
+TIERS = ("smoke", "quick", "long", "paper", "custom")       # the `tier` label every run config takes
 
 
 def paper_sg_hidden_layers(arch: str, method: str) -> int:

@@ -211,6 +211,19 @@ def main(argv=None) -> int:
     figs.add_argument("--tables", type=Path, required=True, help="the folder `aggregate` wrote")
     figs.add_argument("--out", type=Path, required=True, help="folder for the figures")
 
+    sel = sub.add_parser("select-lr", help="fair short-budget protocol: pick a tier's learning rate on backprop's "
+                         "validation error", description="Trains backprop at each learning rate of the tier file's "
+                         "lr_selection grid at the tier's budget (finished runs are reused), picks the lowest mean "
+                         "validation error, writes the runs and the choice into --out/<tier>/ and sets "
+                         "`lr_selection: chosen:` in the tier file. Every feed-forward and diagnostics run of the tier "
+                         "then uses that rate (docs/statistics.md). On 2 CPU cores: quick ~4 min, long ~10 min.")
+    sel.add_argument("--tier", required=True, help="a tier file with an lr_selection: block (quick, long)")
+    sel.add_argument("--tiers", type=Path, default=Path("workflows/config/tiers"), help="folder of the tier files")
+    sel.add_argument("--out", type=Path, default=Path("results/reference/lr-selection"),
+                     help="where the selection runs and the choice are recorded (a folder per tier)")
+    sel.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (runs go one after another)")
+    sel.add_argument("--data-root", default=None, help="else $SGBENCH_DATA, else ./data")
+
     rep = sub.add_parser("report", help="replication report (Markdown): every claim of [DNI], its verdict at this tier")
     rep.add_argument("--tier", required=True)
     rep.add_argument("--tables", type=Path, required=True, help="the folder `aggregate` wrote (both families)")
@@ -233,6 +246,10 @@ def main(argv=None) -> int:
             family = get(args.family)
             runtime.remove_stale_temps(args.out, [f"{n}.{s}" for n in family.figures for s in ("png", "pdf")])
             family.plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
+        elif args.command == "select-lr":
+            from .families.feedforward.select_lr import run_selection
+            lr = run_selection(args.tier, args.tiers, args.out, args.threads, args.data_root)
+            print(f"tier {args.tier}: lr {lr:g} (recorded in {args.tiers / (args.tier + '.yaml')} and {args.out / args.tier})")
         elif args.command == "report":
             from .claims.render import write_report
             write_report(args.tier, args.tables, args.figures, args.out)

@@ -1,4 +1,6 @@
-"""MNIST and CIFAR-10 as uint8 tensors, read from local copies (torchvision only to download).
+"""MNIST and CIFAR-10 as uint8 tensors, read from local copies (torchvision only to download), and
+the split every run uses: a fixed stratified validation hold-out of the training set, and subsets
+(train_limit, test_limit, the probe batch) that hold every class (docs/statistics.md).
 
 Data roots may be read-only shared folders, so nothing is written under a root unless the user
 asked for --download; decoded JPEG copies of CIFAR-10 are cached in a separate cache dir.
@@ -312,3 +314,59 @@ def load_dataset(name: str, root=None, *, download: bool = False, cache_dir=None
         return _load_mnist(root, download)
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else resolve_cache_dir()
     return _load_cifar(key, root, download, cache_dir)
+
+
+# ---------------------------------------------------------------- validation hold-out and subsets
+
+# The hold-out: VAL_SIZE training images (a fifth of a smaller training set), every class in its share
+# of the training set, the same images in every run (SPLIT_SEED is fixed, independent of the run seed).
+VAL_SIZE = 10_000
+SPLIT_SEED = 20_170_301
+
+
+def stratified_order(labels: torch.Tensor, seed: int = SPLIT_SEED) -> torch.Tensor:
+    """A fixed order of the indices of `labels` whose every prefix holds each class in its share of
+    the whole (to within one image): each class's images in a seeded random order, interleaved by
+    their position within their class. So the first N of a class-sorted file (the JPEG copy of
+    CIFAR-10) are not all one class."""
+    g = torch.Generator().manual_seed(seed)
+    position = torch.empty(len(labels), dtype=torch.float64)
+    for c in labels.unique(sorted=True):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        position[idx] = (torch.arange(len(idx), dtype=torch.float64) + 0.5) / len(idx)
+    by_class = torch.argsort(labels, stable=True)  # equal positions (classes of equal size): class order
+    return by_class[torch.argsort(position[by_class], stable=True)]
+
+
+def default_val_size(n_train: int) -> int:
+    return min(VAL_SIZE, n_train // 5)
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """What one run trains, validates and tests on (uint8 images, int64 labels)."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def split(data: ImageData, train_limit: int = 0, test_limit: int = 0, val_size: int | None = None) -> Split:
+    """The validation hold-out (the first val_size of the training set's stratified order; None: the
+    default, 0: none) and the rest for training, in that order, so the first N training images (the
+    probe batch) hold every class too; train_limit / test_limit keep the first N of the stratified
+    orders (0: all; the limit is applied after the hold-out, which never trains)."""
+    n = len(data.train_y)
+    val_size = default_val_size(n) if val_size is None else val_size
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size must be in [0, {n}) for {data.name} ({n} training images), got {val_size}")
+    order = stratified_order(data.train_y)
+    val, train = order[:val_size], order[val_size:]
+    if train_limit:
+        train = train[:train_limit]
+    test = stratified_order(data.test_y)[:test_limit] if test_limit else torch.arange(len(data.test_y))
+    return Split(data.train_x[train], data.train_y[train], data.train_x[val], data.train_y[val],
+                 data.test_x[test], data.test_y[test])

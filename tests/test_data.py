@@ -302,3 +302,65 @@ def test_resolve_cache_dir(tmp_path, monkeypatch):
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(ValueError, match="mnist, cifar10, cifar10-jpeg"):
         load_dataset("svhn", tmp_path)
+
+
+# ------------------------------------------------------------------------------------ validation hold-out, subsets
+
+def class_sorted(n_train=600, n_test=200, classes=10) -> ImageData:
+    """Like the JPEG copy of CIFAR-10: stored class by class. Pixel value = index (train) or 1000 + index (test),
+    so any image can be traced back to where it came from."""
+    def images(n, offset):
+        return (offset + torch.arange(n)).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).to(torch.int32)
+    return ImageData("cifar10-jpeg", "fixture", images(n_train, 0), torch.arange(classes).repeat_interleave(n_train // classes),
+                     images(n_test, 1000), torch.arange(classes).repeat_interleave(n_test // classes))
+
+
+def ids(x: torch.Tensor) -> set[int]:
+    return set(x[:, 0, 0, 0].tolist())
+
+
+def test_every_prefix_of_the_stratified_order_holds_every_class_in_its_share():
+    labels = torch.cat([torch.zeros(300, dtype=torch.int64), torch.arange(1, 10).repeat_interleave(100)])
+    order = D.stratified_order(labels)
+    assert sorted(order.tolist()) == list(range(len(labels))) and torch.equal(order, D.stratified_order(labels))
+    for n in (10, 24, 60, 333):
+        counts = torch.bincount(labels[order[:n]], minlength=10).double()
+        share = n * torch.bincount(labels, minlength=10).double() / len(labels)
+        assert (counts - share).abs().max() <= 1, (n, counts)
+    assert not torch.equal(order, D.stratified_order(labels, seed=1))  # the seed, not the file order, decides
+
+
+def test_validation_is_disjoint_from_training_and_test_and_fixed():
+    data = class_sorted()
+    s = D.split(data, val_size=100)
+    train, val, test = ids(s.train_x), ids(s.val_x), ids(s.test_x)
+    assert len(val) == 100 and len(train) == 500 and len(test) == 200
+    assert not train & val and not (train | val) & test and train | val == set(range(600))
+    assert torch.equal(s.val_y.bincount(), torch.full((10,), 10))            # stratified
+    assert ids(D.split(data, val_size=100).val_x) == val                       # the same hold-out every time
+    limited = D.split(data, train_limit=50, test_limit=20, val_size=100)
+    assert ids(limited.val_x) == val and ids(limited.train_x) <= train         # a limit never trains on validation
+    assert D.default_val_size(60_000) == D.default_val_size(50_000) == 10_000 and D.default_val_size(600) == 120
+    assert len(D.split(data).val_y) == 120 and len(D.split(data, val_size=0).val_y) == 0
+    with pytest.raises(ValueError, match="val_size"):
+        D.split(data, val_size=600)
+
+
+def test_limited_subsets_of_a_class_sorted_set_hold_every_class():
+    """Issue 18 item 4: the first N of a class-sorted copy were all class 0."""
+    s = D.split(class_sorted(), train_limit=30, test_limit=20, val_size=100)
+    assert torch.equal(s.train_y.bincount(minlength=10), torch.full((10,), 3))
+    assert torch.equal(s.test_y.bincount(minlength=10), torch.full((10,), 2))
+    assert len(set(s.train_y[:10].tolist())) == 10                             # the probe batch: the first N
+
+
+def test_a_run_logs_validation_error_beside_test_error(tmp_path):
+    from helpers import tiny_ff_config, write_learnable_mnist
+
+    from sgbench.families.feedforward.run import train_ff
+
+    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
+    m = train_ff(tiny_ff_config(root, method="backprop", iterations=20, eval_every=10, train_limit=100), tmp_path / "run")
+    assert m["dataset"]["n_val"] == 48 and m["dataset"]["n_train"] == 100 and m["dataset"]["n_test"] == 60
+    assert len(m["curves"]["val_error"]) == len(m["curves"]["test_error"]) == 2
+    assert m["final"]["val_error"] == m["curves"]["val_error"][-1] and 0 <= m["final"]["val_error"] <= 100

@@ -178,7 +178,7 @@ def variant(metrics, method, workers, seed, samples_per_s, time_to_target_s):
     return m
 
 
-@pytest.mark.parametrize("cdni_speed, verdict", [(1500.0, "reproduced"), (700.0, "not reproduced")])
+@pytest.mark.parametrize("cdni_speed, verdict", [(1500.0, "reproduced"), (700.0, "contradicted")])
 def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, verdict):
     from sgbench.analysis import tables as report
     from sgbench.claims import rules as claims

@@ -24,7 +24,7 @@ def test_tiny_run_writes_schema_valid_metrics_and_learns(data_root, tmp_path, me
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     runtime.validate(on_disk, "ff_metrics")
     assert on_disk["curves"]["step"] == [10, 20, 30, 40]
-    assert on_disk["dataset"]["variant"] == "mnist" and on_disk["dataset"]["n_train"] == 512
+    assert on_disk["dataset"]["variant"] == "mnist" and on_disk["dataset"]["n_train"] + on_disk["dataset"]["n_val"] == 512
     assert len(on_disk["curves"]["sg_loss"]) == (2 if method in ("dni", "cdni") else 0)
     assert on_disk["meta"]["device"] == "cpu" and on_disk["timing"]["steps_per_s"] > 0
     assert metrics["final"]["test_error"] < 50, "the fixture is easy: every method should beat chance (90%)"

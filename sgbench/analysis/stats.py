@@ -1,8 +1,11 @@
 """Statistics over seeds, one scheme for every table, figure and claim: the mean and its 95 %
-Student-t interval (few seeds make the normal interval too narrow)."""
+Student-t interval (few seeds make the normal interval too narrow), differences of methods (paired
+where runs share seeds, else Welch) and where such an interval lies against a rule's threshold.
+docs/statistics.md explains the choices."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,3 +60,141 @@ def ordered(values, order) -> list:
     """Known values in the given order, then any others sorted: tables list methods the same way."""
     values = list(dict.fromkeys(values))
     return [v for v in order if v in values] + sorted(v for v in values if v not in order)
+
+
+# ---------------------------------------------------------------- differences and decisions
+
+# What a diverged run (status "diverged": it stopped at a non-finite loss) scores on each metric:
+# the metric's worst value, so the run counts against its method instead of dropping out.
+WORST = {"test_error": 100.0, "val_error": 100.0, "largest_length_solved": 0.0, "N_solved": 0.0,
+         "late_cosine": -1.0, "samples_per_s": 0.0, "time_to_target_s": math.inf, "steps_per_s": 0.0}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean (or a difference of means) with its standard error and Student-t degrees of freedom.
+    exact: a number read from the paper (no seeds, no interval: compared as it stands)."""
+    mean: float
+    se: float = math.nan
+    df: float = math.nan
+    n: str = ""            # seeds behind it, as shown: "n=3", "n=3, paired", "n=2 vs 3"
+    exact: bool = False
+
+    @property
+    def has_interval(self) -> bool:
+        return self.exact or (math.isfinite(self.mean) and self.df >= 1 and math.isfinite(self.se))
+
+    def interval(self) -> tuple[float, float]:
+        """95 % interval (NaN, NaN) without one; (mean, mean) for an exact number."""
+        if self.exact:
+            return self.mean, self.mean
+        if not self.has_interval:
+            return math.nan, math.nan
+        half = float(scipy_stats.t.ppf(0.5 + CI_LEVEL / 2, self.df)) * self.se
+        return self.mean - half, self.mean + half
+
+    def minus(self, other: "Estimate") -> "Estimate":
+        """Difference of two independent estimates (Welch-Satterthwaite degrees of freedom)."""
+        if self.exact and other.exact:
+            return Estimate(self.mean - other.mean, exact=True)
+        var = self.se ** 2 + other.se ** 2
+        return Estimate(self.mean - other.mean, math.sqrt(var), _welch_df(self.se ** 2, self.df, other.se ** 2,
+                                                                          other.df), f"{self.n}; {other.n}")
+
+    def text(self, digits: int = 2) -> str:
+        if self.exact:
+            return f"{self.mean:+.{digits}f}"
+        low, high = self.interval()
+        if math.isnan(low):
+            return f"{self.mean:+.{digits}f} (no interval, {self.n})"
+        return f"{self.mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] ({self.n})"
+
+
+def _welch_df(v1: float, df1: float, v2: float, df2: float) -> float:
+    if not (df1 >= 1 and df2 >= 1):
+        return math.nan
+    if v1 + v2 == 0:   # every seed identical on both sides: the pooled degrees of freedom
+        return df1 + df2
+    return (v1 + v2) ** 2 / (v1 ** 2 / df1 + v2 ** 2 / df2)
+
+
+def _values(values) -> pd.Series:
+    """Per-seed values as a float Series indexed by seed (NaN dropped)."""
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
+    return s.astype(float).dropna()
+
+
+def mean_of(values, exact: bool = False) -> Estimate:
+    """Mean over seeds with its t standard error (n - 1 degrees of freedom)."""
+    v = _values(values)
+    n = len(v)
+    if exact:
+        return Estimate(float(v.iloc[0]), exact=True)
+    if n == 0:
+        return Estimate(math.nan, n="n=0")
+    if n == 1 or not np.isfinite(v).all():
+        return Estimate(float(v.mean()), n=f"n={n}")
+    return Estimate(float(v.mean()), float(v.std(ddof=1)) / math.sqrt(n), n - 1, f"n={n}")
+
+
+def difference(a, b, exact: bool = False) -> Estimate:
+    """mean(a) - mean(b) over seeds. Paired (t on the per-seed differences) when both hold the same
+    seeds (>= 2): runs with the same seed share their initialisation and batch order, so pairing
+    removes that shared noise. Otherwise Welch's unequal-variance interval."""
+    a, b = _values(a), _values(b)
+    if exact:
+        return Estimate(float(a.iloc[0]) - float(b.iloc[0]), exact=True)
+    if len(a) >= 2 and set(a.index) == set(b.index) and np.isfinite(a).all() and np.isfinite(b).all():
+        d = a - b.reindex(a.index)
+        est = mean_of(d)
+        return Estimate(est.mean, est.se, est.df, f"n={len(d)}, paired")
+    ea, eb, n = mean_of(a), mean_of(b), f"n={len(a)} vs {len(b)}"
+    if ea.has_interval and eb.has_interval:
+        w = ea.minus(eb)
+        return Estimate(w.mean, w.se, w.df, n)
+    return Estimate(ea.mean - eb.mean, n=n)
+
+
+# ---------------------------------------------------------------- decisions
+
+HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
+TOO_FEW_SEEDS = "too few seeds (a method with n < 2: no interval)"
+BUDGET_TOO_SHORT = "budget too short"
+OVERLAP = "the 95 % interval straddles the threshold (more seeds would decide)"
+SIDES = ("<", "<=", ">", ">=", "within")
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: str              # holds | fails | undecided
+    reason: str = ""        # why undecided
+    margin: float = math.nan  # how far the interval clears the threshold (>= 0 when decided)
+
+
+def decide(est: Estimate, side: str, threshold: float, drift: float = 0.0, still: str = "") -> Decision:
+    """Where est's 95 % interval lies against `threshold` for the claim `est <side> threshold`
+    ("within": |est| <= threshold). A decided cell whose interval clears the threshold by no more
+    than `drift` (how far the compared difference moved over the last stretch of the runs: they were
+    still improving) is undecided: budget too short, `still` naming who was still improving."""
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}; one of {SIDES}")
+    if not est.has_interval:
+        return Decision(UNDECIDED, TOO_FEW_SEEDS)
+    low, high = est.interval()
+    if side == "within":
+        hold, fail = min(threshold - high, low + threshold), max(low - threshold, -threshold - high)
+    elif side in ("<", "<="):
+        hold, fail = threshold - high, low - threshold
+    else:
+        hold, fail = low - threshold, threshold - high
+    strict = side in ("<", ">")
+    if hold > 0 or (hold == 0 and not strict):
+        state, margin = HOLDS, hold
+    elif fail > 0 or (fail == 0 and strict):
+        state, margin = FAILS, fail
+    else:
+        return Decision(UNDECIDED, OVERLAP)
+    if drift > 0 and margin <= drift:
+        return Decision(UNDECIDED, f"{BUDGET_TOO_SHORT}: {still} still improving at the end "
+                                   f"(the compared difference could move {drift:.2f} more)")
+    return Decision(state, "", margin)

@@ -21,6 +21,8 @@ from .stats import CI_TEXT, cell_text, ordered
 NOT_RUN = "not run at this tier"
 # The last quarter of a run's logged points describes where it ended up (e.g. its boundary gradients).
 LATE_FRACTION = 0.25
+# A run is still improving when its error fell over the last LATE_STRETCH of its steps (late_drop).
+LATE_STRETCH = 0.1
 
 
 def read_metrics(path: Path, schema: str, tier: str | None = None) -> dict:
@@ -90,6 +92,20 @@ def late_mean(values: list) -> float:
     tail = values[len(values) - max(1, math.ceil(LATE_FRACTION * len(values))):] if values else []
     tail = [v for v in tail if v is not None]
     return float(np.mean(tail)) if tail else math.nan
+
+
+def late_drop(steps: list, errors: list) -> float:
+    """How much a run's error fell over the last LATE_STRETCH of its steps: the error at the last
+    logged step at or before (1 - LATE_STRETCH) of the final step, minus the final error. NaN when
+    fewer than two points were logged or one of the two is missing (a diverged run's)."""
+    points = [(s, e) for s, e in zip(steps, errors) if s is not None]
+    if len(points) < 2:
+        return math.nan
+    final_step, final = points[-1]
+    before = [e for s, e in points[:-1] if s <= (1 - LATE_STRETCH) * final_step]
+    if not before or before[-1] is None or final is None:
+        return math.nan
+    return float(before[-1]) - float(final)
 
 
 def pivot_markdown(stats: pd.DataFrame, rows: list[str], column: str, order, label, digits: int = 2,

@@ -9,22 +9,22 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runtime
+from ..analysis.lr_selection import protocol_text
 from ..analysis.reference import load_reference
 from ..analysis.stats import CI_TEXT
 from ..analysis.tables import NOT_RUN, budget_text, read_table
 from ..families import FAMILIES
 from ..families.parallel.tables import RUN_COLUMNS as PARALLEL_RUN_COLUMNS
+from .answers import POINTS
 from .rules import (
     CLAIMS,
-    NOT_MEASURED,
-    NOT_REPRODUCED,
-    REPRODUCED,
     Check,
     Claim,
     Measured,
     measured_from_paper,
     measured_from_runs,
 )
+from .verdicts import CONTRADICTED, INCONCLUSIVE, REFUTED, REPRODUCED, SUPPORTED
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,14 @@ def paper_for(outcome: Outcome, key: tuple | None) -> str:
 
 def rule_on_paper(outcome: Outcome) -> str:
     """Whether the rule holds on [DNI]'s own numbers; where it fails, the cell that breaks it."""
-    if outcome.paper.verdict == NOT_REPRODUCED:
+    if outcome.paper.verdict == CONTRADICTED:
         return f"fails ({outcome.paper.deciding().label}: {outcome.paper.deciding().numbers})"
-    return {REPRODUCED: "holds", NOT_MEASURED: "no numbers to apply it to"}[outcome.paper.verdict]
+    return "holds" if outcome.paper.verdict == REPRODUCED else "no numbers to apply it to"
+
+
+def why(check: Check) -> str:
+    """The reason an inconclusive verdict gives (— for a decided one)."""
+    return check.reason if check.verdict == INCONCLUSIVE else "—"
 
 
 def load_runs(tables: Path) -> dict[str, pd.DataFrame]:
@@ -103,24 +108,30 @@ def relative(target: Path, start: Path) -> str:
 
 def verdict_table(outcomes: list[Outcome], tier: str, reference: dict) -> list[str]:
     """One row per claim: [DNI]'s value, ours for the deciding cell, the verdict, the rule on [DNI]'s numbers."""
-    lines = [f"| claim | in short | [DNI] | ours (tier {tier}) | verdict | rule on [DNI]'s numbers |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| claim | in short | [DNI] | ours (tier {tier}; 95 % interval of the difference) | verdict | "
+             "why inconclusive | rule on [DNI]'s numbers |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for o in outcomes:
         decided = o.ours.deciding()
         ours = f"{decided.label}: {decided.numbers}" if decided else "—"
         paper = "; ".join(filter(None, (o.claim.paper(reference), paper_for(o, decided.key if decided else None))))
-        lines.append(f"| {o.claim.id} | {o.claim.says} | {paper} | {ours} | **{o.ours.verdict}** | "
+        lines.append(f"| {o.claim.id} | {o.claim.says} | {paper} | {ours} | **{o.ours.verdict}** | {why(o.ours)} | "
                      f"{rule_on_paper(o)} |")
-    return lines + ["", "Each row shows the cell that decided the verdict: the first where the rule fails, else "
-                    "the one with the least slack; every cell is listed below.\n"]
+    return lines + ["", "Each row shows the cell behind the verdict: the first where the rule fails, else the first "
+                    "undecided one, else the one whose interval clears the threshold by least; every cell is listed "
+                    "below.\n"]
 
 
 def rules_section(outcomes: list[Outcome]) -> list[str]:
     return ["## Verdict rules\n",
-            f"*{REPRODUCED}*: the rule holds in every cell the tier measured; *{NOT_REPRODUCED}*: it fails in at "
-            f"least one; *{NOT_MEASURED}*: the tier has no cell with what the rule compares. Rules compare means "
-            "over seeds; intervals are shown, not used (2–3 seeds give wide ones). They are defined in "
-            "`sgbench/claims/rules.py`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule.rstrip('.')}." for o in outcomes]
+            "Each rule compares, cell by cell, the 95 % interval of a difference between methods (paired over "
+            "shared seeds, else Welch) with its threshold: the cell *holds* when the whole interval is on the "
+            "claim's side, *fails* when it is on the other side, and is *undecided* otherwise, or when the "
+            "methods were still improving at the end by more than the interval's clearance. "
+            f"*{REPRODUCED}*: every cell holds; *{CONTRADICTED}*: one fails; *{INCONCLUSIVE}*: otherwise, with "
+            "the reason (too few seeds, budget too short, interval straddling the threshold, or no cell). A "
+            "diverged run counts against its method at the metric's worst value. [DNI]'s numbers are compared as "
+            "they stand. Defined in `sgbench/claims/rules.py`; the statistics in `docs/statistics.md`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule.rstrip('.')}." for o in outcomes]
 
 
 def evidence_section(outcomes: list[Outcome]) -> list[str]:
@@ -129,15 +140,38 @@ def evidence_section(outcomes: list[Outcome]) -> list[str]:
     for o in outcomes:
         lines.append(f"### {o.claim.id}: {o.ours.verdict}\n")
         if not o.ours.evidence:
-            lines.append(f"{NOT_MEASURED.capitalize()} (family `{o.claim.family}`).\n")
+            lines.append(f"{o.ours.reason.capitalize()} (family `{o.claim.family}`).\n")
             continue
-        lines += ["| cell | ours | [DNI] | rule |", "| --- | --- | --- | --- |"]
+        lines += ["| cell | ours | [DNI] | cell |", "| --- | --- | --- | --- |"]
         paper_cells = {e.key: e for e in o.paper.evidence}
         for e in o.ours.evidence:
             theirs = paper_cells[e.key].numbers if e.key in paper_cells else "—"
-            lines.append(f"| {e.label} | {e.numbers} | {theirs} | {'holds' if e.holds else 'fails'} |")
+            state = e.decision.state + (f": {e.decision.reason}" if e.decision.reason else "")
+            lines.append(f"| {e.label} | {e.numbers} | {theirs} | {state} |")
         lines.append("")
     return lines
+
+
+def answers_section(tier: str, m: Measured) -> list[str]:
+    """The question, answered: one row per point, its experiment, the numbers, the verdict, a plain answer."""
+    lines = ["## The question, answered\n",
+             "Each point researchers raise about synthetic gradients (Q), and each claim of the usual answers (A), "
+             f"tested by this tier's runs: *{SUPPORTED}* / *{REFUTED}* when the 95 % intervals decide, "
+             f"*{INCONCLUSIVE}* otherwise (the reason says why). Rules: `sgbench/claims/answers.py`; statistics: "
+             "`docs/statistics.md`.\n",
+             f"| point | in short | experiment (tier {tier}) | numbers (95 % interval) | verdict | answer |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for point in POINTS:
+        check = point.check(m)
+        decided = check.deciding()
+        numbers = f"{decided.label}: {decided.numbers}" if decided else "—"
+        if check.verdict == INCONCLUSIVE:
+            numbers += f" ({check.reason})" if decided else f"{check.reason}"
+            numbers = numbers.removeprefix("—")
+        cells = f"; {len(check.evidence)} cell(s)" if check.evidence else ""
+        lines.append(f"| {point.id} | {point.says} | {point.experiment}{cells} | {numbers} | **{check.verdict}** | "
+                     f"{point.answers[check.verdict]} |")
+    return lines + ["", "Rules, point by point:\n"] + [f"- **{p.id}**: {p.rule}." for p in POINTS] + [""]
 
 
 def links_section(tables: Path, figures: Path, here: Path) -> list[str]:
@@ -171,19 +205,21 @@ def family_sections(tier: str, tables: Path) -> list[str]:
 
 
 def render(tier: str, runs: dict[str, pd.DataFrame], tables: Path, figures: Path, out: Path) -> str:
-    """The Markdown of REPORT.md: context, verdicts, rules, per-claim evidence, each family's own section,
-    tables, figures, sources. `runs`: each family's runs table (load_runs)."""
+    """The Markdown of REPORT.md: context, the question answered, what was run (and the learning-rate
+    protocol), verdicts, rules, per-claim evidence, each family's own section, tables, figures, sources. `runs`: each family's runs table (load_runs)."""
     reference = load_reference()
     ff_runs, rnn_runs = runs.get("feedforward", pd.DataFrame()), runs.get("rnn", pd.DataFrame())
     par_runs = runs.get("parallel", pd.DataFrame())
     par_runs = pd.DataFrame(columns=PARALLEL_RUN_COLUMNS) if par_runs.empty else par_runs
-    outcomes = evaluate(measured_from_runs(ff_runs, rnn_runs, par_runs, runs.get("charlm")),
-                        measured_from_paper(reference))
+    ours = measured_from_runs(ff_runs, rnn_runs, par_runs, runs.get("diagnostics"), runs.get("charlm"))
+    outcomes = evaluate(ours, measured_from_paper(reference))
     parts = [f"# sgbench replication report: tier `{tier}`\n",
              "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "
              "ICML 2017), rebuilt by `snakemake` from this tier's runs.\n",
              "> " + tier_warning(tier, ff_runs, rnn_runs, reference) + "\n",
+             *answers_section(tier, ours),
              "## What was run\n", families_table(runs) + "\n",
+             f"Learning rate: {protocol_text(tier, ff_runs)}\n",
              f"Uncertainty: {CI_TEXT}.\n",
              "## Verdicts\n",
              *verdict_table(outcomes, tier, reference),

@@ -14,7 +14,23 @@ def expand(tier_config: dict, tier: str) -> dict[str, dict]:
     if unknown:
         raise ValueError(f"tiers/{tier}.yaml: unknown experiment families {unknown}; "
                          f"valid: {', '.join(f.name for f in FAMILIES)}")
-    return {f.name: expand_family(f.name, tier_config.get(f.name, []), tier) for f in FAMILIES}
+    return {f.name: expand_family(f.name, with_chosen_lr(tier_config, f.name), tier) for f in FAMILIES}
+
+
+# Families whose runs take the tier's chosen learning rate (the fair short-budget protocol,
+# docs/statistics.md); the parallel timing runs keep the lr their grid sets.
+CHOSEN_LR_FAMILIES = ("feedforward", "diagnostics")
+
+
+def with_chosen_lr(tier_config: dict, family: str) -> list[dict]:
+    """The family's grids, each given the tier's `lr_selection: chosen:` learning rate unless the grid
+    sets its own lr (a tier without a chosen rate keeps its grids as they are)."""
+    grids = tier_config.get(family, [])
+    chosen = (tier_config.get("lr_selection") or {}).get("chosen")
+    if chosen is None or family not in CHOSEN_LR_FAMILIES:
+        return grids
+    return [g if "lr" in g.get("settings", {}) else g | {"settings": {**g.get("settings", {}), "lr": float(chosen)}}
+            for g in grids]
 
 
 def expand_family(name: str, grids: list[dict], tier: str) -> dict:

@@ -47,10 +47,11 @@ class FFConfig(RunConfig):
     dni_placement: str = "every"        # dni/cdni: every | every_second | middle boundary (others exact)
     warmup: float = 0.0                 # dni/cdni: fraction of iterations of exact backprop first (SGs learn)
     probe_every: int = 0                # SG fidelity probe every n steps (0: off)
-    probe_size: int = 256               # probe batch: the first N training examples
+    probe_size: int = 256               # probe batch: the first N training examples (every class in its share)
     eval_every: int = 0                 # 0: 20 evaluations over the run
-    train_limit: int = 0                # use only the first N training examples (0: all)
-    test_limit: int = 0                 # evaluate on the first N test examples (0: all)
+    train_limit: int = 0                # train on N training examples, every class in its share (0: all)
+    test_limit: int = 0                 # evaluate on N test examples, every class in its share (0: all)
+    val_size: int | None = None         # validation hold-out from the training set (None: 10,000; 0: none)
     tier: str = "custom"                # label only: smoke | quick | paper | custom
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     data_root: str | None = None        # else $SGBENCH_DATA, else ./data
@@ -80,6 +81,7 @@ class FFConfig(RunConfig):
             (c.update_periods is None or all(n >= 1 for n in c.update_periods),
              f"update_periods are steps between a layer's updates, each >= 1, got {c.update_periods}"),
             (c.eval_every >= 0 and c.train_limit >= 0 and c.test_limit >= 0, "eval_every, train_limit, test_limit must be >= 0"),
+            (c.val_size is None or c.val_size >= 0, f"val_size must be >= 0 (0: no validation hold-out), got {c.val_size}"),
             (c.dni_placement == "every" or c.method in ("dni", "cdni"),
              f"dni_placement {c.dni_placement!r} needs method dni or cdni (got {c.method!r}); use dni_placement every"),
             (0 <= c.warmup <= 1, f"warmup is a fraction of the iterations in [0, 1], got {c.warmup}"),

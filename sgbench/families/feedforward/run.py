@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ... import runtime
-from ...data import as_input, load_dataset, resolve_data_root
+from ...data import as_input, load_dataset, resolve_data_root, split
 from ...fidelity import ff_fidelity
 from ...nets import FeedForwardNet, SGSpec
 from ...unlock import InputSpec
@@ -127,14 +127,18 @@ def train_step(model, opt, x, y, update: list[bool] | None = None) -> torch.Tens
     return loss
 
 
-def load_run_data(cfg: FFConfig, device):
-    """(data set, (train x, y) on `device`, (test x, y)), cut to train_limit / test_limit."""
+def split_run_data(cfg: FFConfig, device):
+    """(data set, sgbench.data.Split): training images on `device` (all of MNIST/CIFAR fits in memory),
+    without the validation hold-out; stratified subsets for train_limit / test_limit."""
     data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
-    train_x, train_y = data.train_x, data.train_y
-    if cfg.train_limit:
-        train_x, train_y = train_x[:cfg.train_limit], train_y[:cfg.train_limit]
-    test_x, test_y = (data.test_x[:cfg.test_limit], data.test_y[:cfg.test_limit]) if cfg.test_limit else (data.test_x, data.test_y)
-    return data, (train_x.to(device), train_y.to(device)), (test_x, test_y)  # all of MNIST/CIFAR fits in memory
+    s = split(data, cfg.train_limit, cfg.test_limit, cfg.val_size)
+    return data, dataclasses.replace(s, train_x=s.train_x.to(device), train_y=s.train_y.to(device))
+
+
+def load_run_data(cfg: FFConfig, device):
+    """(data set, (train x, y) on `device`, (test x, y)): split_run_data without the validation set."""
+    data, s = split_run_data(cfg, device)
+    return data, (s.train_x, s.train_y), (s.test_x, s.test_y)
 
 
 def build_net(cfg: FFConfig, data) -> FeedForwardNet:
@@ -182,7 +186,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     cfg = config.resolved()
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
 
-    data, (train_x, train_y), (test_x, test_y) = load_run_data(cfg, device)
+    data, s = split_run_data(cfg, device)
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (s.train_x, s.train_y), (s.val_x, s.val_y), (s.test_x, s.test_y)
     model = build_net(cfg, data).to(device)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
     sched = lr_schedule(opt, cfg)
@@ -190,7 +195,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     schedule = UpdateSchedule(cfg.layers + 1, cfg.update_prob, cfg.update_periods, cfg.seed)
     n_boundaries = 0 if model.boundaries is None else len(model.boundaries)
     n_inputs = 0 if model.input_models is None else len(model.input_models)
-    curves = {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": [],
+    curves = {"step": [], "train_loss": [], "test_error": [], "val_error": [], "lr": [], "elapsed_s": [],
               "sg_loss": [[] for _ in range(n_boundaries)], "input_loss": [[] for _ in range(n_inputs)]}
     if cfg.probe_every:
         curves |= {"probe_step": [], **{f"probe_{k}": [[] for _ in range(n_boundaries)] for k in PROBE_KEYS}}
@@ -248,6 +253,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             curves["step"].append(step)
             curves["train_loss"].append(float(loss_sum) / since)
             curves["test_error"].append(err)
+            curves["val_error"].append(test_error(model, val_x, val_y, device) if len(val_y) else None)
             curves["lr"].append(sched.get_last_lr()[0])
             curves["elapsed_s"].append(round(train_time, 3))
             for i in range(n_boundaries):  # None where no DNI sits (dni_placement)
@@ -269,6 +275,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             last_log = time.perf_counter()
 
     final_error = test_error(model, test_x, test_y, device) if diverged else curves["test_error"][-1]
+    final_val = (test_error(model, val_x, val_y, device) if len(val_y) else None) if diverged \
+        else curves["val_error"][-1]
     metrics = {
         "schema": "sgbench.ff_metrics/1",
         "status": "diverged" if diverged else "completed",
@@ -276,13 +284,13 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
         "tier": cfg.tier,
         "config": dataclasses.asdict(cfg),
         "dataset": {"requested": cfg.dataset, "variant": data.name, "source": data.source,
-                    "n_train": len(train_y), "n_test": len(test_y)},
+                    "n_train": len(train_y), "n_val": len(val_y), "n_test": len(test_y)},
         "model": {"parameters": sum(p.numel() for p in model.model_parameters()),
                   "sg_parameters": sum(p.numel() for p in model.sg_parameters()),
                   "input_parameters": sum(p.numel() for p in model.input_parameters()),
                   "boundaries": n_boundaries, "dni_boundaries": sum(model.placed)},
         "curves": curves,
-        "final": _final(curves, final_error, diverged) | {"update_fraction": update_fractions(schedule, model, step)},
+        "final": _final(curves, final_error, final_val, diverged) | {"update_fraction": update_fractions(schedule, model, step)},
         "timing": {"wall_time_s": round(earlier_wall + time.perf_counter() - t_start, 3),
                    "train_time_s": round(train_time, 3),
                    "steps_per_s": round(step / train_time, 3) if train_time > 0 else None},
@@ -325,13 +333,13 @@ def _divergence(watch, curves: dict) -> dict:
     return runtime.diverged_record(watch.diverged_at(), last)
 
 
-def _final(curves: dict, test_error_now: float, diverged: dict | None) -> dict:
-    """Final values: a completed run's last logged point; a diverged run's test error is that of
-    the net where it stopped (measured), its losses are not finite (null)."""
+def _final(curves: dict, test_error_now: float, val_error_now: float | None, diverged: dict | None) -> dict:
+    """Final values: a completed run's last logged point; a diverged run's test and validation errors are
+    those of the net where it stopped (measured), its losses are not finite (null)."""
     if diverged:
-        return {"test_error": test_error_now, "train_loss": None,
+        return {"test_error": test_error_now, "val_error": val_error_now, "train_loss": None,
                 "sg_loss": [None for _ in curves["sg_loss"]], "input_loss": [None for _ in curves["input_loss"]]}
-    return {"test_error": curves["test_error"][-1], "train_loss": curves["train_loss"][-1],
+    return {"test_error": curves["test_error"][-1], "val_error": val_error_now, "train_loss": curves["train_loss"][-1],
             "sg_loss": [c[-1] for c in curves["sg_loss"]], "input_loss": [c[-1] for c in curves["input_loss"]]}
 
 

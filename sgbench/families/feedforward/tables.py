@@ -11,6 +11,7 @@ from ...analysis.tables import (
     NOT_RUN,
     context_lines,
     curve_rows,
+    late_drop,
     mean_or_none,
     pivot_markdown,
     read_metrics,
@@ -25,8 +26,9 @@ from .. import get
 
 FF_CELL = ["dataset", "arch", "layers"]
 RUN_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "iterations",
-               "batch_size", "lr", "test_error", "update_fraction", "steps_per_s", "train_time_s",
-               "device", "hardware", "threads", "git_commit", "status", "path"]
+               "batch_size", "lr", "status", "test_error", "val_error", "late_drop", "update_fraction", "steps_per_s",
+               "train_time_s",
+               "device", "hardware", "threads", "git_commit", "path"]
 CURVE_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "step", "test_error", "train_loss"]
 RUN_KEYS = CURVE_COLUMNS[:6]
 OUTPUTS = get("feedforward").outputs  # file names: the registry (sgbench/families/__init__.py)
@@ -39,9 +41,17 @@ def run_row(path, m: dict) -> dict:
     return {"dataset": m["dataset"]["variant"], "arch": c["arch"], "layers": c["layers"], "method": c["method"],
             "update_prob": float(c.get("update_prob", 1.0)), "seed": c["seed"], "tier": m["tier"],
             "iterations": c["iterations"], "batch_size": c["batch_size"], "lr": c["lr"],
-            "test_error": m["final"]["test_error"], "update_fraction": mean_or_none(m["final"].get("update_fraction")),
+            "status": run_status(m), "test_error": m["final"]["test_error"], "val_error": m["final"].get("val_error"),
+            "late_drop": run_late_drop(m["curves"]), "update_fraction": mean_or_none(m["final"].get("update_fraction")),
             "steps_per_s": m["timing"]["steps_per_s"], "train_time_s": m["timing"]["train_time_s"],
-            **where(m["meta"]), "status": run_status(m), "path": str(path)}
+            **where(m["meta"]), "path": str(path)}
+
+
+def run_late_drop(curves: dict) -> float:
+    """How much the run was still improving at its end (analysis.tables.late_drop), on the validation
+    error where the run logged it, else on the test error."""
+    errors = curves.get("val_error") or curves.get("test_error", [])
+    return late_drop(curves.get("step", []), errors)
 
 
 def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

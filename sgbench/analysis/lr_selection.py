@@ -1,0 +1,91 @@
+"""The fair short-budget protocol, torch-free parts: choose a tier's learning rate from backprop's
+validation error (never the test error), record the choice in the tier file, and say in the report
+which protocol a tier used. `sgbench select-lr` (sgbench/families/feedforward/select_lr.py) trains
+the selection runs. docs/statistics.md describes the protocol."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+# The tier files of this checkout (the workflow reads the same ones).
+TIERS_DIR = Path(__file__).resolve().parents[2] / "workflows" / "config" / "tiers"
+SELECTION_DIR = "results/reference/lr-selection"
+
+SELECTION_COLUMNS = ["dataset", "arch", "layers", "lr", "seed", "iterations", "status", "val_error", "test_error"]
+
+
+def choose_lr(runs: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+    """The grid's learning rate with the lowest mean final validation error over every selection run
+    (nets x seeds), and the per-lr summary. Test error is carried for the record, never read here.
+    A diverged run scores 100 % (it counts against its lr); ties go to the smaller lr."""
+    if runs.empty:
+        raise ValueError("no selection runs to choose a learning rate from")
+    val = runs["val_error"].astype(float).where(runs["status"] != "diverged", 100.0)
+    if val.isna().any():
+        raise ValueError("a selection run without a validation error: rerun it with the validation split on")
+    by_lr = (runs.assign(score=val).groupby("lr", sort=True)
+             .agg(runs=("score", "size"), mean_val_error=("score", "mean"),
+                  diverged=("status", lambda s: int((s == "diverged").sum())))
+             .reset_index())
+    best = by_lr.sort_values(["mean_val_error", "lr"], kind="stable").iloc[0]
+    return float(best["lr"]), by_lr
+
+
+CHOSEN_LINE = re.compile(r"^(\s+chosen:)\s*[^#\n]*?(\s*#.*)?$", re.MULTILINE)
+
+
+def write_chosen(tier_text: str, lr: float) -> str:
+    """The tier file's text with `lr_selection: chosen:` set to lr (comments and layout kept)."""
+    block = re.search(r"^lr_selection:\n((?:[ \t]+.*\n|\s*\n)*)", tier_text, re.MULTILINE)
+    if block is None:
+        raise ValueError("the tier file has no lr_selection: block to record the choice in")
+    body = block.group(1)
+    if not CHOSEN_LINE.search(body):
+        raise ValueError("the tier file's lr_selection: block has no `chosen:` line (add `  chosen: null`)")
+    new_body = CHOSEN_LINE.sub(lambda mt: f"{mt.group(1)} {lr:g}{mt.group(2) or ''}", body, count=1)
+    return tier_text[:block.start(1)] + new_body + tier_text[block.end(1):]
+
+
+def selection_markdown(tier: str, block: dict, runs: pd.DataFrame, by_lr: pd.DataFrame, lr: float) -> str:
+    """The record of one selection: the protocol, every run, the choice."""
+    nets = ", ".join(f"{block['dataset']} {block['arch'].upper()}-{n}" for n in block["layers"])
+    table = by_lr.assign(chosen=["**chosen**" if v == lr else "" for v in by_lr["lr"]])
+    return (f"# Learning rate for tier `{tier}`\n\n"
+            f"Protocol (docs/statistics.md): backprop on {nets}, seeds {', '.join(map(str, block['seed']))}, "
+            f"{int(block['iterations']):,} iterations (the tier's budget), one run per learning rate of the grid "
+            f"{', '.join(f'{v:g}' for v in block['grid'])}; the lowest mean final **validation** error picks "
+            f"the rate (a diverged run scores 100 %). Test error is recorded, never read by the choice.\n\n"
+            f"Chosen: **lr = {lr:g}**, used by every feed-forward and diagnostics run of the tier.\n\n"
+            + table.to_markdown(index=False, floatfmt="g") + "\n\n## Runs\n\n"
+            + runs.to_markdown(index=False, floatfmt="g") + "\n")
+
+
+def tier_config(tier: str, tiers_dir: Path = TIERS_DIR) -> dict | None:
+    """The tier file's contents (None when this checkout has no such tier file)."""
+    path = Path(tiers_dir) / f"{tier}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def protocol_text(tier: str, ff_runs: pd.DataFrame, tiers_dir: Path = TIERS_DIR) -> str:
+    """Which learning-rate protocol a tier used, for the report."""
+    block = (tier_config(tier, tiers_dir) or {}).get("lr_selection")
+    used = sorted(ff_runs["lr"].dropna().unique()) if "lr" in ff_runs and not ff_runs.empty else []
+    used_text = ", ".join(f"{v:g}" for v in used) or "none (no feed-forward runs)"
+    if not block:
+        return (f"tier `{tier}` keeps [DNI]'s settings (Adam, the paper's learning rate, /10 at 60 % and 80 % of "
+                f"the run); its feed-forward runs used lr {used_text}.")
+    grid = ", ".join(f"{v:g}" for v in block["grid"])
+    if block.get("chosen") is None:
+        return (f"tier `{tier}` declares the fair short-budget protocol (grid {grid}) but no rate was chosen yet: "
+                f"run `sgbench select-lr --tier {tier}`. Its feed-forward runs used lr {used_text}.")
+    chosen = float(block["chosen"])
+    text = (f"tier `{tier}` uses the fair short-budget protocol: lr **{chosen:g}**, chosen from {grid} on "
+            f"backprop's validation error at this tier's budget ({SELECTION_DIR}/{tier}/; docs/statistics.md), "
+            "for every method.")
+    stray = [v for v in used if abs(v - chosen) > 1e-12 * chosen]
+    if stray:
+        text += f" Some feed-forward runs used another lr ({', '.join(f'{v:g}' for v in stray)}): their grid sets it."
+    return text
