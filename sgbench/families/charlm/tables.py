@@ -14,6 +14,7 @@ from ...analysis.tables import (
     pivot_markdown,
     read_metrics,
     refuse_duplicates,
+    run_status,
     where,
     write_csv,
     write_text,
@@ -36,7 +37,7 @@ def run_row(path, m: dict) -> dict:
     c, f = m["config"], m["final"]
     nan = lambda v: float("nan") if v is None else v
     return {"corpus": m["dataset"]["name"], "method": c["method"], "T": c["T"], "seed": c["seed"],
-            "tier": m["tier"], "status": m["status"], "timesteps": c["timesteps"], "batch_size": c["batch_size"],
+            "tier": m["tier"], "status": run_status(m), "timesteps": c["timesteps"], "batch_size": c["batch_size"],
             "hidden_size": c["hidden_size"], "valid_bpc": nan(f["valid_bpc"]), "test_bpc": nan(f["test_bpc"]),
             "best_valid_bpc": nan(f["best_valid_bpc"]),
             "late_target_cosine": late_mean(m["curves"].get("boundary_target_cosine", [])),

@@ -42,7 +42,7 @@ NET = ["dataset", "arch", "layers"]
 RUN_COLUMNS = KEYS + ["dni_boundaries", "default_sg", "tier", "iterations", "batch_size", "lr", "status", "test_error",
                       "val_error", "late_drop",
                       "late_cosine_top", "late_cosine_bottom", "steps_per_s", "train_time_s", "device", "hardware",
-                      "threads", "git_commit", "status", "path"]
+                      "threads", "git_commit", "path"]
 CURVE_COLUMNS = KEYS + ["step", "test_error", "train_loss"]
 # One row per probe of a placed boundary. distance: layers above the boundary (1 = it feeds the head).
 FIDELITY_COLUMNS = KEYS + ["step", "boundary", "distance", "cosine", "rel_error", "norm_ratio"]
