@@ -87,10 +87,11 @@ TRAIN_HELP = {
     "train-rnn": ("one RNN run (copy / repeat copy; bptt / dni / dni_aux; truncation T)",
                   "One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. Values [DNI] does not give "
                   "are sgbench's choices (see RNNConfig)."),
-    "train-parallel": ("one feed-forward run split over K worker processes (backprop: locked pipeline; "
-                       "dni/cdni: update-unlocked stages)",
+    "train-parallel": ("one feed-forward run on K worker processes (backprop: locked pipeline; gpipe / 1f1b: "
+                       "micro-batched pipelines; ddp_split / ddp_keep: data parallel; dni / cdni: update-unlocked "
+                       "stages)",
                        "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "
-                       "time to target_error. Restarts from scratch when rerun."),
+                       "seconds to each of `targets` (test errors). Restarts from scratch when rerun."),
 }
 
 

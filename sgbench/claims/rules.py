@@ -21,7 +21,7 @@ from ..analysis.stats import cell_text, group_stats
 from ..analysis.tables import LATE_FRACTION, net_label
 from ..catalog import TABLE1_METHODS, UNLOCK_METHODS
 from ..families.feedforward.tables import FF_CELL
-from ..families.parallel.tables import CELL, speed_stats
+from ..families.parallel.tables import CELL, speed_stats, variant_label
 from ..families.parallel.tables import _pm as pm
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured at this tier"
@@ -265,14 +265,15 @@ def check_a1(m: Measured) -> Check:
 
 
 def _decoupled_vs_locked(m: Measured, value: str, unit: str, better: Callable[[float, float], float]) -> Check:
-    """Every (cell, K >= 2) with locked backprop and an SG method: `better(sg, locked)` > 0 for each SG method."""
+    """Every (cell, K >= 2) with locked backprop and an SG method: `better(sg, locked)` > 0 for each SG method
+    (each late-SG variant of it on its own)."""
     ev = []
     for key, g in m.par[m.par["workers"] > 1].groupby(CELL + ["workers"]) if not m.par.empty else ():
-        rows = {r["method"]: r for r in g.to_dict("records")}
+        rows = {variant_label(r["method"], r["late_sg"]): r for r in g.to_dict("records")}
         if "backprop" not in rows:
             continue
         label = f"{net_label(dict(zip(CELL, key)))}, K = {int(key[3])}"
-        for method in (x for x in ("cdni", "dni") if x in rows):
+        for method in sorted(v for v, r in rows.items() if r["method"] in ("cdni", "dni")):
             sg, locked = rows[method][value], rows["backprop"][value]
             margin = better(sg, locked)
             ev.append(Evidence(tuple(key) + (method,), f"{label}, {method}",
@@ -290,7 +291,8 @@ def check_p1(m: Measured) -> Check:
 
 def check_p2(m: Measured) -> Check:
     """Time to target: mean seconds of each SG method < locked backprop's on the same K >= 2 workers
-    (never reaching the target in some seed counts as never)."""
+    (never reaching the target in some seed counts as never). The target: the lowest of the runs' targets
+    that single-process backprop reaches in every repetition (parallel tables' headline_target)."""
     def better(sg, locked):
         if math.isinf(sg):
             return -math.inf
@@ -361,7 +363,7 @@ CLAIMS = (
           "backprop on the same workers.", "mean samples/s of each SG method (dni, cdni) > mean samples/s of the "
           "locked backprop pipeline, at every (net, K ≥ 2) measured with both", _speed_source, check_p1),
     Claim("P2", "parallel", "Decoupled SG training on K workers reaches a target test error sooner in wall-clock "
-          "than locked backprop on the same workers.", "mean training seconds to the target test error of each SG "
-          "method < the locked pipeline's, at every (net, K ≥ 2) measured with both; a method that misses the "
+          "than locked backprop on the same workers.", "mean training seconds to the target test error (the lowest "
+          "target single-process backprop reaches in every repetition) of each SG method < the locked pipeline's, at every (net, K ≥ 2) measured with both; a method that misses the "
           "target in any seed counts as never reaching it", _speed_source, check_p2),
 )
