@@ -104,7 +104,7 @@ FAMILIES: tuple[Family, ...] = (
             "model": "parallel_model.csv"},
            ("parallel_error_vs_time", "parallel_speed"),
            (("md", "parallel workers: throughput, time to target, analytic model"),), timing=True,
-           non_result=frozenset({"device", "data_root", "download"})),
+           non_result=frozenset({"device", "data_root", "download", "save_params"})),
 )
 
 
