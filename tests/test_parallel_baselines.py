@@ -109,6 +109,19 @@ def test_pipeline_schedules_are_backprop_over_the_microbatches(data_root, tmp_pa
         assert_params_match(saved, Stage(net, lo, hi), f"{method} stage {rank}")
 
 
+@pytest.mark.parametrize("late_sg", ["reevaluate", "stored"])
+def test_the_top_block_of_a_decoupled_stage_learns_from_its_sg(data_root, tmp_path, late_sg):
+    """No loss reaches a stage below the head: its top block learns only from the SG it injects at once."""
+    cfg = config(data_root, method="cdni", workers=2, split=[1, 2], late_sg=late_sg)
+    train_parallel(cfg, tmp_path)
+    torch.manual_seed(cfg.seed)
+    data, _, _ = load_run_data(cfg, torch.device("cpu"))
+    initial = dict(Stage(build_net(cfg, data), 0, 1).named_parameters())
+    saved = torch.load(tmp_path / "params-0.pt")
+    moved = [n for n, p in saved["params"].items() if n.startswith("blocks.") and not torch.equal(p, initial[n])]
+    assert sorted(moved) == sorted(n for n in initial if n.startswith("blocks.")), moved
+
+
 def test_ddp_keep_learns_and_writes_valid_json(data_root, tmp_path):
     metrics = train_parallel(config(data_root, method="ddp_keep", workers=2, iterations=40, eval_every=10,
                                     save_params=False), tmp_path)

@@ -95,6 +95,8 @@ class Stage(nn.Module):
         n_blocks = len(net.blocks)
         self.blocks = nn.ModuleList(net.blocks[lo:min(hi, n_blocks)])
         self.boundaries = None if net.boundaries is None else nn.ModuleList(net.boundaries[lo:min(hi, n_blocks)])
+        for boundary in self.boundaries or []:
+            boundary.inject = "now"  # no loss is backpropagated through a stage below the head: inject at once
         self.head = net.head if hi == n_blocks + 1 else None
         self.num_classes, self.conditioned = net.num_classes, net.conditioned
         self.top_call = None
