@@ -39,8 +39,12 @@ METHODS: tuple[Method, ...] = (
     Method("dni", "charlm", uses_sg=True, label="DNI"),
     Method("dni_aux", "charlm", uses_sg=True, label="DNI + Aux"),
     Method("dni_bpl", "charlm", uses_sg=True, label="BP(λ)"),
-    # Parallel workers: one process per stage
+    # Parallel workers: K processes (how each shares the work: sgbench/families/parallel/config.py)
     Method("backprop", "parallel", label="locked backprop"),
+    Method("gpipe", "parallel", label="GPipe"),
+    Method("1f1b", "parallel", label="1F1B"),
+    Method("ddp_split", "parallel", label="DDP, batch split"),
+    Method("ddp_keep", "parallel", label="DDP, batch per worker"),
     Method("dni", "parallel", uses_sg=True, label="DNI"),
     Method("cdni", "parallel", uses_sg=True, conditioned=True, label="cDNI"),
 )

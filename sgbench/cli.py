@@ -166,10 +166,11 @@ TRAIN_HELP = {
                      "truncation T)",
                      "One char-LM run, [DNI] Sec. 3.1's third task: bits per character on the corpus it names "
                      "(ptb, a corpus name in the data root such as shakespeare-gutenberg, or a path; see sgbench/corpus.py)."),
-    "train-parallel": ("one feed-forward run split over K worker processes (backprop: locked pipeline; "
-                       "dni/cdni: update-unlocked stages)",
+    "train-parallel": ("one feed-forward run on K worker processes (backprop: locked pipeline; gpipe / 1f1b: "
+                       "micro-batched pipelines; ddp_split / ddp_keep: data parallel; dni / cdni: update-unlocked "
+                       "stages)",
                        "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "
-                       "time to target_error. Restarts from scratch when rerun."),
+                       "seconds to each of `targets` (test errors). Restarts from scratch when rerun."),
 }
 
 

@@ -184,7 +184,7 @@ def test_unknown_names_are_errors_not_fallbacks():
         catalog.method("parallel", "sgd")
     from sgbench.families.parallel.model import predicted_step_s
     with pytest.raises(ValueError, match="unknown parallel method"):
-        predicted_step_s("gpipe2", [1.0, 1.0], [0.1, 0.1], [1, 1], 0.0)
+        predicted_step_s("gpipe2", {32: [1.0, 1.0]}, [0.1, 0.1], [1, 1], 32, 0.0)
 
 
 # ---------------------------------------------------------------- a new family is one folder

@@ -1,5 +1,6 @@
-"""The multi-worker trainer (sgbench.parallel): same numbers as one process where it must, learning
-on two workers, valid JSON, and a killed worker ending the run."""
+"""The multi-worker trainer (sgbench.families.parallel): same numbers as one process where it must,
+learning on two workers, valid JSON, and a killed worker ending the run (test_parallel_baselines.py:
+the data-parallel and pipeline-schedule baselines, the stored late SG, restart, divergence)."""
 import json
 import os
 import signal
@@ -115,11 +116,14 @@ def test_balanced_split_and_the_analytic_model():
     assert balanced_split([4, 1, 1, 1, 1], 2) == [1, 4]
     assert balanced_split([1, 1, 1, 1], 2) == [2, 2]
     assert stage_bounds([1, 3]) == [(0, 1), (1, 4)]
-    unit_s, cut_s = [2.0, 1.0, 1.0, 0.5], [0.3, 0.3, 0.3, 0.0]
-    assert predicted_step_s("backprop", unit_s, cut_s, [4], 0.1) == 4.5
-    assert predicted_step_s("backprop", unit_s, cut_s, [1, 3], 0.1) == pytest.approx(4.7)
-    assert predicted_step_s("dni", unit_s, cut_s, [1, 3], 0.1) == pytest.approx(max(2.3, 2.5) + 0.2)
-    assert predicted_step_s("dni", unit_s, cut_s, [4], 0.1) == 4.5
+    profiles, cut_s = {32: [2.0, 1.0, 1.0, 0.5]}, [0.3, 0.3, 0.3, 0.0]  # per-unit seconds at batch 32
+    assert predicted_step_s("backprop", profiles, cut_s, [4], 32, 0.1) == 4.5
+    assert predicted_step_s("backprop", profiles, cut_s, [1, 3], 32, 0.1) == pytest.approx(4.7)
+    assert predicted_step_s("dni", profiles, cut_s, [1, 3], 32, 0.1) == pytest.approx(max(2.3, 2.5) + 0.2)
+    assert predicted_step_s("dni", profiles, cut_s, [4], 32, 0.1) == 4.5
+    assert predicted_step_s("dni", profiles, cut_s, [4], 16, 0.1) == 2.25  # one profile: proportional to the batch
+    with pytest.raises(ValueError, match="unknown parallel method 'pipedream'"):
+        predicted_step_s("pipedream", profiles, cut_s, [4], 32, 0.1)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -133,9 +137,10 @@ def test_bad_parallel_config_is_refused(data_root, bad, message):
         parallel(data_root, **bad).resolved()
 
 
-def test_killed_worker_ends_the_run_with_an_error(data_root, tmp_path):
+@pytest.mark.parametrize("method", ["cdni", "gpipe"])
+def test_killed_worker_ends_the_run_with_an_error(data_root, tmp_path, method):
     cmd = [sys.executable, "-m", "sgbench", "train-parallel", "--dataset", "mnist", "--layers", "2",
-           "--method", "cdni", "--workers", "2", "--iterations", "1000000", "--batch-size", "32",
+           "--method", method, "--workers", "2", "--iterations", "1000000", "--batch-size", "32",
            "--eval-every", "1000", "--sg-hidden-dim", "32", "--data-root", str(data_root), "--device", "cpu",
            "--out", str(tmp_path / "run")]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -169,12 +174,14 @@ def test_killed_worker_ends_the_run_with_an_error(data_root, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def variant(metrics, method, workers, seed, samples_per_s, time_to_target_s):
+def variant(metrics, method, workers, seed, samples_per_s, time_to_target_s, late_sg="reevaluate"):
     """A copy of a real run's metrics, relabelled, with other timings (for the tables and verdicts)."""
     m = json.loads(json.dumps(metrics))
-    m["config"].update(method=method, workers=workers, seed=seed)
+    m["config"].update(method=method, workers=workers, seed=seed, late_sg=late_sg)
     m["model"]["split"] = [m["model"]["units"]] if workers == 1 else m["model"]["split"]
-    m["timing"].update(samples_per_s=samples_per_s, time_to_target_s=time_to_target_s)
+    m["timing"].update(samples_per_s=samples_per_s)
+    m["timing"]["time_to_target"] = [{"target_error": 10.0, "seconds": time_to_target_s,
+                                      "step": None if time_to_target_s is None else 20}]
     return m
 
 
@@ -201,7 +208,7 @@ def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, 
     model = report.read_table(tables / "parallel_model.csv")
     assert sorted(model["workers"].unique()) == [1, 2, 3] and set(model["method"]) == {"backprop", "cdni"}
     text = (tables / "parallel.md").read_text()
-    assert "| cdni | 2 |" in text and ("| not reached |" in text) == (cdni_speed < 800)
+    assert "| cdni (reevaluate) | 2 |" in text and ("not reached (0/2)" in text) == (cdni_speed < 800)
     check = claims.check_p1(claims.measured_from_runs(pd.DataFrame(), pd.DataFrame(), report.read_table(
         tables / "parallel_runs.csv")))
     assert check.verdict == verdict
@@ -209,4 +216,4 @@ def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, 
         tables / "parallel_runs.csv")))
     assert p2.verdict == verdict  # the slow variant never reaches the target
     drawn = draw("parallel", "smoke", tables, tmp_path / "figures")
-    assert drawn[0].stat().st_size > 5000 and drawn[0].with_suffix(".pdf").exists()
+    assert all(p.stat().st_size > 5000 and p.with_suffix(".pdf").exists() for p in drawn)

@@ -150,7 +150,7 @@ def test_smoke_tier_runs_end_to_end(tmp_path):
         assert f"| {claim} |" in text
     parallel_runs = pd.read_csv(results / "tables" / "smoke" / "parallel_runs.csv")
     assert sorted(zip(parallel_runs["method"], parallel_runs["workers"])) == [
-        ("backprop", 1), ("backprop", 2), ("cdni", 1), ("cdni", 2)]
+        ("backprop", 1), ("backprop", 2), ("cdni", 1), ("cdni", 2), ("ddp_split", 2), ("gpipe", 2)]
     diagnostics = (results / "tables" / "smoke" / "diagnostics.md").read_text()
     assert "dni, middle (1 DNIs)" in diagnostics and "w = 50 %" in diagnostics and "d = 3" in diagnostics
     assert "D1 fidelity vs depth** (mnist FCN-3" in text

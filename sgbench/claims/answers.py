@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..analysis.stats import FAILS, HOLDS, Decision
 from ..analysis.tables import net_label
-from .rules import FF_CELL, Measured, ff_cells, rnn_cells
+from .rules import FF_CELL, Measured, ff_cells, rnn_cells, with_headline_seconds
 from .verdicts import (
     INCONCLUSIVE,
     REFUTED,
@@ -30,7 +30,14 @@ BPTT_MEMORY = "peak_memory_mb"   # rnn runs: peak memory of a training step (iss
 
 
 def _par(m: Measured) -> pd.DataFrame:
-    return m.par if m.par is not None else pd.DataFrame()
+    """The parallel runs with their seconds to the headline target; SG methods with their default late-SG
+    learning (reevaluate: the parallel tables compare the stored variant)."""
+    if m.par is None or m.par.empty:
+        return pd.DataFrame()
+    par = with_headline_seconds(m.par)
+    if "late_sg" in par:
+        par = par[~par["method"].isin(SG) | (par["late_sg"] == "reevaluate")]
+    return par
 
 
 def _time(runs: pd.DataFrame) -> pd.DataFrame:

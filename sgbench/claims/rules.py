@@ -12,6 +12,7 @@ fair reading of the paper.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -268,20 +269,54 @@ def check_c1(m: Measured) -> Check:
 
 
 def par_cells(par: pd.DataFrame) -> dict[tuple, dict]:
+    """{(net, K >= 2): {method or "method (late-SG variant)": its runs}}, with each run's seconds to the
+    cell's headline target (time_to_target_s; inf where it never reached it)."""
     cells: dict[tuple, dict] = {}
     if par.empty:
         return cells
-    for (dataset, arch, layers, workers, method), g in par[par["workers"] > 1].groupby(
-            FF_CELL + ["workers", "method"], sort=True):
+    par = with_headline_seconds(par)
+    late = par["late_sg"] if "late_sg" in par else ["none"] * len(par)
+    variants = par.assign(variant=[variant_label(m, v) for m, v in zip(par["method"], late)])
+    for (dataset, arch, layers, workers, variant), g in variants[variants["workers"] > 1].groupby(
+            FF_CELL + ["workers", "variant"], sort=True):
         label = f"{net_label({'dataset': dataset, 'arch': arch, 'layers': layers})}, K = {int(workers)}"
-        cells.setdefault((dataset, arch, int(layers), int(workers)), {"_label": label})[method] = g
+        cells.setdefault((dataset, arch, int(layers), int(workers)), {"_label": label})[variant] = g
     return cells
+
+
+def variant_label(method: str, late_sg) -> str:
+    """A decoupled method's late-SG variant is part of what is compared: "cdni (stored)"."""
+    return f"{method} ({late_sg})" if isinstance(late_sg, str) and late_sg not in ("", "none") else method
+
+
+def with_headline_seconds(par: pd.DataFrame) -> pd.DataFrame:
+    """time_to_target_s of every run at its cell's headline target: the lowest test error single-process
+    backprop (K = 1) reaches in every repetition, so that "never reached" by another method is a result
+    about it, not the budget. Runs tables without per-target times keep their time_to_target_s."""
+    if "time_to_target" not in par or "time_to_target_s" in par:
+        return par
+    seconds = [{t: s for t, s, _ in json.loads(x)} if isinstance(x, str) else {} for x in par["time_to_target"]]
+    out = []
+    for i, row in enumerate(par.to_dict("records")):
+        cell = (par[FF_CELL] == pd.Series({k: row[k] for k in FF_CELL})).all(axis=1)
+        base = [seconds[j] for j in par.index[cell & (par["method"] == "backprop") & (par["workers"] == 1)]]
+        targets = sorted({t for s in base for t in s})
+        reached = [t for t in targets if base and all(s.get(t) is not None for s in base)]
+        target = min(reached) if reached else None
+        value = seconds[i].get(target) if target is not None else None
+        out.append(math.inf if value is None else float(value))
+    return par.assign(time_to_target_s=out)
+
+
+def _sg_variants(rows: dict) -> list[str]:
+    """The cell's SG methods, each late-SG variant on its own ("cdni (stored)")."""
+    return sorted(v for v in rows if v != "_label" and v.split(" ")[0] in ("cdni", "dni"))
 
 
 def check_p1(m: Measured) -> Check:
     ev = [compare(key + (x,), f"{rows['_label']}, {x}", rows[x], rows["backprop"], "samples_per_s", ">", 0.0,
                   m.exact, (x, "locked backprop"), improving=False)
-          for key, rows in par_cells(m.par).items() if "backprop" in rows for x in ("cdni", "dni") if x in rows]
+          for key, rows in par_cells(m.par).items() if "backprop" in rows for x in _sg_variants(rows)]
     return every_cell(ev, "no K >= 2 cell with locked backprop and an SG method")
 
 
@@ -291,7 +326,7 @@ def check_p2(m: Measured) -> Check:
     for key, rows in par_cells(m.par).items():
         if "backprop" not in rows:
             continue
-        for x in (x for x in ("cdni", "dni") if x in rows):
+        for x in _sg_variants(rows):
             sg, locked = (seed_values(rows[y], "time_to_target_s").fillna(math.inf) for y in (x, "backprop"))
             label, names = f"{rows['_label']}, {x}", (x, "locked backprop")
             never_sg, never_locked = bool((sg == math.inf).any()), bool((locked == math.inf).any())
@@ -380,7 +415,9 @@ CLAIMS = (
           check_p1),
     Claim("P2", "parallel", "Decoupled SG training on K workers reaches a target test error sooner in wall-clock "
           "than locked backprop on the same workers.", "training seconds to the target test error of each SG "
-          "method − the locked pipeline's < 0 (95 % interval), at every (net, K ≥ 2) measured with both; a "
-          "method that misses the target in any seed (or diverges) counts as never reaching it",
+          "method (each late-SG variant on its own) − the locked pipeline's < 0 (95 % interval), at every "
+          "(net, K ≥ 2) measured with both; the target is the lowest test error single-process backprop reaches "
+          "in every repetition at the budget; a method that misses it in any seed (or diverges) counts as never "
+          "reaching it",
           _speed_source, check_p2),
 )

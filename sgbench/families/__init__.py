@@ -101,16 +101,19 @@ FAMILIES: tuple[Family, ...] = (
            ("diag_fidelity", "diag_placement", "diag_warmup", "diag_sg_cost"),
            (("md", "diagnostics: placement, fidelity, warm-up, SG model"),), non_result=_FF_NON_RESULT),
     # Timing runs: threads (per worker) are part of the measurement, so they come from the tier file.
-    Family("parallel", "a feed-forward net split over K worker processes: locked backprop vs "
-           "update-unlocked DNI / cDNI stages (throughput, time to target)",
+    Family("parallel", "a feed-forward net on K worker processes: single-process and locked backprop, "
+           "GPipe / 1F1B pipelines, data parallelism (DDP) and update-unlocked DNI / cDNI stages "
+           "(throughput, seconds to target errors, final error, the analytic model to K = 16)",
            "train-parallel", "sgbench.families.parallel.config:ParallelConfig",
            "sgbench.families.parallel.run:train_parallel", "sgbench.families.parallel.config:run_name",
-           "parallel_metrics", ("dataset", "arch", "layers", "method", "workers", "seed"), "iterations", "iterations",
+           "parallel_metrics", ("dataset", "arch", "layers", "method", "late_sg", "workers", "seed"), "iterations",
+           "iterations",
            {"runs": "parallel_runs.csv", "curves": "parallel_curves.csv", "md": "parallel.md",
-            "csv": "parallel.csv", "model": "parallel_model.csv"},
-           ("parallel_speed",),
+            "csv": "parallel.csv", "targets": "parallel_targets.csv", "targets_csv": "parallel_target_stats.csv",
+            "model": "parallel_model.csv"},
+           ("parallel_error_vs_time", "parallel_speed"),
            (("md", "parallel workers: throughput, time to target, analytic model"),), timing=True,
-           non_result=frozenset({"device", "data_root", "download"})),
+           non_result=frozenset({"device", "data_root", "download", "save_params"})),
 )
 
 

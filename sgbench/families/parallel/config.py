@@ -1,9 +1,12 @@
-"""The parallel-workers run's settings: a feed-forward run split over K processes. Torch-free."""
+"""The parallel-workers run's settings and its methods' protocols: a feed-forward run on K
+processes. Torch-free. How each protocol shares the work is described in run.py."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ...catalog import PARALLEL_METHODS
+from ...catalog import method as catalog_method
 from ...runtime import RunError
 from ..feedforward.config import FFConfig
 
@@ -12,39 +15,109 @@ class ParallelRunError(RunError):
     """A worker failed or was killed; the message names it."""
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How one method shares the work among the K workers (run.py's docstring says each in full)."""
+    protocol: str           # locked | pipelined | data_parallel | decoupled
+    net: str                # what the feed-forward net is built as: backprop | dni | cdni
+    schedule: str = ""      # pipelined: gpipe | 1f1b
+    batch: str = "split"    # data_parallel: split (global batch cut into K shares) | keep (per worker)
+    words: str = ""
+
+
+METHODS: dict[str, Protocol] = {
+    "backprop": Protocol("locked", "backprop", words="K = 1: single-process backprop; K > 1: the naive locked pipeline"),
+    "gpipe": Protocol("pipelined", "backprop", schedule="gpipe", words="micro-batched pipeline, all forwards then all backwards"),
+    "1f1b": Protocol("pipelined", "backprop", schedule="1f1b", words="micro-batched pipeline, one forward one backward"),
+    "ddp_split": Protocol("data_parallel", "backprop", batch="split", words="data parallel, the global batch split over K"),
+    "ddp_keep": Protocol("data_parallel", "backprop", batch="keep", words="data parallel, each worker a full batch"),
+    "dni": Protocol("decoupled", "dni", words="a DNI after every block, stages update-unlocked"),
+    "cdni": Protocol("decoupled", "cdni", words="a label-conditioned DNI after every block, stages update-unlocked"),
+}
+LATE_SG = ("reevaluate", "stored")
+
+
+def method_spec(name: str) -> Protocol:
+    """The method's protocol row; an unknown name is an error naming the valid ones (never another
+    method's code)."""
+    catalog_method("parallel", name)  # the catalog's error for a name it does not know
+    return METHODS[name]
+
+
+
+
 @dataclass
 class ParallelConfig(FFConfig):
     """A feed-forward run on `workers` processes. The FFConfig fields keep their meaning; complete
     unlock and asynchronous updates are not part of this experiment."""
-    method: str = "cdni"                # backprop (single process / locked pipeline) | dni | cdni
-    workers: int = 2                    # K: stages, one process each
-    split: list[int] | None = None      # units (blocks, then the head) per worker; None: balanced by FLOPs
-    target_error: float = 10.0          # % test error for time-to-target
+    method: str = "cdni"                # a name in METHODS
+    workers: int = 2                    # K: processes
+    split: list[int] | None = None      # stage methods: units (blocks, then the head) per worker; None: by FLOPs
+    targets: list[float] = dataclasses.field(default_factory=lambda: [10.0])  # % test errors for time-to-target
+    microbatches: int = 4               # gpipe / 1f1b: micro-batches per batch (must divide batch_size)
+    late_sg: str = "reevaluate"         # dni / cdni: how a cut's SG model learns from the late gradient
     threads: int = 1                    # torch CPU threads per worker
     peer_timeout_s: int = 600           # a worker waiting this long for a neighbour gives up
+    save_params: bool = False           # each worker writes params-<rank>.pt: its final parameters and the
+                                        # last step's gradients (for checks against one process)
 
-    CHOICES = {**FFConfig.CHOICES, "method": PARALLEL_METHODS}
+    CHOICES = {**FFConfig.CHOICES, "method": PARALLEL_METHODS, "late_sg": LATE_SG}
 
     def resolved(self) -> "ParallelConfig":
         c = super().resolved()
+        spec = METHODS[c.method]
         units = c.layers + 1
+        staged = spec.protocol != "data_parallel"
         c.check([
             (c.update_prob == 1 and c.update_periods is None,
              "update_prob / update_periods do not apply to parallel runs (every stage updates every step)"),
             (c.dni_placement == "every" and c.warmup == 0 and c.probe_every == 0,
-             "dni_placement, warmup and probe_every (diagnostics) do not apply to parallel runs: use train-ff"),
-            (1 <= c.workers <= units, f"workers must be between 1 and the number of units "
-             f"(layers + head = {units}), got {c.workers}"),
-            (c.split is None or (len(c.split) == c.workers and all(n >= 1 for n in c.split) and sum(c.split) == units),
-             f"split gives the units (blocks, then the head) per worker: {c.workers} numbers >= 1 summing to "
-             f"{units}, got {c.split}"),
-            (0 < c.target_error < 100, f"target_error is a test error in %, got {c.target_error}"),
+             "dni_placement, warmup and probe_every (diagnostics) do not apply to parallel runs: use the "
+             "feed-forward family"),
+            (not staged or 1 <= c.workers <= units, f"workers must be between 1 and the number of units "
+             f"(layers + head = {units}) for {c.method}, got {c.workers}"),
+            (c.workers >= 1, f"workers must be >= 1, got {c.workers}"),
+            (c.split is None or (staged and len(c.split) == c.workers and all(n >= 1 for n in c.split)
+                                 and sum(c.split) == units),
+             f"split gives the units (blocks, then the head) per worker of a stage method: {c.workers} "
+             f"numbers >= 1 summing to {units}, got {c.split} for {c.method}"),
+            (len(c.targets) >= 1 and all(0 < t < 100 for t in c.targets),
+             f"targets are test errors in % (0 < t < 100), at least one, got {c.targets}"),
             (c.threads >= 1, "threads (per worker) must be >= 1"),
             (c.peer_timeout_s >= 10, "peer_timeout_s must be >= 10"),
+            (c.microbatches >= 1, f"microbatches must be >= 1, got {c.microbatches}"),
+            (spec.protocol != "pipelined" or (c.batch_size % c.microbatches == 0
+                                              and c.batch_size // c.microbatches >= 2),
+             f"{c.method}: microbatches must divide batch_size into micro-batches of >= 2 examples (batch "
+             f"norm), got batch_size {c.batch_size}, microbatches {c.microbatches}"),
+            (spec.protocol != "data_parallel" or spec.batch == "keep"
+             or (c.batch_size % c.workers == 0 and c.batch_size // c.workers >= 2),
+             f"ddp_split cuts batch_size into {c.workers} shares of >= 2 examples: use a batch_size divisible "
+             f"by workers, got {c.batch_size}"),
+            (c.late_sg == "reevaluate" or spec.protocol == "decoupled",
+             f"late_sg applies to dni / cdni only; leave it at 'reevaluate' for {c.method}"),
         ])
+        c.targets = sorted({float(t) for t in c.targets}, reverse=True)
         return c
+
+    @property
+    def spec(self) -> Protocol:
+        return method_spec(self.method)
+
+    def global_batch(self, n_train: int) -> int:
+        """Examples per optimizer step over all workers."""
+        per = min(self.batch_size, n_train)
+        return per * self.workers if self.spec.batch == "keep" and self.spec.protocol == "data_parallel" else per
+
+
+# The catalog names the methods; this table says how each runs. They must list the same names.
+assert set(METHODS) == set(PARALLEL_METHODS), "sgbench.catalog and the parallel protocols disagree"
 
 
 def run_name(p: dict) -> str:
-    """The pipeline's name of a run on K workers: mnist-fcn3-cdni-k2-seed0."""
-    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}-k{p['workers']}-seed{p['seed']}"
+    """The pipeline's name of a run on K workers: mnist-fcn3-cdni-k2-seed0 (-stored for the stored
+    late-SG variant; a non-default micro-batch count is named too)."""
+    extra = "-stored" if p.get("late_sg", "reevaluate") == "stored" else ""
+    if METHODS[p["method"]].protocol == "pipelined" and p.get("microbatches", 4) != 4:
+        extra += f"-m{p['microbatches']}"
+    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{extra}-k{p['workers']}-seed{p['seed']}"

@@ -1,10 +1,12 @@
-"""Where a net is cut into stages, and the analytic model of a training step's time on K workers.
-Torch-free: the tables use it to predict every K from one run's measured unit times."""
+"""The analytic model of a step on K workers, and where the stages are cut (torch-free: the tables
+use it to predict K up to 16 from the runs' own profiles)."""
 from __future__ import annotations
 
 import itertools
 
-from ...catalog import method as method_row
+from .config import method_spec
+
+MAX_PREDICTED_WORKERS = 16
 
 
 def balanced_split(costs: list[float], workers: int) -> list[int]:
@@ -23,13 +25,55 @@ def stage_bounds(split: list[int]) -> list[tuple[int, int]]:
     return list(zip([0, *ends[:-1]], ends))
 
 
-def predicted_step_s(method: str, unit_s: list[float], cut_s: list[float], split: list[int], latency_s: float) -> float:
-    """Seconds per step on len(split) workers. Locked: every unit in turn, plus one message up and
-    one down per cut. Decoupled: the slowest stage (its units, plus the late SG regression at its top
-    cut), plus one message each way (sends overlap compute; receives do not)."""
+
+
+def at_batch(profiles: dict, batch: float) -> list[float]:
+    """Per-unit seconds at `batch` examples, linear in the batch size between (and beyond) the two
+    profiled sizes; one profile: proportional to the batch size."""
+    sizes = sorted(profiles)
+    lo, hi = sizes[0], sizes[-1]
+    if lo == hi:
+        return [max(0.0, t * batch / hi) for t in profiles[hi]]
+    return [max(0.0, a + (b - a) * (batch - lo) / (hi - lo)) for a, b in zip(profiles[lo], profiles[hi])]
+
+
+def predicted_step_s(method: str, profiles: dict, cut_s: list[float], split: list[int], batch: int,
+                     latency_s: float, allreduce_s: float = 0.0, microbatches: int = 1, workers: int | None = None,
+                     opt_s: list[float] | None = None) -> float:
+    """Seconds per step on K workers (K = len(split) for stage methods, `workers` for data parallel).
+    `profiles`: {batch size: per-unit seconds}; `latency_s`: one batch-sized message one way;
+    `allreduce_s`: one all-reduce of every gradient on K workers.
+    * locked: every unit in turn, plus one message up and one down per cut.
+    * pipelined: (M + K - 1) slots of the slowest stage's micro-batch forward and backward (fill and
+      drain), then the slowest stage's one optimizer step (`opt_s`: per unit, part of each profiled
+      step), plus a micro-batch message each way per cut on the critical path.
+    * data_parallel: the whole net on one share (ddp_split: batch / K; ddp_keep: batch), plus the all-reduce.
+    * decoupled: the slowest stage (its units, plus the late SG learning at its top cut), plus one
+      message each way (sends overlap compute; receives do not)."""
+    spec = method_spec(method)
+    if spec.protocol == "data_parallel":
+        k = workers or 1
+        share = batch / k if spec.batch == "split" else batch
+        return sum(at_batch(profiles, share)) + (allreduce_s if k > 1 else 0.0)
     bounds = stage_bounds(split)
     cuts = len(split) - 1
-    if not method_row("parallel", method).uses_sg:  # an unknown method is an error, not the decoupled model
+    unit_s = at_batch(profiles, batch)
+    if spec.protocol == "locked":
         return sum(unit_s) + 2 * cuts * latency_s
+    if spec.protocol == "pipelined":
+        opt = opt_s or [0.0] * len(unit_s)
+        micro = [max(0.0, t - o) for t, o in zip(at_batch(profiles, batch / microbatches), opt)]
+        slowest = max(sum(micro[a:b]) for a, b in bounds)
+        return (microbatches + cuts) * slowest + max(sum(opt[a:b]) for a, b in bounds) + 2 * cuts * latency_s / microbatches
     stage_s = [sum(unit_s[a:b]) + (cut_s[b - 1] if b < len(unit_s) else 0.0) for a, b in bounds]
     return max(stage_s) + (2 * latency_s if cuts else 0.0)
+
+
+
+
+def allreduce_at(measured_s: float, measured_k: int, k: int) -> float:
+    """All-reduce seconds on k workers from one measured on measured_k: a ring all-reduce moves
+    2 (k - 1) / k of the gradients through each worker, so its time scales with that factor."""
+    if k <= 1 or measured_k <= 1:
+        return 0.0
+    return measured_s * (2 * (k - 1) / k) / (2 * (measured_k - 1) / measured_k)
