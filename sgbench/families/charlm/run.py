@@ -123,9 +123,7 @@ def _train(cfg, trainer, streams, valid_ids, run, ckpt_path, stateful, stop_afte
         errors, stats = trainer.step(x, y, mask)
         total = float(errors.sum())
         if not math.isfinite(total):
-            last = {k: run["curves"][k][-1] for k in ("train_bpc", "valid_bpc")} if run["curves"]["timestep"] else {}
-            run["diverged"] = {"step": run["timestep"] + cfg.T, "last_finite": last}
-            log.warning("non-finite loss at time step %d: stopping (diverged)", run["diverged"]["step"])
+            _diverge(run, run["timestep"] + cfg.T, "loss")
             return
         bits_sum, chars = bits_sum + total / math.log(2.0), chars + errors.numel()
         ok = torch.isfinite(stats)
@@ -135,10 +133,14 @@ def _train(cfg, trainer, streams, valid_ids, run, ckpt_path, stateful, stop_afte
         run["train_time"] += time.perf_counter() - t0
         if run["timestep"] >= next_eval or run["timestep"] >= cfg.timesteps:
             trainer.model.eval()
+            valid = evaluate_bpc(trainer.model, valid_ids, cfg.eval_chars)
+            if not math.isfinite(valid):  # finite training loss, but the weights no longer give finite outputs
+                _diverge(run, run["timestep"], "validation bpc")
+                return
             c = run["curves"]
             c["timestep"].append(run["timestep"])
             c["train_bpc"].append(bits_sum / chars)
-            c["valid_bpc"].append(evaluate_bpc(trainer.model, valid_ids, cfg.eval_chars))
+            c["valid_bpc"].append(valid)
             for k, s, n in zip(("boundary_target_norm", "boundary_sg_norm", "boundary_target_cosine"), stats_sum,
                                stats_n):
                 c[k].append(float(s / n) if n > 0 else None)
@@ -153,6 +155,14 @@ def _train(cfg, trainer, streams, valid_ids, run, ckpt_path, stateful, stop_afte
                                                   **{k: obj.state_dict() for k, obj in stateful.items()}})
             if stop_after is not None and run["timestep"] >= stop_after:
                 raise RunInterrupted(f"stopped after time step {run['timestep']} (test hook)")
+
+
+def _diverge(run: dict, step: int, what: str) -> None:
+    """Stop as diverged at `step`, with the last logged (finite) point."""
+    c = run["curves"]
+    run["diverged"] = {"step": step, "last_finite": {k: c[k][-1] for k in ("train_bpc", "valid_bpc")}
+                       if c["timestep"] else {}}
+    log.warning("non-finite %s at time step %d: stopping (diverged)", what, step)
 
 
 def _result_config(cfg) -> dict:
