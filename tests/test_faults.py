@@ -1,6 +1,7 @@
 """The fault sweep (issue #18): faults injected into real runs, then a plain rerun of the same command.
 
-Each case starts `sgbench train-ff` in a child process with one fault armed (tests/fault_driver.py:
+Each case starts `sgbench train-ff` (or `train-rnn`, `train-charlm`: the second half of the file) in a
+child process with one fault armed (tests/fault_driver.py:
 SIGKILL at a step, SIGKILL while a checkpoint or metrics.json is being written, SIGINT, a full disk
 or a read-only folder simulated by a failing write), or damages a run folder (a corrupt or
 truncated checkpoint, a truncated metrics.json), and checks:
@@ -14,12 +15,16 @@ Steps at which to kill are drawn from a seeded generator (in the test ids), so a
 
 Marker `faults`. A plain `python -m pytest` (CI) runs the cheap share: one SIGKILL and one SIGINT
 per run kind, every write fault, the damaged files and the divergence cases (about 1.5 minutes on
-2 busy cores). The full sweep adds the other drawn steps and the killed pipeline (several minutes):
+2 busy cores, and under a minute more for the RNN and char-LM cases). The full sweep adds the other
+drawn steps, the RNN / char-LM methods not in the cheap share, a kill in the first checkpoint write or
+in a diverged run's write, and the killed pipeline (several minutes):
 `python -m pytest -m faults tests/test_faults.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -32,7 +37,9 @@ import torch
 
 from sgbench import runtime
 from sgbench.cli import main
+from sgbench.families import get as get_family
 from sgbench.families.feedforward.config import NON_RESULT_FIELDS
+from sgbench.families.rnn.run import WindowTrainer
 
 pytestmark = pytest.mark.faults
 
@@ -91,13 +98,13 @@ def straight(data_root, tmp_path_factory):
     return runs
 
 
-def assert_nothing_partial_looks_complete(out: Path) -> None:
+def assert_nothing_partial_looks_complete(out: Path, schema: str = "ff_metrics") -> None:
     """After a fault: metrics.json absent or finished and valid; checkpoint absent or loadable;
     everything else a dot-named temp file (or the run lock)."""
     metrics = out / "metrics.json"
     if metrics.exists():
         m = json.loads(metrics.read_text())
-        runtime.validate(m, "ff_metrics")
+        runtime.validate(m, schema)
         assert m["status"] in ("completed", "diverged")
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
@@ -107,8 +114,8 @@ def assert_nothing_partial_looks_complete(out: Path) -> None:
             f.name.startswith(".") and f.name.endswith(".tmp")), f
 
 
-def assert_recovered(out: Path, got: dict, want: dict, resumed: bool) -> None:
-    assert results(got) == results(want)
+def assert_recovered(out: Path, got: dict, want: dict, resumed: bool, compare=results) -> None:
+    assert compare(got) == compare(want)
     assert got["meta"]["resumed"] is resumed
     assert got["timing"]["wall_time_s"] >= got["timing"]["train_time_s"]
     assert sorted(f.name for f in out.iterdir()) == [".lock", "metrics.json"], list(out.iterdir())
@@ -318,3 +325,278 @@ def test_every_snakemake_here_uses_the_safe_default_profile(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Using workflow specific profile" in out.stdout + out.stderr and "profiles/default" in out.stdout + out.stderr
+
+
+
+# ---------------------------------------------------------------- RNN and char-LM
+# The same faults for `sgbench train-rnn` and `sgbench train-charlm`. Both train one window of T steps
+# per update (sgbench.families.rnn.run.WindowTrainer), checkpoint at every logged point (RNN) or
+# evaluation (char-LM), and promise a bit-exact resume: after a plain rerun every number in metrics.json
+# equals the uninterrupted run's (all of it less timing, meta and the timed curve). A "step" here is a
+# window: the fault fires as that window's update begins.
+
+SEQ_DRAW = random.Random(1818)
+SEQ_FLAGS = {
+    # dni_bpl carries the most state across windows (LSTM state, the λ-return's pending windows, the
+    # streams, the curriculum); a threshold that lets the curriculum climb several levels in 600 steps;
+    # a probe off the logging grid (every 90 steps, logs every 60).
+    "rnn": ["train-rnn", "--task", "copy", "--method", "dni_bpl", "--T", "3", "--timesteps", "600",
+            "--batch-size", "4", "--hidden-size", "16", "--log-points", "10", "--threshold", "20",
+            "--curriculum-window", "10", "--probe-every", "90", "--device", "cpu", "--threads", "1",
+            "--tier", "smoke"],
+    # the corpus shipped in the package (no data folder needed); dni_aux: the auxiliary head as well
+    "charlm": ["train-charlm", "--corpus", "shakespeare-sonnets", "--method", "dni_aux", "--T", "5",
+               "--timesteps", "300", "--batch-size", "4", "--hidden-size", "16", "--embed-dim", "8",
+               "--eval-every", "50", "--eval-chars", "2000", "--device", "cpu", "--threads", "1",
+               "--tier", "smoke"],
+}
+SEQ_WINDOWS = {"rnn": (200, 20), "charlm": (60, 10)}  # windows per run, windows per checkpoint
+# A huge lr drives the loss to NaN within a few windows: (extra flags, whether checkpoints come first).
+SEQ_DIVERGE = {
+    ("rnn", "before-first-checkpoint"): ["--lr", "1e30"],
+    ("rnn", "after-checkpoints"): ["--lr", "1e30", "--timesteps", "60", "--log-points", "20"],  # log every window
+    ("charlm", "before-first-checkpoint"): ["--lr", "1e30", "--clip", "0"],
+    ("charlm", "after-checkpoints"): ["--lr", "1e30", "--clip", "0", "--timesteps", "50", "--eval-every", "5"],
+}
+# The child process: a SIGKILL or SIGINT as the n-th window begins (WindowTrainer.step, shared by both
+# families); every other fault from tests/fault_driver.py.
+SEQ_CHILD = """
+import signal, sys
+tests, fault, arg, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+sys.path.insert(0, tests)
+import fault_driver
+if fault in ("SIGKILL", "SIGINT"):
+    from sgbench.cli import main
+    from sgbench.families.rnn.run import WindowTrainer
+    original, calls = WindowTrainer.step, [0]
+    def step(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == int(arg):
+            fault_driver.kill(getattr(signal, fault))()
+        return original(self, *a, **k)
+    WindowTrainer.step = step
+    sys.exit(main(args))
+sys.argv = [fault_driver.__file__, fault, arg, *args]
+sys.exit(fault_driver.main())
+"""
+
+
+def seq_argv(family: str, data_root, out, *extra: str) -> list[str]:
+    root = ["--data-root", str(data_root)] if family == "charlm" else []  # holds no corpus: the shipped one
+    return [*SEQ_FLAGS[family], *root, *extra, "--out", str(out), "--quiet"]
+
+
+def seq_results(metrics: dict, family: str) -> dict:
+    """Everything a run computed: metrics.json less timing, meta and the timed curve, and less the
+    config fields that set no number."""
+    non_result = get_family(family).non_result
+    got = {k: v for k, v in metrics.items() if k not in ("timing", "meta")}
+    got["curves"] = {k: v for k, v in metrics["curves"].items() if k != "elapsed_s"}
+    got["config"] = {k: v for k, v in metrics["config"].items() if k not in non_result}
+    return got
+
+
+def seq_compare(family: str):
+    return lambda metrics: seq_results(metrics, family)
+
+
+def run_seq_with_fault(family, data_root, out, fault: str, arg: str = "", *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", SEQ_CHILD, str(DRIVER.parent), fault, arg,
+                           *seq_argv(family, data_root, out, *extra)], check=False, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def seq_rerun(family, data_root, out, *extra) -> dict:
+    assert main(seq_argv(family, data_root, out, *extra)) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@contextlib.contextmanager
+def interrupted_at_window(monkeypatch, n: int):
+    """In this process: Ctrl-C as the n-th window begins (the command returns 130, as after a real one)."""
+    original, calls = WindowTrainer.step, [0]
+
+    def step(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(WindowTrainer, "step", step)
+        yield
+
+
+@pytest.fixture(scope="module")
+def seq_straight(data_root, tmp_path_factory):
+    """The uninterrupted run of each sequence family, for comparison."""
+    return {family: seq_rerun(family, data_root, tmp_path_factory.mktemp(f"straight-{family}"))
+            for family in SEQ_FLAGS}
+
+
+def seq_signal_cases() -> list:
+    """Per family, three drawn windows for SIGKILL and SIGINT each: CI runs the latest of each (a resume),
+    the full sweep all three."""
+    cases = []
+    for family, (windows, _) in SEQ_WINDOWS.items():
+        for signal_name in ("SIGKILL", "SIGINT"):
+            for i, step in enumerate(sorted(SEQ_DRAW.sample(range(1, windows + 1), 3))):
+                cases.append(pytest.param(family, step, signal_name, i != 2, id=f"{family}-{signal_name}-window{step}"))
+    return cases
+
+
+@pytest.mark.parametrize("family, step, signal_name, full", seq_signal_cases())
+def test_sequence_signal_at_a_window_then_rerun_equals_uninterrupted(family, step, signal_name, full, data_root,
+                                                                     tmp_path, seq_straight, request):
+    if full:
+        full_sweep_only(request)
+    out = tmp_path / "run"
+    proc = run_seq_with_fault(family, data_root, out, signal_name, str(step))
+    if signal_name == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    else:
+        assert proc.returncode == 130 and "rerun the same command to resume" in proc.stderr, proc.stderr
+    assert not (out / "metrics.json").exists()
+    assert_nothing_partial_looks_complete(out, get_family(family).schema)
+    resumed = step > SEQ_WINDOWS[family][1]  # a checkpoint was written before the fault
+    assert (out / "checkpoint.pt").exists() is resumed
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], resumed, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+@pytest.mark.parametrize("name, nth", [("checkpoint.pt", 2), ("metrics.json", 1)])
+def test_sequence_sigkill_during_a_write_leaves_no_half_file(family, name, nth, data_root, tmp_path, seq_straight):
+    out = tmp_path / "run"
+    proc = run_seq_with_fault(family, data_root, out, "SIGKILL-in-write", f"{name}:{nth}")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert len(list(out.glob(f".{name}.*.tmp"))) == 1 and not (out / "metrics.json").exists()
+    assert_nothing_partial_looks_complete(out, get_family(family).schema)
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], True, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+@pytest.mark.parametrize("name, nth", [("checkpoint.pt", 3), ("metrics.json", 1)])
+def test_sequence_full_disk_is_one_line_error_and_rerun_completes(family, name, nth, data_root, tmp_path,
+                                                                  seq_straight):
+    out = tmp_path / "run"
+    proc = run_seq_with_fault(family, data_root, out, "ENOSPC-in-write", f"{name}:{nth}")
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sgbench: error: cannot write") and "No space left" in last and "free some space" in last
+    assert "Traceback" not in proc.stderr
+    assert not list(out.glob(".*.tmp")) and not (out / "metrics.json").exists()
+    assert_nothing_partial_looks_complete(out, get_family(family).schema)
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], True, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+def test_sequence_read_only_folder_is_one_line_error_and_rerun_completes(family, data_root, tmp_path, seq_straight):
+    out = tmp_path / "run"
+    proc = run_seq_with_fault(family, data_root, out, "read-only")
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sgbench: error: cannot write") and "choose a folder you can write" in last
+    assert "Traceback" not in proc.stderr
+    assert list(out.iterdir()) == []
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], False, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_sequence_damaged_checkpoint_starts_afresh_and_equals_uninterrupted(family, damage, data_root, tmp_path,
+                                                                            seq_straight, monkeypatch):
+    out = tmp_path / "run"
+    with interrupted_at_window(monkeypatch, SEQ_WINDOWS[family][1] * 2 + 1):  # after the second checkpoint
+        assert main(seq_argv(family, data_root, out)) == 130
+    ckpt = out / "checkpoint.pt"
+    blob = ckpt.read_bytes()
+    ckpt.write_bytes(b"not a checkpoint" if damage == "garbage" else blob[:len(blob) // 2])
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], False, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+def test_sequence_truncated_metrics_is_retrained_not_skipped(family, data_root, tmp_path, seq_straight):
+    out = tmp_path / "run"
+    out.mkdir()
+    text = json.dumps(seq_straight[family], indent=1)
+    (out / "metrics.json").write_text(text[:len(text) // 2])
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], False, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+def test_sequence_stale_temp_files_are_removed_by_the_rerun(family, data_root, tmp_path, seq_straight):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (".checkpoint.pt.abc123.tmp", ".metrics.json.xyz.tmp"):
+        (out / name).write_bytes(b"half")
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], False, seq_compare(family))
+
+
+@pytest.mark.parametrize("family, when", list(SEQ_DIVERGE))
+def test_sequence_divergence_is_recorded_once_and_resumes_to_the_same_record(family, when, data_root, tmp_path,
+                                                                             monkeypatch):
+    """A NaN loss stops the run with a valid metrics.json (status diverged, where, the last finite values),
+    no checkpoint left; a rerun skips it; a run interrupted before the NaN reruns to the same record."""
+    extra = SEQ_DIVERGE[family, when]
+    out = tmp_path / "straight"
+    want = seq_rerun(family, data_root, out, *extra)
+    runtime.validate(want, get_family(family).schema)
+    assert want["status"] == "diverged" and sorted(f.name for f in out.iterdir()) == [".lock", "metrics.json"]
+    logged, step = want["curves"]["timestep"], want["diverged"]["step"]
+    if when == "after-checkpoints":
+        assert logged and logged[-1] < step and want["diverged"]["last_finite"]
+        assert all(math.isfinite(v) for v in want["diverged"]["last_finite"].values() if v is not None)
+    else:
+        assert logged == [] and want["diverged"]["last_finite"] == {}
+    written = (out / "metrics.json").read_bytes()
+    assert main(seq_argv(family, data_root, out, *extra)) == 0
+    assert (out / "metrics.json").read_bytes() == written  # skipped, not retrained
+
+    again = tmp_path / "interrupted"
+    window = step // want["config"]["T"]  # the window whose loss is not finite
+    with interrupted_at_window(monkeypatch, window):
+        assert main(seq_argv(family, data_root, again, *extra)) == 130
+    resumed = (again / "checkpoint.pt").exists()
+    assert resumed is (when == "after-checkpoints")
+    assert_recovered(again, seq_rerun(family, data_root, again, *extra), want, resumed, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+@pytest.mark.parametrize("method", ["bptt", "dni"])
+def test_sequence_other_methods_resume_bit_exactly(family, method, data_root, tmp_path, request):
+    """The other window trainers (truncation only; the one-window bootstrap) killed at a drawn window."""
+    full_sweep_only(request)
+    windows, every = SEQ_WINDOWS[family]
+    step = random.Random(f"{family}-{method}").randrange(every + 1, windows + 1)
+    extra = ["--method", method] + (["--probe-every", "0"] if family == "rnn" and method == "bptt" else [])
+    want = seq_rerun(family, data_root, tmp_path / "straight", *extra)
+    out = tmp_path / "run"
+    proc = run_seq_with_fault(family, data_root, out, "SIGKILL", str(step), *extra)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert_nothing_partial_looks_complete(out, get_family(family).schema)
+    got = seq_rerun(family, data_root, out, *extra)
+    assert_recovered(out, got, want, True, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+def test_sequence_sigkill_in_the_first_checkpoint_write_starts_afresh(family, data_root, tmp_path, seq_straight,
+                                                                     request):
+    full_sweep_only(request)
+    out = tmp_path / "run"
+    proc = run_seq_with_fault(family, data_root, out, "SIGKILL-in-write", "checkpoint.pt:1")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "checkpoint.pt").exists() and len(list(out.glob(".checkpoint.pt.*.tmp"))) == 1
+    assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], False, seq_compare(family))
+
+
+@pytest.mark.parametrize("family", list(SEQ_FLAGS))
+def test_sequence_sigkill_while_writing_a_diverged_record(family, data_root, tmp_path, request):
+    """Killed while writing the diverged run's metrics.json: the rerun resumes and diverges the same way."""
+    full_sweep_only(request)
+    extra = SEQ_DIVERGE[family, "after-checkpoints"]
+    want = seq_rerun(family, data_root, tmp_path / "straight", *extra)
+    out = tmp_path / "run"
+    proc = run_seq_with_fault(family, data_root, out, "SIGKILL-in-write", "metrics.json:1", *extra)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "metrics.json").exists() and (out / "checkpoint.pt").exists()
+    assert_recovered(out, seq_rerun(family, data_root, out, *extra), want, True, seq_compare(family))
