@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_tiny_corpus
 
 from sgbench import runtime
 from sgbench.cli import main
@@ -344,8 +345,8 @@ SEQ_FLAGS = {
             "--batch-size", "4", "--hidden-size", "16", "--log-points", "10", "--threshold", "20",
             "--curriculum-window", "10", "--probe-every", "90", "--device", "cpu", "--threads", "1",
             "--tier", "smoke"],
-    # the corpus shipped in the package (no data folder needed); dni_aux: the auxiliary head as well
-    "charlm": ["train-charlm", "--corpus", "shakespeare-sonnets", "--method", "dni_aux", "--T", "5",
+    # a generated corpus in the data folder (helpers.write_tiny_corpus); dni_aux: the auxiliary head as well
+    "charlm": ["train-charlm", "--corpus", "shakespeare-gutenberg", "--method", "dni_aux", "--T", "5",
                "--timesteps", "300", "--batch-size", "4", "--hidden-size", "16", "--embed-dim", "8",
                "--eval-every", "50", "--eval-chars", "2000", "--device", "cpu", "--threads", "1",
                "--tier", "smoke"],
@@ -382,7 +383,7 @@ sys.exit(fault_driver.main())
 
 
 def seq_argv(family: str, data_root, out, *extra: str) -> list[str]:
-    root = ["--data-root", str(data_root)] if family == "charlm" else []  # holds no corpus: the shipped one
+    root = ["--data-root", str(write_tiny_corpus(data_root))] if family == "charlm" else []
     return [*SEQ_FLAGS[family], *root, *extra, "--out", str(out), "--quiet"]
 
 
