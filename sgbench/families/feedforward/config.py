@@ -11,6 +11,7 @@ from ...catalog import (
     DATASETS,
     PLACEMENTS,
     SG_METHODS,
+    STEP_MODES,
     TIERS,
     UNLOCK_METHODS,
     default_input_hidden,
@@ -52,14 +53,15 @@ class FFConfig(RunConfig):
     train_limit: int = 0                # train on N training examples, every class in its share (0: all)
     test_limit: int = 0                 # evaluate on N test examples, every class in its share (0: all)
     val_size: int | None = None         # validation hold-out from the training set (None: 10,000; 0: none)
-    tier: str = "custom"                # label only: smoke | quick | paper | custom
+    tier: str = "custom"                # label only: smoke | quick | long | paper | gpu | custom
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     data_root: str | None = None        # else $SGBENCH_DATA, else ./data
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
+    step: str = "eager"                 # eager | fused | captured (CUDA graph) | auto: see sgbench.fast
 
     CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "dni_placement": PLACEMENTS,
-               "tier": TIERS}
+               "tier": TIERS, "step": STEP_MODES}
 
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
