@@ -273,3 +273,27 @@ def test_run_with_fused_step_equals_the_eager_run(data_root, tmp_path):
     with pytest.raises(ValueError, match="captured needs a CUDA device"):
         train_ff(tiny_ff_config(data_root, step="captured", **kw), tmp_path / "captured")
     assert not (tmp_path / "captured" / "metrics.json").exists()
+
+
+def test_gpu_tier_is_mnist_fcn_table1_on_the_fast_path():
+    import jsonschema
+    import yaml
+
+    from sgbench.catalog import TABLE1_METHODS, TIERS
+    from sgbench.families import grid
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "workflows"
+    tiers = {t: yaml.safe_load((root / "config" / "tiers" / f"{t}.yaml").read_text()) for t in ("gpu", "paper")}
+    jsonschema.validate(tiers["gpu"], yaml.safe_load((root / "schemas" / "tier.schema.yaml").read_text()))
+    runs = grid.expand(tiers["gpu"], "gpu")["feedforward"]
+    points = {(c.dataset, c.arch, c.layers, c.method, c.seed) for c in runs.values()}
+    assert "gpu" in TIERS and len(runs) == 48
+    assert points == {("mnist", "fcn", d, m, s) for d in (3, 4, 5, 6) for m in TABLE1_METHODS for s in (0, 1, 2)}
+    assert {c.step for c in runs.values()} == {"auto"}
+    paper = grid.expand(tiers["paper"], "paper")
+    assert {c.step for family in ("feedforward", "diagnostics") for c in paper[family].values()} == {"auto"}
+
+
+def test_parallel_runs_refuse_a_fast_step():
+    from sgbench.families.parallel.config import ParallelConfig
+    with pytest.raises(ValueError, match="step .* does not apply to parallel runs"):
+        ParallelConfig(step="fused").resolved()
