@@ -59,6 +59,7 @@ class FFConfig(RunConfig):
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
     step: str = "eager"                 # eager | fused | captured (CUDA graph) | auto: see sgbench.fast
+    seeds: list[int] | None = None      # train these seeds in one process as one batch (FCN; see .seeds)
 
     CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "dni_placement": PLACEMENTS,
                "tier": TIERS, "step": STEP_MODES}
@@ -93,6 +94,8 @@ class FFConfig(RunConfig):
             (c.probe_every == 0 or c.method in ("dni", "cdni"),
              f"the SG probe needs method dni or cdni (got {c.method!r}); use probe_every 0"),
             (c.probe_size >= 2, f"probe_size must be >= 2 (batch norm needs it), got {c.probe_size}"),
+            (c.seeds is None or (len(c.seeds) == len(set(c.seeds)) >= 1 and min(c.seeds) >= 0),
+             f"seeds must be distinct seeds >= 0 (one run each), got {c.seeds}"),
         ])
         if c.sg_hidden_layers is None and c.method in SG_METHODS:
             c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)
