@@ -36,7 +36,8 @@ fi
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
   $PY -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda,
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA')"
-  $PY -c "import jsonschema, yaml; print('jsonschema', jsonschema.__version__)" || echo "jsonschema missing: carry .whl"
+  $PY -c "import importlib.metadata as m, jsonschema, yaml; print('jsonschema', m.version('jsonschema'))" \
+    || echo "jsonschema missing: carry .whl"
   git log -1 --format='commit %H %s' 2>/dev/null; git status --short 2>/dev/null | head -20
   ls .devdata/MNIST/raw 2>/dev/null || echo "no .devdata/MNIST/raw: the tier cannot run"
 } > "$OUT/env.txt" 2>&1
