@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,31 +70,38 @@ def main():
     t0 = time.monotonic()
     print(f"# tier {args.tier}: {len(runs)} jobs ({args.seeds_per_job} seeds per job where they group), "
           f"{args.jobs} at a time, deadline {args.deadline_s:.0f} s", flush=True)
-    while pending or running:
-        late = time.monotonic() - t0 > args.deadline_s
-        while pending and len(running) < args.jobs and not late:
-            name, flags = pending.pop(0)
-            (out / "logs").mkdir(parents=True, exist_ok=True)
-            log = open(out / "logs" / f"{name.replace('{seed}', 'S')}.log", "w")  # noqa: SIM115  (closed below)
-            cmd = [sys.executable, "-m", "sgbench", "train-ff", *flags, "--device", args.device, "--threads", "1",
-                   "--out", str(out / name)]
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.monotonic())
-        for name, (proc, log, start) in list(running.items()):
-            if late and proc.poll() is None:
-                proc.terminate()
-                proc.wait()
-            if proc.poll() is not None:
-                log.close()
-                ok = all((out / name.format(seed=s) / "metrics.json").exists() for s in seeds_of(runs[name]))
-                done[name] = ("completed" if ok else f"failed (exit {proc.returncode})") if not late or ok else "stopped"
-                print(f"{name:<28} {done[name]:<16} {time.monotonic() - start:7.1f} s", flush=True)
-                del running[name]
-        if late:
-            for name, _ in pending:
-                done[name] = "not run"
-                print(f"{name:<28} not run", flush=True)
-            pending = []
-        time.sleep(0.2)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the runs
+    try:
+        while pending or running:
+            late = time.monotonic() - t0 > args.deadline_s
+            while pending and len(running) < args.jobs and not late:
+                name, flags = pending.pop(0)
+                (out / "logs").mkdir(parents=True, exist_ok=True)
+                log = open(out / "logs" / f"{name.replace('{seed}', 'S')}.log", "w")  # noqa: SIM115  (closed below)
+                cmd = [sys.executable, "-m", "sgbench", "train-ff", *flags, "--device", args.device, "--threads", "1",
+                       "--out", str(out / name)]
+                running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.monotonic())
+            for name, (proc, log, start) in list(running.items()):
+                if late and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait()
+                if proc.poll() is not None:
+                    log.close()
+                    ok = all((out / name.format(seed=s) / "metrics.json").exists() for s in seeds_of(runs[name]))
+                    done[name] = ("completed" if ok else f"failed (exit {proc.returncode})") if not late or ok else "stopped"
+                    print(f"{name:<28} {done[name]:<16} {time.monotonic() - start:7.1f} s", flush=True)
+                    del running[name]
+            if late:
+                for name, _ in pending:
+                    done[name] = "not run"
+                    print(f"{name:<28} not run", flush=True)
+                pending = []
+            time.sleep(0.2)
+    finally:
+        for proc, log, _ in running.values():  # interrupted: stop the runs (their checkpoints stay)
+            proc.terminate()
+            proc.wait()
+            log.close()
     wall = time.monotonic() - t0
     completed = sum(v == "completed" for v in done.values())
     print(f"# {completed}/{len(runs)} jobs completed in {wall:.1f} s wall", flush=True)
