@@ -327,7 +327,7 @@ def test_seeds_in_one_process_equal_their_single_runs(data_root, tmp_path):
     from helpers import tiny_ff_config
 
     from sgbench import runtime
-    from sgbench.families.feedforward.run import train_ff
+    from sgbench.families.feedforward.seeds import train as train_ff
     kw = {"method": "cdni", "iterations": 12, "eval_every": 6, "test_limit": 100}
     grouped = train_ff(tiny_ff_config(data_root, seeds=[0, 1], **kw), tmp_path / "run-seed{seed}")
     for seed, metrics in zip((0, 1), grouped):
@@ -340,6 +340,9 @@ def test_seeds_in_one_process_equal_their_single_runs(data_root, tmp_path):
         assert c["train_loss"] == pytest.approx(s["train_loss"], rel=5e-4)
         assert c["sg_loss"] == [pytest.approx(row, rel=5e-3) for row in s["sg_loss"]]
     assert not list(tmp_path.glob("run-seed*/checkpoint*"))
+    with pytest.raises(ValueError, match="seeds.train"):  # the single-run runner never drops seeds silently
+        __import__("sgbench.families.feedforward.run", fromlist=["x"]).train_ff(
+            tiny_ff_config(data_root, seeds=[0, 1], **kw), tmp_path / "y{seed}")
     with pytest.raises(ValueError, match="method unlock.*one seed per job"):
         train_ff(tiny_ff_config(data_root, seeds=[0, 1], method="unlock"), tmp_path / "x{seed}")
     with pytest.raises(ValueError, match="seeds must be distinct"):
@@ -350,7 +353,7 @@ def test_killed_seed_group_resumes_to_the_same_result(data_root, tmp_path, monke
     from helpers import tiny_ff_config
 
     from sgbench import fast
-    from sgbench.families.feedforward.run import train_ff
+    from sgbench.families.feedforward.seeds import train as train_ff
     cfg = tiny_ff_config(data_root, seeds=[0, 1], iterations=12, eval_every=6, test_limit=100)
     straight = train_ff(cfg, tmp_path / "a{seed}")
     step, calls = fast.StackedStepper.__call__, []

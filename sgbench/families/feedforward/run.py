@@ -182,9 +182,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
 
     `_stop_after` (tests only) stops after that step's checkpoint, as a kill would.
     """
-    if config.seeds:  # several seeds in one process, as one batch (sgbench.fast, issue #17)
-        from .seeds import train_ff_seeds
-        return train_ff_seeds(config, out_dir)
+    if config.seeds:
+        raise ValueError("seeds: several seeds in one job train through sgbench.families.feedforward.seeds.train")
     t_start = time.perf_counter()
     cfg = config.resolved()
     out_dir, device, meta = runtime.start_run(cfg, out_dir)

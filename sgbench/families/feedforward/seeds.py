@@ -20,16 +20,15 @@ import torch
 
 from ... import fast, runtime
 from .config import FFConfig
-from .run import (
-    BatchStream,
-    _result_config,
-    build_net,
-    load_run_data,
-    lr_schedule,
-    test_error,
-)
+from .run import BatchStream, _result_config, build_net, load_run_data, lr_schedule, test_error, train_ff
 
 log = logging.getLogger(__name__)
+
+
+def train(config: FFConfig, out_dir):
+    """The feed-forward runner the family registry names: config.seeds as one batch (a list of metrics),
+    else one run (run.train_ff)."""
+    return train_ff_seeds(config, out_dir) if config.seeds else train_ff(config, out_dir)
 
 
 def seed_dirs(out, seeds: list[int]) -> list[Path]:
