@@ -334,6 +334,7 @@ def test_seeds_in_one_process_equal_their_single_runs(data_root, tmp_path):
         on_disk = __import__("json").loads((tmp_path / f"run-seed{seed}" / "metrics.json").read_text())
         runtime.validate(on_disk, "ff_metrics")
         assert on_disk["config"]["seed"] == seed and on_disk["config"]["seeds"] is None
+        assert on_disk["meta"]["seeds_in_job"] == [0, 1] and on_disk["timing"]["step"] == "fused"
         single = train_ff(tiny_ff_config(data_root, seed=seed, **kw), tmp_path / f"single{seed}")
         c, s = metrics["curves"], single["curves"]
         assert c["step"] == s["step"] and c["lr"] == s["lr"] and c["test_error"] == s["test_error"]

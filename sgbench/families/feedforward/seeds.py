@@ -113,7 +113,7 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     for s, seed in enumerate(seeds):
         seed_cfg = dataclasses.replace(cfg, seed=seed)  # seeds=None: each file describes its own run
         results.append(_write_metrics(seed_cfg, dirs[s], data, nets[s], curves[s], len(train_y), len(test_y),
-                                      train_time, t_start, meta | {"seeds_in_job": list(seeds), "step": mode}))
+                                      train_time, t_start, meta | {"seeds_in_job": list(seeds)}, mode))
     ckpt_path.unlink(missing_ok=True)
     return results
 
@@ -141,8 +141,9 @@ def _resume(path: Path, group_config: dict, device, stacked, opt, sched, streams
 
 
 def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, n_train: int, n_test: int,
-                   train_time: float, t_start: float, meta: dict) -> dict:
-    """One seed's metrics.json, in the single run's form (timing: the whole group's, shared)."""
+                   train_time: float, t_start: float, meta: dict, mode: str) -> dict:
+    """One seed's metrics.json, in the single run's form (timing: the whole group's, shared: a step
+    trains every seed of the job, meta.seeds_in_job)."""
     n_b = len(net.boundaries or [])
     metrics = {
         "schema": "sgbench.ff_metrics/1",
@@ -161,7 +162,8 @@ def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, n_trai
                   # every layer that trains updates at every step (stacked runs have no asynchronous updates)
                   "update_fraction": [float(any(p.requires_grad for p in g)) for g in net.layer_parameters()]},
         "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
-                   "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None},
+                   "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None,
+                   "step": mode},
         "meta": meta,
     }
     runtime.validate(metrics, "ff_metrics")
