@@ -374,3 +374,12 @@ def test_killed_seed_group_resumes_to_the_same_result(data_root, tmp_path, monke
     for a, b in zip(straight, resumed):
         assert {k: v for k, v in a["curves"].items() if k != "elapsed_s"} == \
             {k: v for k, v in b["curves"].items() if k != "elapsed_s"}
+        assert (a["meta"]["resumed"], b["meta"]["resumed"]) == (False, True)
+        assert b["timing"]["wall_time_s"] >= b["timing"]["train_time_s"]
+
+
+def test_a_diverged_stacked_seed_is_marked_at_its_evaluation():
+    from sgbench.families.feedforward.seeds import _divergence
+    curves = {"step": [10, 20, 30], "train_loss": [0.5, float("nan"), float("nan")], "test_error": [9.0, 90.0, 90.0]}
+    assert _divergence(curves) == {"step": 20, "last_finite": {"train_loss": 0.5, "test_error": 9.0}}
+    assert _divergence(curves | {"train_loss": [0.5, 0.4, 0.3]}) is None

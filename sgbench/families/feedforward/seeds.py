@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -74,10 +75,12 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
                "sg_loss": [[] for _ in range(n_b)], "input_loss": []} for _ in seeds]
     ckpt_path = dirs[0] / "checkpoint-seeds.pt"
     group_config = {"config": _result_config(cfg), "seeds": list(seeds)}
-    step, train_time = 0, 0.0
+    step, train_time, earlier_wall = 0, 0.0, 0.0
     resumed = _resume(ckpt_path, group_config, device, stacked, opt, sched, streams)
     if resumed:
         curves, step, train_time = resumed["curves"], resumed["step"], resumed["train_time"]
+        earlier_wall = resumed["wall_time"]  # of the earlier attempts, up to their last checkpoint
+    meta["resumed"] = resumed is not None
     stepper = fast.StackedStepper(mode, stacked, opt, streams, train_x, train_y)
     log.info("train-ff %s/%s-%d/%s seeds %s as one batch on %s (%s step), %d iterations", data.name, cfg.arch,
              cfg.layers, cfg.method, seeds, device, mode, cfg.iterations)
@@ -105,7 +108,8 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
                 for i in range(n_b):
                     c["sg_loss"][i].append(sg_losses[s][i])
             runtime.atomic_torch_save(ckpt_path, group_config | {
-                "curves": curves, "step": step, "train_time": train_time, "stacked": stacked.state_dict(),
+                "curves": curves, "step": step, "train_time": train_time,
+                "wall_time": earlier_wall + time.perf_counter() - t_start, "stacked": stacked.state_dict(),
                 "opt": opt.state_dict(), "sched": sched.state_dict(), "streams": [s.state_dict() for s in streams]})
             log.info(runtime.progress_line(step, cfg.iterations, train_time,
                                            "test error " + " ".join(f"{c['test_error'][-1]:.2f}%" for c in curves)))
@@ -113,7 +117,8 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     for s, seed in enumerate(seeds):
         seed_cfg = dataclasses.replace(cfg, seed=seed)  # seeds=None: each file describes its own run
         results.append(_write_metrics(seed_cfg, dirs[s], data, nets[s], curves[s], len(train_y), len(test_y),
-                                      train_time, t_start, meta | {"seeds_in_job": list(seeds)}, mode))
+                                      train_time, earlier_wall + time.perf_counter() - t_start,
+                                      meta | {"seeds_in_job": list(seeds)}, mode))
     ckpt_path.unlink(missing_ok=True)
     return results
 
@@ -140,14 +145,27 @@ def _resume(path: Path, group_config: dict, device, stacked, opt, sched, streams
     return ckpt
 
 
+def _divergence(curves: dict) -> dict | None:
+    """A seed whose mean training loss turned non-finite: the diverged record, at the evaluation that
+    saw it (its seeds train on as one batch, so a stacked seed is marked, not stopped, and its step is
+    that evaluation's, not the exact first non-finite step); None when every logged loss is finite."""
+    bad = [i for i, v in enumerate(curves["train_loss"]) if not math.isfinite(v)]
+    if not bad:
+        return None
+    last = {"train_loss": curves["train_loss"][bad[0] - 1] if bad[0] else None,
+            "test_error": curves["test_error"][bad[0] - 1] if bad[0] else None}
+    return runtime.diverged_record(curves["step"][bad[0]], last)
+
+
 def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, n_train: int, n_test: int,
-                   train_time: float, t_start: float, meta: dict, mode: str) -> dict:
+                   train_time: float, wall_time: float, meta: dict, mode: str) -> dict:
     """One seed's metrics.json, in the single run's form (timing: the whole group's, shared: a step
     trains every seed of the job, meta.seeds_in_job)."""
     n_b = len(net.boundaries or [])
+    diverged = _divergence(curves)
     metrics = {
         "schema": "sgbench.ff_metrics/1",
-        "status": "complete",
+        "status": "diverged" if diverged else "completed",
         "experiment": "feedforward",
         "tier": cfg.tier,
         "config": dataclasses.asdict(cfg),
@@ -161,11 +179,14 @@ def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, n_trai
                   "sg_loss": [c[-1] for c in curves["sg_loss"]], "input_loss": [],
                   # every layer that trains updates at every step (stacked runs have no asynchronous updates)
                   "update_fraction": [float(any(p.requires_grad for p in g)) for g in net.layer_parameters()]},
-        "timing": {"wall_time_s": round(time.perf_counter() - t_start, 3), "train_time_s": round(train_time, 3),
+        "timing": {"wall_time_s": round(wall_time, 3), "train_time_s": round(train_time, 3),
                    "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None,
                    "step": mode},
         "meta": meta,
     }
+    if diverged:
+        metrics["diverged"] = diverged
+    metrics = runtime.json_safe(metrics)
     runtime.validate(metrics, "ff_metrics")
     runtime.atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
