@@ -21,7 +21,15 @@ import torch
 
 from ... import fast, runtime
 from .config import FFConfig
-from .run import BatchStream, _result_config, build_net, load_run_data, lr_schedule, test_error, train_ff
+from .run import (
+    BatchStream,
+    _result_config,
+    build_net,
+    lr_schedule,
+    split_run_data,
+    test_error,
+    train_ff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +69,9 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     _, device, meta = runtime.start_run(cfg, dirs[0])
     mode = fast.resolve_step(cfg.step, cfg, device)
     mode = "fused" if mode == "eager" else mode  # stacked seeds have no eager form (same arithmetic)
-    data, (train_x, train_y), (test_x, test_y) = load_run_data(cfg, device)
+    data, sp = split_run_data(cfg, device)
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (sp.train_x, sp.train_y), (sp.val_x, sp.val_y), \
+        (sp.test_x, sp.test_y)
     nets = []
     for s in seeds:  # each seed's initialisation is its single run's
         torch.manual_seed(s)
@@ -71,7 +81,7 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     sched = lr_schedule(opt, cfg)
     streams = [BatchStream(len(train_y), cfg.batch_size, s) for s in seeds]
     n_b = len(nets[0].boundaries or [])
-    curves = [{"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": [],
+    curves = [{"step": [], "train_loss": [], "test_error": [], "val_error": [], "lr": [], "elapsed_s": [],
                "sg_loss": [[] for _ in range(n_b)], "input_loss": []} for _ in seeds]
     ckpt_path = dirs[0] / "checkpoint-seeds.pt"
     group_config = {"config": _result_config(cfg), "seeds": list(seeds)}
@@ -103,6 +113,7 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
                 c["step"].append(step)
                 c["train_loss"].append(losses[s])
                 c["test_error"].append(test_error(net, test_x, test_y, device))
+                c["val_error"].append(test_error(net, val_x, val_y, device) if len(val_y) else None)
                 c["lr"].append(float(sched.get_last_lr()[0]))
                 c["elapsed_s"].append(round(train_time, 3))
                 for i in range(n_b):
@@ -116,7 +127,7 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     results = []
     for s, seed in enumerate(seeds):
         seed_cfg = dataclasses.replace(cfg, seed=seed)  # seeds=None: each file describes its own run
-        results.append(_write_metrics(seed_cfg, dirs[s], data, nets[s], curves[s], len(train_y), len(test_y),
+        results.append(_write_metrics(seed_cfg, dirs[s], data, nets[s], curves[s], (len(train_y), len(val_y), len(test_y)),
                                       train_time, earlier_wall + time.perf_counter() - t_start,
                                       meta | {"seeds_in_job": list(seeds)}, mode))
     ckpt_path.unlink(missing_ok=True)
@@ -157,7 +168,7 @@ def _divergence(curves: dict) -> dict | None:
     return runtime.diverged_record(curves["step"][bad[0]], last)
 
 
-def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, n_train: int, n_test: int,
+def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, sizes: tuple[int, int, int],
                    train_time: float, wall_time: float, meta: dict, mode: str) -> dict:
     """One seed's metrics.json, in the single run's form (timing: the whole group's, shared: a step
     trains every seed of the job, meta.seeds_in_job)."""
@@ -170,12 +181,13 @@ def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, n_trai
         "tier": cfg.tier,
         "config": dataclasses.asdict(cfg),
         "dataset": {"requested": cfg.dataset, "variant": data.name, "source": data.source,
-                    "n_train": n_train, "n_test": n_test},
+                    "n_train": sizes[0], "n_val": sizes[1], "n_test": sizes[2]},
         "model": {"parameters": sum(p.numel() for p in net.model_parameters()),
                   "sg_parameters": sum(p.numel() for p in net.sg_parameters()),
                   "input_parameters": 0, "boundaries": n_b, "dni_boundaries": sum(net.placed)},
         "curves": curves,
-        "final": {"test_error": curves["test_error"][-1], "train_loss": curves["train_loss"][-1],
+        "final": {"test_error": curves["test_error"][-1], "val_error": curves["val_error"][-1],
+                  "train_loss": curves["train_loss"][-1],
                   "sg_loss": [c[-1] for c in curves["sg_loss"]], "input_loss": [],
                   # every layer that trains updates at every step (stacked runs have no asynchronous updates)
                   "update_fraction": [float(any(p.requires_grad for p in g)) for g in net.layer_parameters()]},
