@@ -77,7 +77,9 @@ ARCHS = ("fcn", "cnn")
 PLACEMENTS = ("every", "every_second", "middle")      # where DNI boundaries sit (dni / cdni)
 DATASETS = ("mnist", "cifar10", "cifar10-jpeg")
 TASKS = ("copy", "repeat_copy")
-TIERS = ("smoke", "quick", "long", "paper", "custom")       # the `tier` label every run config takes
+TIERS = ("smoke", "quick", "long", "paper", "gpu", "custom")  # the `tier` label every run config takes
+# How a feed-forward step runs (sgbench.fast): eager (default), fused, captured (CUDA graph), auto
+STEP_MODES = ("eager", "fused", "captured", "auto")
 
 
 def paper_sg_hidden_layers(arch: str, method: str) -> int:

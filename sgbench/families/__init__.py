@@ -66,7 +66,7 @@ _FF_NON_RESULT = frozenset({"device", "data_root", "download", "threads"})
 FAMILIES: tuple[Family, ...] = (
     Family("feedforward", "MNIST / CIFAR-10 FCN and CNN: backprop, DNI, cDNI, no-bprop, complete unlock, "
            "random layer updates ([DNI] Table 1, Sec. 3.3-3.4)",
-           "train-ff", f"{_FF}.config:FFConfig", f"{_FF}.run:train_ff", f"{_FF}.config:run_name", "ff_metrics",
+           "train-ff", f"{_FF}.config:FFConfig", f"{_FF}.seeds:train", f"{_FF}.config:run_name", "ff_metrics",
            ("dataset", "arch", "layers", "method", "update_prob", "seed"), "iterations", "iterations",
            {"runs": "feedforward_runs.csv", "curves": "feedforward_curves.csv", "table1_md": "feedforward.md",
             "table1_csv": "feedforward.csv", "unlock_md": "unlock.md", "unlock_csv": "unlock.csv"},
@@ -92,7 +92,7 @@ FAMILIES: tuple[Family, ...] = (
            non_result=frozenset({"device", "threads", "data_root", "download"})),
     # Feed-forward runs that vary DNI placement, warm-up and the SG model: the feed-forward runner.
     Family("diagnostics", "why DNI works or fails: SG fidelity, DNI placement, warm-up, SG model",
-           "train-ff", f"{_FF}.config:FFConfig", f"{_FF}.run:train_ff",
+           "train-ff", f"{_FF}.config:FFConfig", f"{_FF}.seeds:train",
            "sgbench.families.diagnostics.config:run_name", "ff_metrics",
            ("dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers", "sg_loss_weight",
             "seed"), "iterations", "iterations",

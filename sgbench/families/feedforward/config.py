@@ -11,6 +11,7 @@ from ...catalog import (
     DATASETS,
     PLACEMENTS,
     SG_METHODS,
+    STEP_MODES,
     TIERS,
     UNLOCK_METHODS,
     default_input_hidden,
@@ -52,14 +53,16 @@ class FFConfig(RunConfig):
     train_limit: int = 0                # train on N training examples, every class in its share (0: all)
     test_limit: int = 0                 # evaluate on N test examples, every class in its share (0: all)
     val_size: int | None = None         # validation hold-out from the training set (None: 10,000; 0: none)
-    tier: str = "custom"                # label only: smoke | quick | paper | custom
+    tier: str = "custom"                # label only: smoke | quick | long | paper | gpu | custom
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     data_root: str | None = None        # else $SGBENCH_DATA, else ./data
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
+    step: str = "eager"                 # eager | fused | captured (CUDA graph) | auto: see sgbench.fast
+    seeds: list[int] | None = None      # train these seeds in one process as one batch (FCN; see .seeds)
 
     CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "dni_placement": PLACEMENTS,
-               "tier": TIERS}
+               "tier": TIERS, "step": STEP_MODES}
 
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
@@ -91,6 +94,8 @@ class FFConfig(RunConfig):
             (c.probe_every == 0 or c.method in ("dni", "cdni"),
              f"the SG probe needs method dni or cdni (got {c.method!r}); use probe_every 0"),
             (c.probe_size >= 2, f"probe_size must be >= 2 (batch norm needs it), got {c.probe_size}"),
+            (c.seeds is None or (len(c.seeds) == len(set(c.seeds)) >= 1 and min(c.seeds) >= 0),
+             f"seeds must be distinct seeds >= 0 (one run each), got {c.seeds}"),
         ])
         if c.sg_hidden_layers is None and c.method in SG_METHODS:
             c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ... import runtime
+from ... import fast, runtime
 from ...data import as_input, load_dataset, resolve_data_root, split
 from ...fidelity import ff_fidelity
 from ...nets import FeedForwardNet, SGSpec
@@ -182,6 +182,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
 
     `_stop_after` (tests only) stops after that step's checkpoint, as a kill would.
     """
+    if config.seeds:
+        raise ValueError("seeds: several seeds in one job train through sgbench.families.feedforward.seeds.train")
     t_start = time.perf_counter()
     cfg = config.resolved()
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
@@ -189,7 +191,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     data, s = split_run_data(cfg, device)
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (s.train_x, s.train_y), (s.val_x, s.val_y), (s.test_x, s.test_y)
     model = build_net(cfg, data).to(device)
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    step_mode = fast.resolve_step(cfg.step, cfg, device)  # eager unless asked (sgbench.fast)
+    opt = fast.make_optimizer(model.trainable_parameters(), cfg.lr, step_mode, device)
     sched = lr_schedule(opt, cfg)
     stream = BatchStream(len(train_y), cfg.batch_size, cfg.seed)
     schedule = UpdateSchedule(cfg.layers + 1, cfg.update_prob, cfg.update_periods, cfg.seed)
@@ -212,6 +215,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     meta["resumed"] = resumed is not None
     watch = runtime.NonFiniteWatch(device)
     diverged = None
+    stepper = fast.Stepper(step_mode, model, opt, stream, train_x, train_y, schedule, train_step)
 
     log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries, %d input models",
              data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations, n_boundaries,
@@ -223,11 +227,9 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     model.train()
     while step < cfg.iterations:
         t0 = time.perf_counter()
-        idx = stream.next().to(device)
-        x, y = as_input(train_x[idx]), train_y[idx]
         if cfg.warmup:
             model.set_exact(step < warmup_steps)
-        loss = train_step(model, opt, x, y, schedule.mask(step + 1))
+        loss = stepper(step + 1)
         sched.step()
         step, since = step + 1, since + 1
         loss_sum += loss.detach()
@@ -237,6 +239,9 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
         for i, input_loss in enumerate(model.last_input_losses):
             input_sum[i] += input_loss
         watch.observe(step, _step_losses(loss, model))
+        if watch.due(step) or step % cfg.eval_every == 0 or step == cfg.iterations or \
+                (cfg.probe_every and step % cfg.probe_every == 0):
+            fast.sync(device)  # before the host reads the device: the steps still queued on a GPU are training time
         train_time += time.perf_counter() - t0
         if (watch.due(step) or step % cfg.eval_every == 0 or step == cfg.iterations) and watch.diverged_at():
             diverged = _divergence(watch, curves)
@@ -254,7 +259,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
             curves["train_loss"].append(float(loss_sum) / since)
             curves["test_error"].append(err)
             curves["val_error"].append(test_error(model, val_x, val_y, device) if len(val_y) else None)
-            curves["lr"].append(sched.get_last_lr()[0])
+            curves["lr"].append(float(sched.get_last_lr()[0]))  # a tensor when captured
             curves["elapsed_s"].append(round(train_time, 3))
             for i in range(n_boundaries):  # None where no DNI sits (dni_placement)
                 curves["sg_loss"][i].append(float(sg_sum[i]) / since if model.placed[i] else None)
@@ -293,7 +298,8 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
         "final": _final(curves, final_error, final_val, diverged) | {"update_fraction": update_fractions(schedule, model, step)},
         "timing": {"wall_time_s": round(earlier_wall + time.perf_counter() - t_start, 3),
                    "train_time_s": round(train_time, 3),
-                   "steps_per_s": round(step / train_time, 3) if train_time > 0 else None},
+                   "steps_per_s": round(step / train_time, 3) if train_time > 0 else None,
+                   "step": step_mode},
         "meta": meta,
     }
     if diverged:

@@ -74,6 +74,7 @@ class ParallelConfig(FFConfig):
             (c.dni_placement == "every" and c.warmup == 0 and c.probe_every == 0,
              "dni_placement, warmup and probe_every (diagnostics) do not apply to parallel runs: use the "
              "feed-forward family"),
+            (c.step == "eager", "step (sgbench.fast) does not apply to parallel runs: their workers time the eager step"),
             (not staged or 1 <= c.workers <= units, f"workers must be between 1 and the number of units "
              f"(layers + head = {units}) for {c.method}, got {c.workers}"),
             (c.workers >= 1, f"workers must be >= 1, got {c.workers}"),
