@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import write_learnable_mnist
+from helpers import write_learnable_mnist, write_tiny_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "cluster" / "local_slurm.sh"
@@ -101,7 +101,7 @@ def cluster_run(tmp_path_factory) -> ClusterRun:
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("cluster")
-    data = write_learnable_mnist(base / "data")
+    data = write_tiny_corpus(write_learnable_mnist(base / "data"))
     start = time.monotonic()
     out = subprocess.run(["bash", str(SCRIPT), str(base / "work")], env=script_env(data), capture_output=True,
                          text=True, timeout=1500)
@@ -187,7 +187,7 @@ def test_an_interrupted_run_stops_everything(cluster_run, tmp_path):
     """SIGTERM (a cancelled CI job) while jobs run on the cluster: the script still stops its
     snakemake runs, their jobs and every daemon."""
     work = tmp_path / "work"
-    proc = subprocess.Popen(["bash", str(SCRIPT), str(work)], env=script_env(write_learnable_mnist(tmp_path / "data")),
+    proc = subprocess.Popen(["bash", str(SCRIPT), str(work)], env=script_env(write_tiny_corpus(write_learnable_mnist(tmp_path / "data"))),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

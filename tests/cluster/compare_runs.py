@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 NOT_DETERMINED = {"timing", "meta"}                # wall time, host, versions, start time
-# elapsed_s, steps_per_s, time_to_target_s, step_ms, samples_per_s_ci95, speedup, ...
-TIMED = re.compile(r"(_s|_ms|speedup)(_ci95)?$|^wait_fraction$")
+# elapsed_s, steps_per_s, time_to_target_s, step_ms, samples_per_s_ci95, speedup, seconds to a target,
+# the parallel runs' per-target times and unit profiles (JSON cells), measured / predicted ratios, ...
+TIMED = re.compile(r"(_s|_ms|speedup)(_ci95)?$|^(wait_fraction|seconds|seconds_ci95|time_to_target|profile"
+                   r"|measured_over_predicted)$")
 
 
 def untimed(row: dict) -> dict:
