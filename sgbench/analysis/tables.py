@@ -70,6 +70,23 @@ def curve_rows(path, curves: dict, names: list[str], keys: dict) -> list[dict]:
     return [keys | {n: curves[n][i] for n in present} for i in range(len(curves[present[0]]))]
 
 
+def collect_runs(paths, schema: str, tier: str | None, run_row, run_columns: list[str],
+                 curve_columns: list[str], n_keys: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A family's (runs, curves): one row per run (`run_row(path, metrics)`), and every logged point of
+    every run in long form. The first `n_keys` curve columns name a run; the rest are its curves. The
+    same run twice is an error."""
+    keys = curve_columns[:n_keys]
+    runs, curves = [], []
+    for path in paths:
+        m = read_metrics(path, schema, tier)
+        row = run_row(path, m)
+        curves += curve_rows(path, m["curves"], curve_columns[n_keys:], {k: row[k] for k in keys})
+        runs.append(row)
+    runs_df = pd.DataFrame(runs, columns=run_columns)
+    refuse_duplicates(runs_df, keys)
+    return runs_df, pd.DataFrame(curves, columns=curve_columns)
+
+
 def refuse_duplicates(runs: pd.DataFrame, keys: list[str]) -> None:
     """Two files of the same run (same cell, method, seed) would count one seed twice."""
     twice = runs[runs.duplicated(keys, keep=False)]

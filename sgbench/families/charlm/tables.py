@@ -8,12 +8,10 @@ import pandas as pd
 from ...analysis.stats import group_stats
 from ...analysis.tables import (
     NOT_RUN,
+    collect_runs,
     context_lines,
-    curve_rows,
     late_mean,
     pivot_markdown,
-    read_metrics,
-    refuse_duplicates,
     run_status,
     where,
     write_csv,
@@ -46,15 +44,8 @@ def run_row(path, m: dict) -> dict:
 
 
 def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs, curves = [], []
-    for path in paths:
-        m = read_metrics(path, get("charlm").schema, tier)
-        row = run_row(path, m)
-        curves += curve_rows(path, m["curves"], CURVE_COLUMNS[4:], {k: row[k] for k in RUN_KEYS})
-        runs.append(row)
-    runs_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
-    refuse_duplicates(runs_df, RUN_KEYS)
-    return runs_df, pd.DataFrame(curves, columns=CURVE_COLUMNS)
+    """(runs, curves): one row per run, and every logged point of every run in long form."""
+    return collect_runs(paths, get("charlm").schema, tier, run_row, RUN_COLUMNS, CURVE_COLUMNS, len(RUN_KEYS))
 
 
 def bpc_stats(runs: pd.DataFrame) -> pd.DataFrame:

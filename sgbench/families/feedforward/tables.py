@@ -9,13 +9,11 @@ import pandas as pd
 from ...analysis.stats import group_stats
 from ...analysis.tables import (
     NOT_RUN,
+    collect_runs,
     context_lines,
-    curve_rows,
     late_drop,
     mean_or_none,
     pivot_markdown,
-    read_metrics,
-    refuse_duplicates,
     run_status,
     where,
     write_csv,
@@ -56,15 +54,7 @@ def run_late_drop(curves: dict) -> float:
 
 def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, curves): one row per run, and every logged point of every run in long form."""
-    runs, curves = [], []
-    for path in paths:
-        m = read_metrics(path, get("feedforward").schema, tier)
-        row = run_row(path, m)
-        curves += curve_rows(path, m["curves"], ["step", "test_error", "train_loss"], {k: row[k] for k in RUN_KEYS})
-        runs.append(row)
-    runs_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
-    refuse_duplicates(runs_df, RUN_KEYS)
-    return runs_df, pd.DataFrame(curves, columns=CURVE_COLUMNS)
+    return collect_runs(paths, get("feedforward").schema, tier, run_row, RUN_COLUMNS, CURVE_COLUMNS, len(RUN_KEYS))
 
 
 def table1_stats(ff_runs: pd.DataFrame) -> pd.DataFrame:
