@@ -182,9 +182,67 @@ def diverged_record(step: int, last_finite: dict) -> dict:
     return {"step": int(step), "last_finite": json_safe(dict(last_finite))}
 
 
+@contextlib.contextmanager
+def step_memory(device, exclude=()):
+    """Measure the memory one training step keeps for its backward pass; yields a dict that holds,
+    after the block: `activation_memory_mb`, the bytes of every tensor autograd saved during the block
+    (each storage once, the tensors in `exclude` -- the parameters -- not counted), and, on CUDA,
+    `peak_memory_mb`, the device's allocation peak during the block (None elsewhere).
+
+    The first is what grows with the length of the graph (truncated BPTT's window T). It is exact and
+    repeatable on a given backend (it counts a kernel's workspace too: oneDNN's RNN workspace on a CPU,
+    cuDNN's on a GPU, so it differs between the two); a CPU process's resident size is neither exact nor
+    per step (the allocator keeps freed memory), so it is not used."""
+    import torch
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t  # unchanged: the hook only looks
+
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    out: dict = {}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield out
+    out["activation_memory_mb"] = sum(saved.values()) / 2**20
+    out["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+
+
 def atomic_torch_save(path, obj) -> None:
     import torch
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path, device, expected: dict, note: Callable[[str], object]) -> dict | None:
+    """The checkpoint at `path` when its entries named in `expected` equal them (the run's resolved
+    config, or a seed group's config and seeds), else None: a missing, unreadable (e.g. written by an
+    incompatible sgbench) or foreign checkpoint means starting afresh, said through `note`, never a
+    crash and never a resume into another run."""
+    import torch
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        note(f"cannot read {path} ({e}): starting afresh")
+        return None
+    if {k: ckpt.get(k) for k in expected} != expected:
+        note(f"{path} was made by another run ({', '.join(expected)} differ): starting afresh")
+        return None
+    return ckpt
+
+
+def restore(ckpt: dict, stateful: dict) -> None:
+    """Load each object of `stateful` ({name: object with load_state_dict}) from ckpt[name]."""
+    for name, obj in stateful.items():
+        obj.load_state_dict(ckpt[name])
 
 
 def load_schema(name: str) -> dict:

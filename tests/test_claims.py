@@ -39,14 +39,16 @@ def ff(rows, steps_per_s=50.0):
 
 
 def rnn(rows):
-    """(task, method, T, lengths per seed, cosines per seed[, peak memory per seed])."""
+    """(task, method, T, lengths per seed, cosines per seed[, memory per seed[, seconds per update per seed]])."""
     return pd.DataFrame([{"task": t, "method": m, "T": T, "seed": s, "largest_length_solved": n, "N_solved": n,
                           "lag_solved": n + 1 if t == "copy" else math.nan,  # lags as under the legacy layout
                           "late_cosine": row[4][s], "signal_sg_cosine": row[4][s], "late_norm_ratio": 0.5,
-                          "status": "completed", answers.BPTT_MEMORY: row[5][s] if len(row) > 5 else math.nan}
+                          "status": "completed", answers.BPTT_MEMORY: row[5][s] if len(row) > 5 else math.nan,
+                          answers.BPTT_STEP: row[6][s] if len(row) > 6 else math.nan}
                          for row in rows for t, m, T in [row[:3]] for s, n in enumerate(row[3])],
                         columns=["task", "method", "T", "seed", "largest_length_solved", "N_solved", "lag_solved",
-                                 "late_cosine", "signal_sg_cosine", "late_norm_ratio", "status", answers.BPTT_MEMORY])
+                                 "late_cosine", "signal_sg_cosine", "late_norm_ratio", "status", answers.BPTT_MEMORY,
+                                 answers.BPTT_STEP])
 
 
 def par(rows, k=2):
@@ -226,6 +228,13 @@ POINT_CASES = [
     ("A1", M(rnn_=[("copy", "bptt", 2, [4, 5, 5], COS, [10, 11, 10]), ("copy", "bptt", 8, [4, 5, 5], COS, [30, 31, 32]),
                    ("copy", "dni", 2, [1, 1, 2], COS)]), REFUTED),
     ("A1", M(rnn_=RNN_WIN), INCONCLUSIVE),                      # memory per T not measured
+    # memory the same in every seed (a point interval), step time measured: both must grow
+    ("A1", M(rnn_=RNN_WIN + [("copy", "bptt", 8, [1, 1, 2], COS, [2.3] * 3, [0.45, 0.47, 0.44]),
+                             ("copy", "bptt", 3, [1, 1, 1], COS, [0.9] * 3, [0.20, 0.22, 0.21])]), SUPPORTED),
+    ("A1", M(rnn_=RNN_WIN + [("copy", "bptt", 8, [1, 1, 2], COS, [2.3] * 3, [0.20, 0.22, 0.21]),
+                             ("copy", "bptt", 3, [1, 1, 1], COS, [0.9] * 3, [0.45, 0.47, 0.44])]), REFUTED),
+    ("A1", M(rnn_=RNN_WIN + [("copy", "bptt", 8, [1, 1, 2], COS, [2.3] * 3, [0.30, 0.60, 0.20]),
+                             ("copy", "bptt", 3, [1, 1, 1], COS, [0.9] * 3, [0.45, 0.21, 0.44])]), INCONCLUSIVE),
     ("A2", M(diag_=[("cdni", "every", 0.0, B), ("cdni", "middle", 0.0, A)]), SUPPORTED),
     ("A2", M(diag_=[("cdni", "every", 0.0, A), ("cdni", "middle", 0.0, B)]), REFUTED),
     ("A2", M(diag_=[("cdni", "every", 0.0, A), ("cdni", "middle", 0.0, WIDE_T)]), INCONCLUSIVE),

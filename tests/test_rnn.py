@@ -176,6 +176,10 @@ def test_tiny_run_writes_valid_repeatable_metrics(tmp_path, method, task):
     assert (a["final"]["signal_sg_cosine"] is not None) == has_sg
     assert -1 <= a["final"]["signal_linear_cosine"] <= 1
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
+    # the cost of an update (A1): measured, the memory exactly repeatable, no CUDA peak on a CPU
+    assert a["timing"]["step_s"] > 0 and a["timing"]["activation_memory_mb"] > 0
+    assert a["timing"]["activation_memory_mb"] == b["timing"]["activation_memory_mb"]
+    assert a["timing"]["peak_memory_mb"] is None
 
 
 @pytest.mark.parametrize("method", ["dni", "dni_bpl"])
@@ -191,6 +195,36 @@ def test_a_killed_run_resumes_bit_exactly(tmp_path, method):
     assert resumed["meta"]["resumed"] and same_numbers(whole, resumed)
     assert len(whole["curriculum"]) > 2  # the curriculum moved, and its state crossed the kill
     assert resumed["timing"]["wall_time_s"] >= resumed["timing"]["train_time_s"]
+    assert resumed["timing"]["activation_memory_mb"] == whole["timing"]["activation_memory_mb"]  # kept across
+
+
+# ------------------------------------------------------------------ A1: the memory of a window's update
+def test_step_memory_counts_each_saved_storage_once_and_skips_the_excluded():
+    a, b = torch.randn(1024, requires_grad=True), torch.randn(1024, requires_grad=True)
+    with runtime.step_memory("cpu") as both:
+        (a * b).sum()  # mul saves a and b: 2 x 4 KiB
+    with runtime.step_memory("cpu", exclude=[a]) as one:
+        (a * b).sum() + (a * b).sum()  # b saved twice, one storage
+    assert both == {"activation_memory_mb": 8192 / 2**20, "peak_memory_mb": None}
+    assert one["activation_memory_mb"] == 4096 / 2**20
+
+
+def test_bptt_memory_grows_with_T_and_measuring_changes_nothing():
+    memory = {}
+    for T in (2, 4, 8, 16):
+        model, task, cfg = make_net("bptt")
+        trainer = WindowTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), cfg, "cpu")
+        trainer.step(*windows(task, T, 1)[0])
+        memory[T] = trainer.memory["activation_memory_mb"]
+        grads = param_grads(model)
+        unmeasured = WindowTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), cfg, "cpu")
+        unmeasured.memory = {}  # already measured: no hooks
+        unmeasured.step(*windows(task, T, 1)[0])
+        assert all(torch.equal(g, h) for g, h in zip(grads, param_grads(model)))
+    # an LSTM keeps its inputs, outputs and gates for every step, and the CPU kernel (oneDNN) a workspace
+    # that it sizes in blocks: memory grows with T, at least by the per-step tensors
+    assert 0 < memory[2] < memory[4] < memory[8] < memory[16]
+    assert memory[16] - memory[8] >= 2 * (memory[4] - memory[2])
 
 
 def test_a_non_finite_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):

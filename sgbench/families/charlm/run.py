@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from ... import runtime
 from ...corpus import load_corpus
 from ...nets import SequenceNet
-from ..rnn.run import RunInterrupted, WindowTrainer
+from ..rnn.run import RunInterrupted, WindowTrainer, resume
 from .config import NON_RESULT_FIELDS, CharLMConfig
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
            "curves": {k: [] for k in CURVES}}
     ckpt_path = out_dir / "checkpoint.pt"
     stateful = {"model": model, "opt": opt, "streams": streams, "trainer": trainer}
-    run["resumed"] = _resume(ckpt_path, cfg, device, stateful, run)
+    run["resumed"] = resume(ckpt_path, _result_config(cfg), device, stateful, run)
     log.info("train-charlm %s/%s T=%d seed %d on %s: %d chars train, vocabulary %d, %d time steps x %d streams",
              corpus.name, cfg.method, cfg.T, cfg.seed, device, len(train_ids), corpus.vocab_size, cfg.timesteps,
              cfg.batch_size)
@@ -105,7 +104,8 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
     final = {"valid_bpc": None if diverged else evaluate_bpc(model, valid_ids),
              "test_bpc": None if diverged else evaluate_bpc(model, test_ids),
              "best_valid_bpc": min((v for v in run["curves"]["valid_bpc"] if v is not None), default=None)}
-    metrics = _metrics(cfg, corpus, model, run, final, meta, run["wall_before"] + time.perf_counter() - t_start)
+    metrics = _metrics(cfg, corpus, model, trainer, run, final, meta,
+                       run["wall_before"] + time.perf_counter() - t_start)
     runtime.validate(metrics, "charlm_metrics")
     runtime.atomic_write_json(out_dir / "metrics.json", metrics)
     ckpt_path.unlink(missing_ok=True)
@@ -169,25 +169,7 @@ def _result_config(cfg) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
 
 
-def _resume(ckpt_path: Path, cfg, device, stateful: dict, run: dict) -> bool:
-    if not ckpt_path.exists():
-        return False
-    try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    except Exception as e:
-        log.warning("cannot read %s (%s): starting afresh", ckpt_path, e)
-        return False
-    if ckpt["config"] != _result_config(cfg):
-        log.warning("%s was made with another config: starting afresh", ckpt_path)
-        return False
-    for name, obj in stateful.items():
-        obj.load_state_dict(ckpt[name])
-    run.update(ckpt["run"])
-    log.info("resuming from %s at time step %d", ckpt_path, run["timestep"])
-    return True
-
-
-def _metrics(cfg, corpus, model, run, final, meta, wall) -> dict:
+def _metrics(cfg, corpus, model, trainer, run, final, meta, wall) -> dict:
     metrics = {
         "schema": "sgbench.charlm_metrics/1",
         "status": "diverged" if run["diverged"] else "completed",
@@ -202,7 +184,8 @@ def _metrics(cfg, corpus, model, run, final, meta, wall) -> dict:
         "curves": run["curves"],
         "final": final,
         "timing": {"wall_time_s": round(wall, 3), "train_time_s": round(run["train_time"], 3),
-                   "timesteps_per_s": round(run["timestep"] / run["train_time"], 3) if run["train_time"] else None},
+                   "timesteps_per_s": round(run["timestep"] / run["train_time"], 3) if run["train_time"] else None,
+                   **trainer.cost(run["timestep"], run["train_time"])},
         "meta": {**meta, "resumed": run["resumed"]},
     }
     if run["diverged"]:

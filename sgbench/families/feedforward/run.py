@@ -161,19 +161,10 @@ def _result_config(cfg: FFConfig) -> dict:
 
 def _resume(ckpt_path: Path, cfg: FFConfig, device, stateful: dict) -> dict | None:
     """Load model/optimizer/schedule/batch-stream state from a checkpoint of the same config, if any."""
-    if not ckpt_path.exists():
-        return None
-    try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    except Exception as e:  # e.g. written by an incompatible sgbench version
-        log.warning("cannot read %s (%s): starting afresh", ckpt_path, e)
-        return None
-    if ckpt["config"] != _result_config(cfg):
-        log.warning("%s was made with another config: starting afresh", ckpt_path)
-        return None
-    for name, obj in stateful.items():
-        obj.load_state_dict(ckpt[name])
-    log.info("resuming from %s at step %d", ckpt_path, ckpt["step"])
+    ckpt = runtime.load_checkpoint(ckpt_path, device, {"config": _result_config(cfg)}, log.warning)
+    if ckpt is not None:
+        runtime.restore(ckpt, stateful)
+        log.info("resuming from %s at step %d", ckpt_path, ckpt["step"])
     return ckpt
 
 

@@ -137,19 +137,10 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
 def _resume(path: Path, group_config: dict, device, stacked, opt, sched, streams) -> dict | None:
     """The group's checkpoint, loaded into the stacked model, optimizer, schedule and streams, if it was
     made by the same config and seeds (else None: start afresh)."""
-    if not path.exists():
+    ckpt = runtime.load_checkpoint(path, device, group_config, log.warning)
+    if ckpt is None:
         return None
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # e.g. written by an incompatible sgbench version
-        log.warning("cannot read %s (%s): starting afresh", path, e)
-        return None
-    if {k: ckpt.get(k) for k in group_config} != group_config:
-        log.warning("%s was made with another config or seeds: starting afresh", path)
-        return None
-    stacked.load_state_dict(ckpt["stacked"])
-    opt.load_state_dict(ckpt["opt"])
-    sched.load_state_dict(ckpt["sched"])
+    runtime.restore(ckpt, {"stacked": stacked, "opt": opt, "sched": sched})
     for stream, state in zip(streams, ckpt["streams"]):
         stream.load_state_dict(state)
     log.info("resuming seeds %s from %s at step %d", group_config["seeds"], path, ckpt["step"])

@@ -45,6 +45,7 @@ from .signal import SIGNAL_KEYS, linear_sg_signal, sg_probe
 log = logging.getLogger(__name__)
 CURVES = ("timestep", "bits_per_output_step", "bits_per_sequence", "length", "boundary_target_norm",
           "boundary_sg_norm", "boundary_target_cosine", "elapsed_s")
+MEMORY_KEYS = ("activation_memory_mb", "peak_memory_mb")  # runtime.step_memory
 PROBE_CURVES = ("probe_timestep", "probe_cosine_exact", "probe_cosine_discounted", "probe_norm_ratio_exact")
 
 
@@ -65,6 +66,7 @@ class WindowTrainer:
         self.state = model.initial_state(cfg.batch_size, device)
         self.history: collections.deque = collections.deque()
         self.last_target: torch.Tensor | None = None  # the latest SG target (per example): logging, tests
+        self.memory: dict | None = None  # measured on the first window (runtime.step_memory): A1's memory vs T
 
     def window_loss(self, start, window):
         """(batch-summed loss of a window run from `start`, its end state)."""
@@ -73,7 +75,16 @@ class WindowTrainer:
         return self.errors_fn(logits, y, mask).sum(), end
 
     def step(self, x, y, mask):
-        """Train on one window. Returns (errors [T, B] in nats, boundary stats [3] or [1])."""
+        """Train on one window. Returns (errors [T, B] in nats, boundary stats [3] or [1]). The first
+        window also measures the memory a window's update holds (every later one holds the same)."""
+        if self.memory is None:
+            with runtime.step_memory(x.device, exclude=list(self.model.parameters())) as memory:
+                result = self._step(x, y, mask)
+            self.memory = memory
+            return result
+        return self._step(x, y, mask)
+
+    def _step(self, x, y, mask):
         model, cfg, batch = self.model, self.cfg, x.shape[1]
         self.opt.zero_grad(set_to_none=True)
         start = self.state.detach().requires_grad_()
@@ -120,10 +131,19 @@ class WindowTrainer:
         return objective + self.cfg.sg_loss_weight * self.rule.loss(sg, target)[0], stats
 
     def state_dict(self) -> dict:
-        return {"state": self.state, "history": list(self.history)}
+        return {"state": self.state, "history": list(self.history), "memory": self.memory}
 
     def load_state_dict(self, d: dict) -> None:
         self.state, self.history = d["state"], collections.deque(d["history"])
+        self.memory = d.get("memory")
+
+    def cost(self, timestep: int, train_time: float) -> dict:
+        """metrics.json's cost of a window update: seconds per update (train time over windows) and the
+        memory the first one held (A1: BPTT's memory and step time against T)."""
+        windows = timestep // self.cfg.T
+        memory = self.memory or dict.fromkeys(MEMORY_KEYS)
+        return {"step_s": round(train_time / windows, 6) if windows and train_time > 0 else None,
+                **{k: None if v is None else round(v, 4) for k, v in memory.items()}}
 
 
 def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> dict:
@@ -143,7 +163,7 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
            "curves": {k: [] for k in CURVES + (PROBE_CURVES if cfg.probe_every else ())}}
     ckpt_path = out_dir / "checkpoint.pt"
     stateful = {"model": model, "opt": opt, "stream": stream, "curriculum": curriculum, "trainer": trainer}
-    if _resume(ckpt_path, cfg, device, stateful, run):
+    if resume(ckpt_path, _result_config(cfg), device, stateful, run):
         run["resumed"] = True
     log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams (%s layout, %s lengths)", cfg.task,
              cfg.method, cfg.T, cfg.seed, device, cfg.timesteps, cfg.batch_size, cfg.layout, cfg.schedule)
@@ -152,7 +172,7 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     signal = (dict.fromkeys(SIGNAL_KEYS) if run["diverged"]  # the parameters are not finite any more
               else linear_sg_signal(model, task, curriculum.level, cfg, device))
     wall = run["wall_before"] + time.perf_counter() - t_start  # every attempt's wall time
-    metrics = _metrics(cfg, task, model, curriculum, run, meta, signal, wall)
+    metrics = _metrics(cfg, task, model, trainer, curriculum, run, meta, signal, wall)
     runtime.validate(metrics, "rnn_metrics")
     runtime.atomic_write_json(out_dir / "metrics.json", metrics)
     ckpt_path.unlink(missing_ok=True)
@@ -209,20 +229,13 @@ def _result_config(cfg: RNNConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
 
 
-def _resume(ckpt_path: Path, cfg: RNNConfig, device, stateful: dict, run: dict) -> bool:
-    """Load every stateful piece and the run's progress from a checkpoint of the same config, if any."""
-    if not ckpt_path.exists():
+def resume(ckpt_path: Path, config: dict, device, stateful: dict, run: dict) -> bool:
+    """Load every stateful piece and the run's progress from a checkpoint of the same resolved config
+    (its result fields), if any; the char-LM runner's too."""
+    ckpt = runtime.load_checkpoint(ckpt_path, device, {"config": config}, log.warning)
+    if ckpt is None:
         return False
-    try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    except Exception as e:  # e.g. written by an incompatible sgbench version
-        log.warning("cannot read %s (%s): starting afresh", ckpt_path, e)
-        return False
-    if ckpt["config"] != _result_config(cfg):
-        log.warning("%s was made with another config: starting afresh", ckpt_path)
-        return False
-    for name, obj in stateful.items():
-        obj.load_state_dict(ckpt[name])
+    runtime.restore(ckpt, stateful)
     run.update(ckpt["run"])
     log.info("resuming from %s at time step %d", ckpt_path, run["timestep"])
     return True
@@ -233,7 +246,7 @@ def _last_finite(curves: dict) -> dict:
     return {k: curves[k][-1] for k in keys if curves[k]} if curves["timestep"] else {}
 
 
-def _metrics(cfg, task, model, curriculum, run, meta, signal, wall) -> dict:
+def _metrics(cfg, task, model, trainer, curriculum, run, meta, signal, wall) -> dict:
     # nothing solved: length 0, and N 0 where levels fix N (None where each episode draws its own)
     none = {"N": None if task.level(1)["N"] is None else 0, "R": None, "length": 0}
     solved = task.level(curriculum.solved) if curriculum.solved else none
@@ -253,7 +266,8 @@ def _metrics(cfg, task, model, curriculum, run, meta, signal, wall) -> dict:
                   "bits_per_sequence": curriculum.mean_error(), **signal},
         "timing": {"wall_time_s": round(wall, 3),
                    "train_time_s": round(train_time, 3),
-                   "timesteps_per_s": round(run["timestep"] / train_time, 3) if train_time > 0 else None},
+                   "timesteps_per_s": round(run["timestep"] / train_time, 3) if train_time > 0 else None,
+                   **trainer.cost(run["timestep"], train_time)},
         "meta": {**meta, "resumed": run["resumed"]},
     }
     if run["diverged"]:

@@ -28,11 +28,14 @@ RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "status", "layout", "sched
                "hidden_size", "largest_length_solved", "N_solved", "R_solved", "bits_per_sequence", "levels_reached",
                "lag_solved", "late_target_norm", "late_sg_norm", "late_cosine", "late_norm_ratio", "late_probe_cosine_exact",
                "late_probe_cosine_discounted", "signal_linear_cosine", "signal_sg_cosine", "timesteps_per_s",
-               "train_time_s", "device", "hardware", "threads", "git_commit", "path"]
+               "train_time_s", "step_s", "activation_memory_mb", "peak_memory_mb", "device", "hardware", "threads",
+               "git_commit", "path"]
 CURVE_COLUMNS = ["task", "method", "T", "seed", "timestep", "bits_per_output_step", "bits_per_sequence", "length",
                  "boundary_target_norm", "boundary_sg_norm", "boundary_target_cosine", "elapsed_s"]
 # The per-run SG signal columns the signal table summarises (issue #14, defect 4).
 SIGNAL_COLUMNS = ("late_cosine", "late_probe_cosine_exact", "signal_sg_cosine", "signal_linear_cosine")
+# The cost of a window update (A1: truncated BPTT's memory and step time against T; metrics' timing).
+COST_COLUMNS = ("step_s", "activation_memory_mb", "peak_memory_mb")
 RUN_KEYS = CURVE_COLUMNS[:4]
 OUTPUTS = get("rnn").outputs  # file names: the registry (sgbench/families/__init__.py)
 
@@ -58,6 +61,7 @@ def run_row(path, m: dict) -> dict:
             "late_probe_cosine_discounted": late_mean(curves.get("probe_cosine_discounted", [])),
             "signal_linear_cosine": nan(f.get("signal_linear_cosine")), "signal_sg_cosine": nan(f.get("signal_sg_cosine")),
             "timesteps_per_s": m["timing"]["timesteps_per_s"], "train_time_s": m["timing"]["train_time_s"],
+            **{k: nan(m["timing"].get(k)) for k in COST_COLUMNS},  # NaN: a run from before they were measured
             **where(m["meta"]), "path": str(path)}
 
 
@@ -91,7 +95,28 @@ def rnn_markdown(rnn_runs: pd.DataFrame, tier: str) -> str:
             "T: gradients truncated every T time steps.\n\n"
             + pivot_markdown(stats, ["task", "method"], "T", sorted(stats["T"].unique()), lambda t: f"T = {t}", 1,
                              methods=RNN_METHODS)
-            + "\n")
+            + "\n" + cost_markdown(rnn_runs))
+
+
+def cost_markdown(runs: pd.DataFrame) -> str:
+    """What a window update costs against T: the memory it holds for its backward pass and its
+    seconds (the numbers behind A1, "we truncate because of memory and compute limits")."""
+    measured = runs.dropna(subset=["activation_memory_mb"])
+    if measured.empty:
+        return ""
+    parts = ["\n## Cost of one window update vs T\n\n",
+             "Activation memory: MiB of the tensors autograd keeps for the update's backward pass (parameters not "
+             "counted; exact, the same on every device: sgbench.runtime.step_memory). Step: milliseconds per window "
+             "update on the run's hardware (training time over windows).\n\n"]
+    for column, title, scale, digits in (("activation_memory_mb", "Activation memory (MiB)", 1.0, 2),
+                                          ("step_s", "Step (ms)", 1000.0, 1),
+                                          ("peak_memory_mb", "CUDA peak memory (MiB)", 1.0, 1)):
+        stats = group_stats(measured.assign(**{column: measured[column] * scale}), ["task", "method", "T"],
+                            column).dropna(subset=["mean"])
+        if not stats.empty:
+            parts += [f"### {title}\n\n", pivot_markdown(stats, ["task", "method"], "T", sorted(stats["T"].unique()),
+                                                           lambda t: f"T = {t}", digits, methods=RNN_METHODS), "\n\n"]
+    return "".join(parts)
 
 
 def setup_text(runs: pd.DataFrame) -> str:
