@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 import pytest
+from scipy.stats import t as scipy_t
 
 from sgbench.analysis import stats
 from sgbench.analysis.lr_selection import choose_lr, write_chosen
@@ -103,6 +104,20 @@ def test_decide_reads_the_interval_against_the_threshold(interval, side, thresho
         (low + high) / 2, (high - low) / 2 / 12.706204736174707, 1)          # t(0.975, 1 df)
     assert est.interval() == pytest.approx(interval)
     assert stats.decide(est, side, threshold).state == state
+
+
+def test_an_overlapping_interval_says_how_many_seeds_would_decide():
+    # paired differences 1.0, 1.4, 0.6 (mean 1, sd 0.4): the first n whose t interval clears 0
+    est = stats.difference([2.0, 2.4, 1.6], [1.0, 1.0, 1.0])
+    need = next(n for n in range(4, 50) if scipy_t.ppf(0.975, n - 1) * 0.4 / n ** 0.5 < 1.0)
+    assert est.seeds == 3 and stats.seeds_to_decide(est, ">", 0.0) == need
+    # mean 1, se 0.6 over 3 seeds (sd 1.04): t(5) sd / sqrt(6) = 1.09 > 1, t(6) sd / sqrt(7) = 0.96 < 1
+    wide = stats.Estimate(1.0, 0.6, 2, "n=3, paired", seeds=3)
+    assert stats.seeds_to_decide(wide, ">", 0.0) == 7
+    reason = stats.decide(wide, ">", 0.0).reason
+    assert "straddles" in reason and "about 7 seeds would decide" in reason
+    assert stats.seeds_to_decide(wide, ">", 1.0) is None  # the mean sits on the threshold: no seed count decides
+    assert stats.seeds_to_decide(stats.Estimate(1.0, n="n=1", seeds=1), ">", 0.0) is None  # no spread to project
 
 
 def test_late_drop_is_the_fall_over_the_last_tenth():

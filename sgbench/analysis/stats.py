@@ -79,6 +79,7 @@ class Estimate:
     df: float = math.nan
     n: str = ""            # seeds behind it, as shown: "n=3", "n=3, paired", "n=2 vs 3"
     exact: bool = False
+    seeds: int = 0         # seeds per method behind it (the smaller side): for seeds_to_decide
 
     @property
     def has_interval(self) -> bool:
@@ -99,7 +100,8 @@ class Estimate:
             return Estimate(self.mean - other.mean, exact=True)
         var = self.se ** 2 + other.se ** 2
         return Estimate(self.mean - other.mean, math.sqrt(var), _welch_df(self.se ** 2, self.df, other.se ** 2,
-                                                                          other.df), f"{self.n}; {other.n}")
+                                                                          other.df), f"{self.n}; {other.n}",
+                        seeds=min(self.seeds, other.seeds))
 
     def text(self, digits: int = 2) -> str:
         if self.exact:
@@ -134,7 +136,7 @@ def mean_of(values, exact: bool = False) -> Estimate:
         return Estimate(math.nan, n="n=0")
     if n == 1 or not np.isfinite(v).all():
         return Estimate(float(v.mean()), n=f"n={n}")
-    return Estimate(float(v.mean()), float(v.std(ddof=1)) / math.sqrt(n), n - 1, f"n={n}")
+    return Estimate(float(v.mean()), float(v.std(ddof=1)) / math.sqrt(n), n - 1, f"n={n}", seeds=n)
 
 
 def difference(a, b, exact: bool = False) -> Estimate:
@@ -147,11 +149,11 @@ def difference(a, b, exact: bool = False) -> Estimate:
     if len(a) >= 2 and set(a.index) == set(b.index) and np.isfinite(a).all() and np.isfinite(b).all():
         d = a - b.reindex(a.index)
         est = mean_of(d)
-        return Estimate(est.mean, est.se, est.df, f"n={len(d)}, paired")
+        return Estimate(est.mean, est.se, est.df, f"n={len(d)}, paired", seeds=len(d))
     ea, eb, n = mean_of(a), mean_of(b), f"n={len(a)} vs {len(b)}"
     if ea.has_interval and eb.has_interval:
         w = ea.minus(eb)
-        return Estimate(w.mean, w.se, w.df, n)
+        return Estimate(w.mean, w.se, w.df, n, seeds=min(len(a), len(b)))
     return Estimate(ea.mean - eb.mean, n=n)
 
 
@@ -160,7 +162,8 @@ def difference(a, b, exact: bool = False) -> Estimate:
 HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
 TOO_FEW_SEEDS = "too few seeds (a method with n < 2: no interval)"
 BUDGET_TOO_SHORT = "budget too short"
-OVERLAP = "the 95 % interval straddles the threshold (more seeds would decide)"
+OVERLAP = "the 95 % interval straddles the threshold"
+SEED_CAP = 200  # seeds_to_decide looks no further
 SIDES = ("<", "<=", ">", ">=", "within")
 
 
@@ -193,8 +196,33 @@ def decide(est: Estimate, side: str, threshold: float, drift: float = 0.0, still
     elif fail > 0 or (fail == 0 and strict):
         state, margin = FAILS, fail
     else:
-        return Decision(UNDECIDED, OVERLAP)
+        return Decision(UNDECIDED, overlap_reason(est, side, threshold))
     if drift > 0 and margin <= drift:
         return Decision(UNDECIDED, f"{BUDGET_TOO_SHORT}: {still} still improving at the end "
                                    f"(the compared difference could move {drift:.2f} more)")
     return Decision(state, "", margin)
+
+
+def seeds_to_decide(est: Estimate, side: str, threshold: float, cap: int = SEED_CAP) -> int | None:
+    """Seeds per method at which the 95 % interval would clear `threshold`, if the difference and the
+    per-seed spread stayed as measured (a planning figure for a budget, not a promise: both move with
+    more seeds); None when the estimate has no spread to project, sits on the threshold, or needs more
+    than `cap`. The degrees of freedom grow in proportion to the seeds (paired: n - 1)."""
+    if est.exact or not est.has_interval or est.seeds < 2:
+        return None
+    margin = abs(abs(est.mean) - threshold) if side == "within" else abs(est.mean - threshold)
+    if margin == 0:
+        return None
+    sd = est.se * math.sqrt(est.seeds)
+    for n in range(est.seeds + 1, cap + 1):
+        df = est.df * (n - 1) / (est.seeds - 1)
+        if float(scipy_stats.t.ppf(0.5 + CI_LEVEL / 2, df)) * sd / math.sqrt(n) < margin:
+            return n
+    return None
+
+
+def overlap_reason(est: Estimate, side: str, threshold: float) -> str:
+    """OVERLAP, with how many seeds would decide (seeds_to_decide)."""
+    n = seeds_to_decide(est, side, threshold)
+    return (f"{OVERLAP} (about {n} seeds would decide, at the measured difference and spread)" if n
+            else f"{OVERLAP} (more than {SEED_CAP} seeds, or no spread to project: the difference sits on it)")
