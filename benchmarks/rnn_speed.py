@@ -1,7 +1,9 @@
 """Speed of the RNN runner: windows per second and time steps per second per stream, by method, LSTM
-size and number of streams; and what episode generation alone costs per window.
+size, number of streams and window length T; the activation memory of one window's update (what
+truncated BPTT must hold, A1 of the question); and what episode generation alone costs per window.
 
     python benchmarks/rnn_speed.py                      # bptt, dni; hidden 64, 256; 16 / 64 / 256 streams
+    python benchmarks/rnn_speed.py --methods bptt --hidden 256 --streams 64 --T 2,8,32,128,512   # A1
     python benchmarks/rnn_speed.py --device cuda --windows 400
 
 Each cell runs the runner's own pieces (sgbench.tasks.EpisodeStream, the family's WindowTrainer) on
@@ -26,7 +28,8 @@ def sync(device):
 
 
 def measure(method, hidden, streams, T, level, windows, device):
-    """(windows/s of the whole update, ms per window of episode generation alone)."""
+    """(windows/s of the whole update, ms per window of episode generation alone, the update's
+    activation memory in MiB: sgbench.runtime.step_memory, measured by the trainer's first window)."""
     task = Task("copy")
     cfg = RNNConfig(method=method, hidden_size=hidden, batch_size=streams, T=T).resolved()
     torch.manual_seed(0)
@@ -52,7 +55,7 @@ def measure(method, hidden, streams, T, level, windows, device):
         _, _, mask = stream.window(T, level)
         stream.finish_window(mask)
     sync(device)
-    return rate, 1e3 * (time.perf_counter() - t0) / windows
+    return rate, 1e3 * (time.perf_counter() - t0) / windows, trainer.memory["activation_memory_mb"]
 
 
 def main():
@@ -60,7 +63,7 @@ def main():
     ap.add_argument("--methods", default="bptt,dni")
     ap.add_argument("--hidden", default="64,256")
     ap.add_argument("--streams", default="16,64,256")
-    ap.add_argument("--T", type=int, default=4)
+    ap.add_argument("--T", default="4", help="window lengths, comma-separated")
     ap.add_argument("--level", type=int, default=8, help="copy level (episode lengths drawn from 1..level)")
     ap.add_argument("--windows", type=int, default=100, help="timed windows per cell")
     ap.add_argument("--device", default="auto")
@@ -72,15 +75,16 @@ def main():
     meta = run_metadata(device)
     hw = meta["hardware"].get("gpu") or meta["hardware"]["cpu"]
     print(f"# {hw} | torch {meta['torch']} | {device} | threads {torch.get_num_threads()} | "
-          f"copy, T = {args.T}, level {args.level}, {args.windows} windows per cell")
-    print(f"{'method':8} {'hidden':>6} {'streams':>7} {'windows/s':>10} {'steps/s/stream':>15} "
-          f"{'stream-steps/s':>15} {'gen ms/window':>14}")
+          f"copy, level {args.level}, {args.windows} windows per cell")
+    print(f"{'method':8} {'hidden':>6} {'streams':>7} {'T':>4} {'windows/s':>10} {'ms/window':>10} "
+          f"{'steps/s/stream':>15} {'stream-steps/s':>15} {'act. MiB':>9} {'gen ms/window':>14}")
     for method in args.methods.split(","):
         for hidden in map(int, args.hidden.split(",")):
             for streams in map(int, args.streams.split(",")):
-                rate, gen_ms = measure(method, hidden, streams, args.T, args.level, args.windows, device)
-                print(f"{method:8} {hidden:6d} {streams:7d} {rate:10.1f} {rate * args.T:15.1f} "
-                      f"{rate * args.T * streams:15.0f} {gen_ms:14.3f}", flush=True)
+                for T in map(int, args.T.split(",")):
+                    rate, gen_ms, mib = measure(method, hidden, streams, T, args.level, args.windows, device)
+                    print(f"{method:8} {hidden:6d} {streams:7d} {T:4d} {rate:10.1f} {1e3 / rate:10.2f} "
+                          f"{rate * T:15.1f} {rate * T * streams:15.0f} {mib:9.2f} {gen_ms:14.3f}", flush=True)
 
 
 if __name__ == "__main__":

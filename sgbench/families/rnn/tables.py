@@ -106,7 +106,8 @@ def cost_markdown(runs: pd.DataFrame) -> str:
         return ""
     parts = ["\n## Cost of one window update vs T\n\n",
              "Activation memory: MiB of the tensors autograd keeps for the update's backward pass (parameters not "
-             "counted; exact, the same on every device: sgbench.runtime.step_memory). Step: milliseconds per window "
+             "counted, the RNN kernel's workspace included; exact and repeatable on one backend: "
+             "sgbench.runtime.step_memory). Step: milliseconds per window "
              "update on the run's hardware (training time over windows).\n\n"]
     for column, title, scale, digits in (("activation_memory_mb", "Activation memory (MiB)", 1.0, 2),
                                           ("step_s", "Step (ms)", 1000.0, 1),
