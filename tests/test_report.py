@@ -142,6 +142,28 @@ def test_rnn_table_and_boundary_statistics(tmp_path):
     assert len(pd.read_csv(tmp_path / "t" / "rnn_curves.csv")) == 16
 
 
+def test_rnn_cost_table_and_every_a1_cell_in_the_report(tmp_path):
+    runs = []
+    for T, memory, step in ((2, 0.2, 0.003), (4, 0.3, 0.005)):
+        for seed in (0, 1, 2):
+            for method in ("bptt", "dni"):
+                m = rnn_metrics(method, T=T, seed=seed, length=5)
+                m["timing"].update(step_s=step + 0.0001 * seed, activation_memory_mb=memory, peak_memory_mb=None)
+                runs.append(m)
+    tables = tmp_path / "results" / "tables" / "quick"
+    aggregate("rnn", write_runs(tmp_path / "runs", runs), "quick", tables)
+    aggregate("feedforward", [], "quick", tables)
+    aggregate("parallel", [], "quick", tables)
+    md = (tables / "rnn.md").read_text()
+    assert "## Cost of one window update vs T" in md and "0.30 ± 0.00 (n=3)" in md and "CUDA peak" not in md
+    text = write_report("quick", tables, tmp_path / "results" / "figures" / "quick", tmp_path / "results" / "REPORT.md")
+    a1 = text[text.index("### A1: ", text.index("## The question's evidence, cell by cell")):]
+    a1 = a1[:a1.index("### A2: ")]
+    assert "copy: BPTT activation memory, T = 2 → 4" in a1 and "copy: BPTT seconds per update, T = 2 → 4" in a1
+    assert a1.count("| holds |") == 2 and "| fails |" in a1  # cost grows; DNI no longer than BPTT: refuted
+    assert a1.startswith("### A1: refuted")
+
+
 def test_family_not_run_still_gets_its_tables(tmp_path):
     aggregate("rnn", [], "smoke", tmp_path)
     assert "not run at this tier" in (tmp_path / "rnn.md").read_text()

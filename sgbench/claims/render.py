@@ -134,6 +134,10 @@ def rules_section(outcomes: list[Outcome]) -> list[str]:
             "they stand. Defined in `sgbench/claims/rules.py`; the statistics in `docs/statistics.md`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule.rstrip('.')}." for o in outcomes]
 
 
+def _state(e) -> str:
+    return e.decision.state + (f": {e.decision.reason}" if e.decision.reason else "")
+
+
 def evidence_section(outcomes: list[Outcome]) -> list[str]:
     """Every cell each rule compared, ours beside [DNI]'s."""
     lines = ["", "## Evidence, cell by cell\n"]
@@ -146,9 +150,22 @@ def evidence_section(outcomes: list[Outcome]) -> list[str]:
         paper_cells = {e.key: e for e in o.paper.evidence}
         for e in o.ours.evidence:
             theirs = paper_cells[e.key].numbers if e.key in paper_cells else "—"
-            state = e.decision.state + (f": {e.decision.reason}" if e.decision.reason else "")
-            lines.append(f"| {e.label} | {e.numbers} | {theirs} | {state} |")
+            lines.append(f"| {e.label} | {e.numbers} | {theirs} | {_state(e)} |")
         lines.append("")
+    return lines
+
+
+def answers_evidence_section(m: Measured) -> list[str]:
+    """Every cell each point of the question compared (its table above shows the deciding one)."""
+    lines = ["", "## The question's evidence, cell by cell\n"]
+    for point in POINTS:
+        check = point.check(m)
+        lines.append(f"### {point.id}: {check.verdict}\n")
+        if not check.evidence:
+            lines.append(f"{check.reason.capitalize()}.\n")
+            continue
+        lines += ["| cell | ours | cell |", "| --- | --- | --- |"]
+        lines += [f"| {e.label} | {e.numbers} | {_state(e)} |" for e in check.evidence] + [""]
     return lines
 
 
@@ -225,6 +242,7 @@ def render(tier: str, runs: dict[str, pd.DataFrame], tables: Path, figures: Path
              *verdict_table(outcomes, tier, reference),
              *rules_section(outcomes),
              *evidence_section(outcomes),
+             *answers_evidence_section(ours),
              *family_sections(tier, tables),
              *links_section(tables, figures, out.parent),
              "",
