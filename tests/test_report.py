@@ -159,7 +159,8 @@ def test_rnn_cost_table_and_every_a1_cell_in_the_report(tmp_path):
     text = write_report("quick", tables, tmp_path / "results" / "figures" / "quick", tmp_path / "results" / "REPORT.md")
     a1 = text[text.index("### A1: ", text.index("## The question's evidence, cell by cell")):]
     a1 = a1[:a1.index("### A2: ")]
-    assert "copy: BPTT activation memory, T = 2 → 4" in a1 and "copy: BPTT seconds per update, T = 2 → 4" in a1
+    assert "copy: BPTT activation memory (MiB), T = 2 → 4" in a1 and "copy: BPTT ms per update, T = 2 → 4" in a1
+    assert "T = 4 5.10 ± 0.25 (n=3) vs T = 2 3.10 ± 0.25 (n=3)" in a1
     assert a1.count("| holds |") == 2 and "| fails |" in a1  # cost grows; DNI no longer than BPTT: refuted
     assert a1.startswith("### A1: refuted")
 

@@ -104,11 +104,13 @@ def _bptt_cost_grows(m: Measured) -> list[Evidence]:
     if rnn is None or rnn.empty or BPTT_MEMORY not in rnn:
         return ev
     bptt = rnn[(rnn["method"] == "bptt") & rnn[BPTT_MEMORY].notna()]
+    if BPTT_STEP in bptt:
+        bptt = bptt.assign(step_ms=bptt[BPTT_STEP] * 1e3)  # shown with 2 decimals: ms, not s
     for task, g in bptt.groupby("task"):
         Ts = sorted(g["T"].unique())
         if len(Ts) >= 2:
             lo, hi = g[g["T"] == Ts[0]], g[g["T"] == Ts[-1]]
-            for value, what in ((BPTT_MEMORY, "activation memory"), (BPTT_STEP, "seconds per update")):
+            for value, what in ((BPTT_MEMORY, "activation memory (MiB)"), ("step_ms", "ms per update")):
                 if value in g and g[value].notna().all():
                     ev.append(compare((task, value), f"{task}: BPTT {what}, T = {Ts[0]} → {Ts[-1]}", hi, lo, value,
                                       ">", 0.0, m.exact, (f"T = {Ts[-1]}", f"T = {Ts[0]}"), improving=False))
