@@ -27,8 +27,8 @@ SG = ("cdni", "dni")
 # Data-parallel baselines of the parallel family (issue 15 item 1); absent: Q3 has no cell.
 DATA_PARALLEL = ("ddp_split", "ddp_keep")
 # rnn runs: what one window update of truncated BPTT costs (issue 15: A1). The memory is the bytes
-# autograd keeps for the backward pass (exact on every device); the CUDA-only allocation peak is
-# reported beside it in the RNN tables, not judged (a CPU run has none).
+# autograd keeps for the backward pass (exact and repeatable on one backend: sgbench.runtime.step_memory);
+# the CUDA-only allocation peak is reported beside it in the RNN tables, not judged (a CPU run has none).
 BPTT_MEMORY = "activation_memory_mb"
 BPTT_STEP = "step_s"
 
