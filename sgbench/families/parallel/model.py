@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from .config import method_spec
+from .config import method_spec, unknown_protocol
 
 MAX_PREDICTED_WORKERS = 16
 
@@ -65,8 +65,10 @@ def predicted_step_s(method: str, profiles: dict, cut_s: list[float], split: lis
         micro = [max(0.0, t - o) for t, o in zip(at_batch(profiles, batch / microbatches), opt)]
         slowest = max(sum(micro[a:b]) for a, b in bounds)
         return (microbatches + cuts) * slowest + max(sum(opt[a:b]) for a, b in bounds) + 2 * cuts * latency_s / microbatches
-    stage_s = [sum(unit_s[a:b]) + (cut_s[b - 1] if b < len(unit_s) else 0.0) for a, b in bounds]
-    return max(stage_s) + (2 * latency_s if cuts else 0.0)
+    if spec.protocol == "decoupled":
+        stage_s = [sum(unit_s[a:b]) + (cut_s[b - 1] if b < len(unit_s) else 0.0) for a, b in bounds]
+        return max(stage_s) + (2 * latency_s if cuts else 0.0)
+    raise unknown_protocol(spec.protocol)
 
 
 

@@ -74,7 +74,7 @@ from ... import runtime
 from ...data import as_input
 from ...dni import one_hot
 from ..feedforward.run import BatchStream, build_net, load_run_data, lr_schedule
-from .config import ParallelConfig, ParallelRunError
+from .config import ParallelConfig, ParallelRunError, unknown_protocol
 from .model import balanced_split, predicted_step_s, stage_bounds
 
 log = logging.getLogger(__name__)
@@ -424,11 +424,13 @@ def make_stepper(cfg: ParallelConfig, w: Worker, opt, device):
     if spec.protocol == "data_parallel":
         ddp = nn.parallel.DistributedDataParallel(w.stage, device_ids=[device.index] if device.type == "cuda" else None)
         return (lambda x, y: data_parallel_step(ddp, opt, x, y)), None
-    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
-    schedule_class = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[spec.schedule]
-    pstage = PipelineStage(w.stage, w.rank, cfg.workers, device)
-    schedule = schedule_class(pstage, n_microbatches=cfg.microbatches, loss_fn=F.cross_entropy)
-    return (lambda x, y: pipelined_step(w, schedule, opt, x, y)), None
+    if spec.protocol == "pipelined":
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+        schedule_class = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[spec.schedule]
+        pstage = PipelineStage(w.stage, w.rank, cfg.workers, device)
+        schedule = schedule_class(pstage, n_microbatches=cfg.microbatches, loss_fn=F.cross_entropy)
+        return (lambda x, y: pipelined_step(w, schedule, opt, x, y)), None
+    raise unknown_protocol(spec.protocol)
 
 
 class Batches:
@@ -534,8 +536,11 @@ def profile_batches(cfg: ParallelConfig, n_train: int) -> list[int]:
     """Batch sizes at which every unit is timed: the batch, and the smallest share a method of the
     run uses (a micro-batch, a data-parallel share). Between them the model interpolates linearly."""
     batch = min(cfg.batch_size, n_train)
-    small = {"pipelined": batch // cfg.microbatches, "data_parallel": max(2, batch // max(cfg.workers, 2))}
-    return sorted({batch, small.get(cfg.spec.protocol, batch)})
+    small = {"locked": batch, "decoupled": batch, "pipelined": batch // cfg.microbatches,
+             "data_parallel": max(2, batch // max(cfg.workers, 2))}
+    if cfg.spec.protocol not in small:
+        raise unknown_protocol(cfg.spec.protocol)
+    return sorted({batch, small[cfg.spec.protocol]})
 
 
 def profile_units(cfg: ParallelConfig, net, data, device, batch: int) -> tuple[list[float], list[float], list[float]]:
