@@ -364,3 +364,54 @@ def test_a_family_folder_without_a_declaration_is_refused(tmp_path, monkeypatch)
     monkeypatch.delitem(sys.modules, "sgbench.families.stray", raising=False)
     with pytest.raises(ValueError, match="declares FAMILY = Family"):
         registry.discover()
+
+
+# ---------------------------------------------------------------- a new method is one row
+
+TOY_ROW = ('    Method("toy_cdni", "feedforward", uses_sg=True, sg_rule="bootstrap", conditioned=True, placeable=True,\n'
+           '           stackable=True, table1=True, label="toy cDNI"),\n')
+TOY_METHOD_RUN = """
+import json, sys
+from pathlib import Path
+from sgbench.cli import main
+root, out = sys.argv[1], Path(sys.argv[2])
+tiny = ["--dataset", "mnist", "--layers", "2", "--iterations", "20", "--batch-size", "32", "--eval-every", "10",
+        "--sg-hidden-dim", "16", "--data-root", root, "--device", "cpu", "--tier", "smoke", "--quiet"]
+for method in ("backprop", "toy_cdni"):
+    assert main(["train-ff", "--method", method, *tiny, "--out", str(out / "runs" / method)]) == 0
+assert main(["train-ff", "--method", "toy_cdni", "--seeds", "1,2", *tiny, "--out", str(out / "runs" / "s{seed}")]) == 0
+paths = [str(p) for p in sorted((out / "runs").glob("*/metrics.json"))]
+assert main(["aggregate", "feedforward", *paths, "--tier", "smoke", "--out", str(out / "tables")]) == 0
+assert main(["figures", "feedforward", "--tier", "smoke", "--tables", str(out / "tables"), "--out", str(out / "figs")]) == 0
+print("ok")
+"""
+
+
+def test_a_toy_method_is_one_catalog_row(data_root, tmp_path):
+    """A new SG feed-forward method (here: cDNI under another name) is its catalog row, plus its name in
+    the metrics schema's enum (which test_metrics_schemas_and_configs_agree_with_the_catalog holds to the
+    catalog): in a copy of the package with just those two edits it trains (one seed and stacked seeds),
+    is validated, and appears in Table 1, its CSV and the figure's data, with no other file touched."""
+    import shutil
+    copy = tmp_path / "src" / "sgbench"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    catalog_py = copy / "catalog.py"
+    anchor = '    Method("no_bprop", "feedforward"'
+    catalog_py.write_text(catalog_py.read_text().replace(anchor, TOY_ROW + anchor, 1))
+    schema = copy / "schemas" / "ff_metrics.schema.json"
+    schema.write_text(schema.read_text().replace('"enum": ["backprop", "dni", "cdni", "no_bprop", "unlock", "cunlock"]',
+                                                 '"enum": ["backprop", "dni", "cdni", "toy_cdni", "no_bprop", "unlock", '
+                                                 '"cunlock"]', 1))
+    script = tmp_path / "toy_method.py"
+    script.write_text(TOY_METHOD_RUN)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "src"), MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(script), str(data_root), str(tmp_path / "out")], capture_output=True,
+                         text=True, timeout=600, env=env, cwd=tmp_path)
+    assert out.returncode == 0 and "ok" in out.stdout, (out.stdout + out.stderr)[-3000:]
+    metrics = json.loads((tmp_path / "out" / "runs" / "toy_cdni" / "metrics.json").read_text())
+    assert metrics["config"]["method"] == "toy_cdni" and metrics["model"]["dni_boundaries"] == 2
+    assert metrics["config"]["sg_hidden_layers"] == 0  # the paper's linear SG of a conditioned FCN method
+    table1 = (tmp_path / "out" / "tables" / "feedforward.md").read_text()
+    assert "toy_cdni" in table1.splitlines()[[i for i, line in enumerate(table1.splitlines()) if "backprop" in line][0]]
+    curves = (tmp_path / "out" / "tables" / "feedforward_curves.csv").read_text()
+    assert "toy_cdni" in curves and (tmp_path / "out" / "figs" / "ff_test_error.png").stat().st_size > 0
