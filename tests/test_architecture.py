@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sgbench import catalog
-from sgbench.families import FAMILIES, Family, get
+from sgbench.families import FAMILIES, get
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "sgbench"
@@ -259,15 +259,16 @@ def test_every_dispatch_refuses_an_unknown_value_naming_the_valid_ones(what):
 
 def test_the_parallel_protocol_dispatches_refuse_a_protocol_they_do_not_know(monkeypatch):
     """A protocol that got past the Protocol row's check (set behind its back) reaches no other protocol's
-    code: the step, the profile sizes and the analytic model each refuse it."""
+    code: the protocol classes (workers, steps, batches, evaluation), the profile sizes and the analytic
+    model each refuse it."""
     from sgbench.families.parallel import config as pconfig
-    from sgbench.families.parallel import run
+    from sgbench.families.parallel import profile, protocols
     from sgbench.families.parallel.model import predicted_step_s
     smuggled = pconfig.Protocol("locked", "backprop")
     object.__setattr__(smuggled, "protocol", "ring")
     monkeypatch.setitem(pconfig.METHODS, "backprop", smuggled)
     cfg = pconfig.ParallelConfig(method="backprop")
-    for call in (lambda: run.make_stepper(cfg, None, None, None), lambda: run.profile_batches(cfg, 1000),
+    for call in (lambda: protocols.protocol_of(cfg), lambda: profile.profile_batches(cfg, 1000),
                  lambda: predicted_step_s("backprop", {32: [1.0, 1.0]}, [0.1, 0.1], [1, 1], 32, 0.0)):
         with pytest.raises(ValueError, match="unknown parallel protocol 'ring'; choose one of locked, pipelined"):
             call()

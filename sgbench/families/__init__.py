@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +71,13 @@ class Family:
     def plots(self):
         """Its figures module: draw(tier, tables, out_dir) (imports matplotlib)."""
         return importlib.import_module(f"{self.module}.figures")
+
+    def figure_inputs(self, tables, out_dir, *keys: str) -> tuple[dict, dict]:
+        """What a figures module's draw starts from: ({outputs key: the table `aggregate` wrote}, for each
+        of `keys`) and ({figure name: its path stem in out_dir}, for each of its figures)."""
+        from ..analysis.tables import read_table
+        read = {key: read_table(Path(tables) / self.outputs[key]) for key in keys}
+        return read, {name: Path(out_dir) / name for name in self.figures}
 
 
 def discover(package: str = __name__, path=None) -> tuple[Family, ...]:

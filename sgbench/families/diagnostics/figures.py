@@ -18,13 +18,10 @@ from ...analysis.plotting import (
     style,
 )
 from ...analysis.stats import t_interval
-from ...analysis.tables import NOT_RUN, net_label, read_table
+from ...analysis.tables import NOT_RUN, net_label
 from .. import get
 from ..feedforward.figures import ff_context
 from . import tables
-from .tables import OUTPUTS
-
-FIGURES = get("diagnostics").figures  # names: the registry (sgbench/families/__init__.py)
 
 
 def _diag_net(df: pd.DataFrame) -> pd.Series:
@@ -133,10 +130,8 @@ def diag_sg_cost(runs: pd.DataFrame, tier: str, stem: Path) -> None:
 def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every diagnostics figure from the tables in `tables`; returns the PNG paths."""
     style()
-    runs = read_table(Path(tables) / OUTPUTS["runs"])
-    curves = read_table(Path(tables) / OUTPUTS["curves"])
-    fidelity = read_table(Path(tables) / OUTPUTS["fidelity"])
-    stems = {name: Path(out_dir) / name for name in FIGURES}
+    read, stems = get("diagnostics").figure_inputs(tables, out_dir, "runs", "curves", "fidelity")
+    runs, curves, fidelity = read["runs"], read["curves"], read["fidelity"]
     diag_fidelity(runs, fidelity, tier, stems["diag_fidelity"])
     diag_placement(runs, fidelity, tier, stems["diag_placement"])
     diag_warmup(runs, curves, tier, stems["diag_warmup"])
