@@ -3,7 +3,7 @@ bit for bit (issue #22). Each run's metrics.json holds its resolved config; this
 again through the family's runner (on CPU, one thread) in a temporary folder and compares every
 curve and final value except the wall-clock ones (elapsed_s, timing).
 
-    python benchmarks/reference_check.py                  # the default set below (about 3 minutes of CPU)
+    python benchmarks/reference_check.py                  # the default set below (about 5 minutes on 2 cores)
     python benchmarks/reference_check.py RUN_DIR...       # any reference runs
     python benchmarks/reference_check.py --save DIR       # also keep each rerun's metrics.json in DIR
     python benchmarks/reference_check.py --against DIR    # compare with the reruns saved there instead
@@ -24,7 +24,8 @@ REF = Path(__file__).resolve().parents[1] / "results" / "reference" / "quick" / 
 DEFAULT = ("feedforward/quick/mnist-fcn3-backprop-seed0", "feedforward/quick/mnist-fcn3-cdni-seed0",
            "feedforward/quick/mnist-fcn3-no_bprop-seed0", "diagnostics/quick/mnist-fcn6-cdni-middle-seed0",
            "rnn/quick/copy-T4-bptt-seed0", "rnn/quick/copy-T4-dni_bpl-seed0",
-           "charlm/quick/shakespeare-gutenberg-T8-bptt-seed0", "parallel/quick/mnist-fcn3-backprop-k1-seed0")
+           "charlm/quick/shakespeare-gutenberg-T8-bptt-seed0", "parallel/quick/mnist-fcn3-backprop-k1-seed0",
+           "parallel/quick/mnist-fcn3-cdni-k2-seed0", "parallel/quick/mnist-fcn3-ddp_split-k2-seed0")
 WALL_CLOCK = {"elapsed_s", "timing", "meta", "wall_time_s", "train_time_s", "steps_per_s", "seconds_per_update",
               "step_time_s", "throughput"}
 
