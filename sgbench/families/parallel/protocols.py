@@ -296,7 +296,8 @@ class Staged(Protocol):
     def build_worker(self, rank: int, net, data, device, backend: str, split: list[int]) -> Worker:
         staged = backend == "gloo" and device.type == "cuda"
         lo, hi = model.stage_bounds(split)[rank]
-        shapes = [tuple(data.input_shape), *net.block_shapes, (net.num_classes,)]  # what enters each unit, then the logits
+        # what enters each unit, then the logits
+        shapes = [tuple(data.input_shape), *net.block_shapes, (net.num_classes,)]
         workers = self.cfg.workers
         return Worker(rank, workers, Stage(net, lo, hi), shapes[lo], shapes[hi],
                       Link(rank - 1, device, staged) if rank > 0 else None,
