@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from sgbench.families.parallel.run import LateSG, Stage
+from sgbench.families.parallel.protocols import LateSG
+from sgbench.families.parallel.stages import Stage
 from sgbench.nets import FeedForwardNet, SGSpec
 from sgbench.runtime import resolve_device, run_metadata
 

@@ -19,34 +19,53 @@ class Method:
     unlock: bool = False        # layers also train on predicted inputs (complete unlock)
     trains_hidden: bool = True  # hidden layers learn (False: the paper's no-bprop lower bound)
     label: str = ""             # how tables and the report name it
+    sg_rule: str = ""           # how the SG model learns (a name in SG_RULES); "" when uses_sg is False
+    aux: bool = False           # RNN: an auxiliary head also predicts the boundary's future SG ([DNI] Aux)
+    placeable: bool = False     # feed-forward: DNIs may sit at some boundaries only, warm up, be probed
+    stackable: bool = False     # feed-forward: several seeds can train as one batch (sgbench.fast)
+    table1: bool = False        # a column of [DNI] Table 1 (feed-forward tables and figure)
+
+    def __post_init__(self):
+        if self.uses_sg != bool(self.sg_rule) or (self.sg_rule and self.sg_rule not in SG_RULES):
+            raise ValueError(f"method {self.family}/{self.name}: a method that uses an SG names its rule, "
+                             f"one of {', '.join(SG_RULES)} (and only such a method does); got {self.sg_rule!r}")
+
+
+# How a boundary's SG model learns: "bootstrap" regresses it on the gradient arriving from the next
+# layer / window (sgbench.dni.BootstrapL2); "bp_lambda" on BP(λ)'s λ-return over bpl_horizon windows
+# (sgbench.dni.BPLambda; recurrent boundaries).
+SG_RULES = ("bootstrap", "bp_lambda")
 
 
 METHODS: tuple[Method, ...] = (
     # Feed-forward ([DNI] Sec. 3.3 Table 1, Sec. 3.4 complete unlock)
-    Method("backprop", "feedforward", label="Bprop"),
-    Method("dni", "feedforward", uses_sg=True, label="DNI"),
-    Method("cdni", "feedforward", uses_sg=True, conditioned=True, label="cDNI"),
-    Method("no_bprop", "feedforward", trains_hidden=False, label="No Bprop"),
-    Method("unlock", "feedforward", uses_sg=True, unlock=True, label="unlock"),
-    Method("cunlock", "feedforward", uses_sg=True, conditioned=True, unlock=True, label="cunlock"),
+    Method("backprop", "feedforward", label="Bprop", stackable=True, table1=True),
+    Method("dni", "feedforward", uses_sg=True, sg_rule="bootstrap", placeable=True, stackable=True, table1=True,
+           label="DNI"),
+    Method("cdni", "feedforward", uses_sg=True, sg_rule="bootstrap", conditioned=True, placeable=True,
+           stackable=True, table1=True, label="cDNI"),
+    Method("no_bprop", "feedforward", trains_hidden=False, stackable=True, table1=True, label="No Bprop"),
+    Method("unlock", "feedforward", uses_sg=True, sg_rule="bootstrap", unlock=True, label="unlock"),
+    Method("cunlock", "feedforward", uses_sg=True, sg_rule="bootstrap", conditioned=True, unlock=True,
+           label="cunlock"),
     # RNN ([DNI] Sec. 3.1): truncated BPTT, with a DNI at the window boundary, plus the aux task
     Method("bptt", "rnn", label="BPTT"),
-    Method("dni", "rnn", uses_sg=True, label="DNI"),
-    Method("dni_aux", "rnn", uses_sg=True, label="DNI + Aux"),
-    Method("dni_bpl", "rnn", uses_sg=True, label="BP(λ)"),
+    Method("dni", "rnn", uses_sg=True, sg_rule="bootstrap", label="DNI"),
+    Method("dni_aux", "rnn", uses_sg=True, sg_rule="bootstrap", aux=True, label="DNI + Aux"),
+    Method("dni_bpl", "rnn", uses_sg=True, sg_rule="bp_lambda", label="BP(λ)"),
     # Character-level language modelling ([DNI] Sec. 3.1): the same four, on text
     Method("bptt", "charlm", label="BPTT"),
-    Method("dni", "charlm", uses_sg=True, label="DNI"),
-    Method("dni_aux", "charlm", uses_sg=True, label="DNI + Aux"),
-    Method("dni_bpl", "charlm", uses_sg=True, label="BP(λ)"),
+    Method("dni", "charlm", uses_sg=True, sg_rule="bootstrap", label="DNI"),
+    Method("dni_aux", "charlm", uses_sg=True, sg_rule="bootstrap", aux=True, label="DNI + Aux"),
+    Method("dni_bpl", "charlm", uses_sg=True, sg_rule="bp_lambda", label="BP(λ)"),
     # Parallel workers: K processes (how each shares the work: sgbench/families/parallel/config.py)
     Method("backprop", "parallel", label="locked backprop"),
     Method("gpipe", "parallel", label="GPipe"),
     Method("1f1b", "parallel", label="1F1B"),
     Method("ddp_split", "parallel", label="DDP, batch split"),
     Method("ddp_keep", "parallel", label="DDP, batch per worker"),
-    Method("dni", "parallel", uses_sg=True, label="DNI"),
-    Method("cdni", "parallel", uses_sg=True, conditioned=True, label="cDNI"),
+    Method("dni", "parallel", uses_sg=True, sg_rule="bootstrap", label="DNI"),
+    Method("cdni", "parallel", uses_sg=True, sg_rule="bootstrap", conditioned=True, label="cDNI"),
 )
 
 
@@ -65,10 +84,12 @@ def method(family: str, name: str) -> Method:
 
 
 FF_METHODS = methods("feedforward")
-TABLE1_METHODS = ("backprop", "dni", "cdni", "no_bprop")            # [DNI] Table 1's columns
+TABLE1_METHODS = methods("feedforward", table1=True)               # [DNI] Table 1's columns
 SG_METHODS = methods("feedforward", uses_sg=True)                   # a DNI after every hidden block
 CONDITIONED_METHODS = methods("feedforward", conditioned=True)
 UNLOCK_METHODS = methods("feedforward", unlock=True)
+PLACEABLE_METHODS = methods("feedforward", placeable=True)          # dni_placement, warmup, probe_every
+STACKED_METHODS = methods("feedforward", stackable=True)            # seeds as one batch (sgbench.fast)
 RNN_METHODS = methods("rnn")
 CHARLM_METHODS = methods("charlm")
 PARALLEL_METHODS = methods("parallel")
@@ -82,12 +103,24 @@ TIERS = ("smoke", "quick", "long", "paper", "gpu", "custom")  # the `tier` label
 STEP_MODES = ("eager", "fused", "captured", "auto")
 
 
+def by_arch(arch: str, values: dict):
+    """values[arch] for an arch of ARCHS (values names each); an unknown arch is an error naming them."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    return values[arch]
+
+
 def paper_sg_hidden_layers(arch: str, method: str) -> int:
     # [DNI] supplement: FCN DNI uses a 2x1024 MLP SG, FCN cDNI a linear one on [h; label];
     # the CNN SG has 2 hidden conv layers (used for cDNI too, with label channels).
-    return 0 if (arch == "fcn" and method in CONDITIONED_METHODS) else 2
+    return by_arch(arch, {"fcn": 0 if method in CONDITIONED_METHODS else 2, "cnn": 2})
+
+
+def default_sg_hidden_dim(arch: str) -> int:
+    """Units (FCN) or channels (CNN) of an SG model's hidden layers when not configured ([DNI] supplement)."""
+    return by_arch(arch, {"fcn": 1024, "cnn": 128})
 
 
 def default_input_hidden(arch: str) -> tuple[int, int]:
     """(hidden layers, width) of complete unlock's input models when not configured (sgbench's choice)."""
-    return (1, 1024) if arch == "fcn" else (1, 128)
+    return by_arch(arch, {"fcn": (1, 1024), "cnn": (1, 128)})

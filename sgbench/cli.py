@@ -149,35 +149,10 @@ def prepare_data(args) -> None:
         runtime.atomic_write_json(args.out, found)
 
 
-# What each training subcommand says in --help (the families that share a runner share its command).
-TRAIN_HELP = {
-    "train-ff": ("one feed-forward run (MNIST/CIFAR-10, FCN/CNN, backprop/dni/cdni/no_bprop/unlock/cunlock)",
-                 "One feed-forward run. Defaults are the paper's ([DNI] supplement): 500,000 iterations of "
-                 "batch 256, which take many hours on a CPU. A quick trial (about 20 s on one CPU core): "
-                 "sgbench train-ff --iterations 300 --batch-size 64 --sg-hidden-dim 64 --test-limit 1000 "
-                 "--out runs/try. sg_hidden_layers/sg_hidden_dim unset = the paper's SG for that arch and method; "
-                 "eval_every 0 = 20 evaluations per run. Rerunning a killed run resumes it; rerunning a finished "
-                 "one skips it (--force trains it again)."),
-    "train-rnn": ("one RNN run (copy / repeat copy; bptt / dni / dni_aux / dni_bpl; truncation T)",
-                  "One copy or repeat-copy run with a curriculum, as in [DNI] Sec. 3.1. Values [DNI] does not give "
-                  "are sgbench's choices (see RNNConfig). A quick trial (about 10 s on one CPU core): "
-                  "sgbench train-rnn --timesteps 2000 --hidden-size 32 --out runs/try-rnn."),
-    "train-charlm": ("one character-level language-model run (a corpus; bptt / dni / dni_aux / dni_bpl; "
-                     "truncation T)",
-                     "One char-LM run, [DNI] Sec. 3.1's third task: bits per character on the corpus it names "
-                     "(ptb, a corpus name in the data root such as shakespeare-gutenberg, or a path; see sgbench/corpus.py)."),
-    "train-parallel": ("one feed-forward run on K worker processes (backprop: locked pipeline; gpipe / 1f1b: "
-                       "micro-batched pipelines; ddp_split / ddp_keep: data parallel; dni / cdni: update-unlocked "
-                       "stages)",
-                       "One feed-forward run on `workers` processes (torch.distributed), measuring throughput and "
-                       "seconds to each of `targets` (test errors). Restarts from scratch when rerun."),
-}
-
-
 def add_train_commands(sub) -> None:
     for command, family in commands().items():
-        short, long = TRAIN_HELP.get(command, (family.summary, family.summary))
-        p = sub.add_parser(command, help=short, description=long)
+        p = sub.add_parser(command, help=family.command_help or family.summary,
+                           description=family.help or family.summary)
         p.add_argument("--out", type=Path, required=True, help="run folder: metrics.json (and a checkpoint while running)")
         add_config_flags(p, family.config_class())
         p.add_argument("--quiet", action="store_true", help="log warnings only")

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import catalog
 from .catalog import STEP_MODES
 from .data import as_input
 from .dni import DNI, MLPSG, one_hot
@@ -174,7 +175,7 @@ class Stepper:
 
 
 # ---------------------------------------------------------------- batched seeds (FCN)
-STACKED_METHODS = ("backprop", "no_bprop", "dni", "cdni")
+STACKED_METHODS = catalog.STACKED_METHODS  # the catalog rows marked stackable
 
 
 class StackedLinear(nn.Module):
@@ -316,7 +317,7 @@ class StackedFCN(nn.Module):
         self.head = stack_modules([n.head for n in nets])
         self.boundaries = None if first.boundaries is None else nn.ModuleList(
             StackedDNI([n.boundaries[i] for n in nets]) for i in range(len(first.boundaries)))
-        if self.method == "no_bprop":
+        if not catalog.method("feedforward", self.method).trains_hidden:
             self.blocks.requires_grad_(False)
 
     @property

@@ -21,16 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .catalog import (
-    ARCHS,
-    CONDITIONED_METHODS,
-    PLACEMENTS,
-    SG_METHODS,
-    UNLOCK_METHODS,
-    paper_sg_hidden_layers,
-)
-from .catalog import FF_METHODS as METHODS
-from .dni import DNI, MLPSG, BPLambda, ConvSG, one_hot
+from . import catalog
+from .catalog import ARCHS, PLACEMENTS, paper_sg_hidden_layers
+from .dni import DNI, MLPSG, BootstrapL2, BPLambda, ConvSG, one_hot
 from .unlock import InputSpec, make_input_model, unlocked_losses
 
 
@@ -74,6 +67,30 @@ def cnn_blocks(in_shape, layers: int, channels: int = 128) -> list[nn.Module]:
     return blocks
 
 
+BLOCKS = {"fcn": fcn_blocks, "cnn": cnn_blocks}           # one per catalog.ARCHS
+SG_MODELS = {"fcn": MLPSG, "cnn": ConvSG}
+assert set(BLOCKS) == set(SG_MODELS) == set(ARCHS), "sgbench.catalog.ARCHS and nets.py disagree"
+
+
+def feedforward_rule(row: catalog.Method):
+    """A feed-forward boundary's SG learning rule, from the method's row (one cut: no λ-return)."""
+    if row.sg_rule == "bootstrap":
+        return BootstrapL2()
+    raise ValueError(f"feed-forward method {row.name!r}: SG rule {row.sg_rule!r} has no feed-forward form "
+                     "(feed-forward boundaries learn with: bootstrap)")
+
+
+def sequence_rule(row: catalog.Method, cfg):
+    """A recurrent boundary's SG learning rule, from the method's row: one window's bootstrap (BP(0))
+    or BP(λ) over cfg.bpl_horizon windows."""
+    if row.sg_rule == "bootstrap":
+        return BPLambda(0.0, cfg.sg_discount, 1)
+    if row.sg_rule == "bp_lambda":
+        return BPLambda(cfg.bpl_lambda, cfg.sg_discount, cfg.bpl_horizon)
+    raise ValueError(f"{row.family} method {row.name!r}: unknown SG rule {row.sg_rule!r}; "
+                     f"choose one of {', '.join(catalog.SG_RULES)}")
+
+
 class FeedForwardNet(nn.Module):
     """Blocks, one DNI after each (none for backprop / no_bprop), then a linear head; for the
     unlock methods also one input model per layer above the first (see the module docstring).
@@ -86,14 +103,14 @@ class FeedForwardNet(nn.Module):
                  sg: SGSpec = SGSpec(), inputs: InputSpec = InputSpec(), placement: str = "every"):
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        if method not in catalog.FF_METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(catalog.FF_METHODS)}")
+        row = catalog.method("feedforward", method)
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
-        self.method, self.num_classes = method, num_classes
-        make_blocks = fcn_blocks if arch == "fcn" else cnn_blocks
-        self.blocks = nn.ModuleList(make_blocks(in_shape, layers))
+        self.method, self.row, self.num_classes = method, row, num_classes
+        self.blocks = nn.ModuleList(BLOCKS[arch](in_shape, layers))
         with torch.no_grad():  # shapes of each block's output, for the SG models and the head
             shapes, h = [], torch.zeros(2, *in_shape)
             for block in self.blocks.eval():
@@ -103,23 +120,24 @@ class FeedForwardNet(nn.Module):
         self.block_shapes = shapes  # per-example output shape of each block
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shapes[-1]), num_classes))
         self.boundaries = self.input_models = None
-        self.placed = placed_boundaries(layers, placement) if method in SG_METHODS else []
-        if placement != "every" and method not in ("dni", "cdni"):
-            raise ValueError(f"dni_placement {placement!r} needs method dni or cdni, not {method!r}")
-        if method in SG_METHODS:
+        self.placed = placed_boundaries(layers, placement) if row.uses_sg else []
+        if placement != "every" and not row.placeable:
+            raise ValueError(f"dni_placement {placement!r} needs one of the methods "
+                             f"{', '.join(catalog.PLACEABLE_METHODS)}, not {method!r}")
+        if row.uses_sg:
             self.boundaries = nn.ModuleList(
                 self._make_dni(arch, shape, sg) if on else DNI(nn.Identity(), exact=True, learn_sg=False)
                 for shape, on in zip(shapes, self.placed))
-        if method in UNLOCK_METHODS:  # input_models[k] predicts the input of layer k + 1
+        if row.unlock:  # input_models[k] predicts the input of layer k + 1
             self.input_models = nn.ModuleList(make_input_model(arch, in_shape, shape, inputs, self._context_dim)
                                               for shape in shapes)
-        if method == "no_bprop":  # the paper's lower baseline: only the last layer learns
+        if not row.trains_hidden:  # the paper's no-bprop lower baseline: only the last layer learns
             self.blocks.requires_grad_(False)
         self.last_input_losses: list[torch.Tensor] = []
 
     @property
     def conditioned(self) -> bool:
-        return self.method in CONDITIONED_METHODS
+        return self.row.conditioned
 
     @property
     def _context_dim(self) -> int:
@@ -128,18 +146,16 @@ class FeedForwardNet(nn.Module):
     def _make_dni(self, arch: str, shape, sg: SGSpec) -> DNI:
         ctx = self._context_dim
         hidden = paper_sg_hidden_layers(arch, self.method) if sg.hidden_layers is None else sg.hidden_layers
-        if arch == "fcn":
-            model = MLPSG(shape[0], hidden, sg.hidden_dim or 1024, context_dim=ctx)
-        else:
-            model = ConvSG(shape[0], hidden, sg.hidden_dim or 128, context_dim=ctx)
-        return DNI(model, conditioned=self.conditioned, scale=sg.scale, sg_loss_weight=sg.loss_weight)
+        model = SG_MODELS[arch](shape[0], hidden, sg.hidden_dim or catalog.default_sg_hidden_dim(arch), context_dim=ctx)
+        return DNI(model, conditioned=self.conditioned, scale=sg.scale, sg_loss_weight=sg.loss_weight,
+                   rule=feedforward_rule(self.row))
 
     def _context(self, y: torch.Tensor | None) -> torch.Tensor | None:
         return one_hot(y, self.num_classes) if (y is not None and self.conditioned) else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Logits. In eval mode every method is the plain real forward chain."""
-        if self.training and self.method in UNLOCK_METHODS:
+        if self.training and self.row.unlock:
             raise RuntimeError(f"{self.method} trains through training_losses(x, y); forward() is for evaluation")
         context = self._context(y)
         h = x
@@ -152,7 +168,7 @@ class FeedForwardNet(nn.Module):
     def training_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, objective): the mean cross-entropy of the real forward chain (what gets logged),
         and what to backpropagate for one update of every layer and SG / input model."""
-        if self.method in UNLOCK_METHODS:
+        if self.row.unlock:
             return unlocked_losses(self, x, y)
         loss = F.cross_entropy(self(x, y), y)
         return loss, loss
@@ -213,8 +229,9 @@ class SequenceNet(nn.Module):
     0 reads float vectors (copy / repeat copy). The boundary's SG model sees the whole state [h; c]
     (the state truncation cuts), linear when sg_hidden_layers is 0, as in [DNI]."""
 
-    def __init__(self, in_dim: int, out_dim: int, cfg, embed: int = 0):
+    def __init__(self, in_dim: int, out_dim: int, cfg, embed: int = 0, family: str = "rnn"):
         super().__init__()
+        row = catalog.method(family, cfg.method)  # an unknown method: the catalog's error
         self.hidden = cfg.hidden_size
         self.embed = nn.Embedding(embed, in_dim) if embed else None
         self.lstm = nn.LSTM(in_dim, cfg.hidden_size)
@@ -225,14 +242,11 @@ class SequenceNet(nn.Module):
                 self.lstm.bias_hh_l0[h:2 * h].zero_()
         self.head = nn.Linear(cfg.hidden_size, out_dim)
         self.boundary = self.aux_head = None
-        if cfg.method != "bptt":
-            # the SG learning rule: BP(λ) over bpl_horizon windows (dni_bpl), else one window's bootstrap
-            horizon = cfg.bpl_horizon if cfg.method == "dni_bpl" else 1
-            lam = cfg.bpl_lambda if cfg.method == "dni_bpl" else 0.0
+        if row.uses_sg:
             sg = MLPSG(2 * cfg.hidden_size, cfg.sg_hidden_layers, cfg.sg_hidden_dim)
             self.boundary = DNI(sg, scale=cfg.sg_scale, sg_loss_weight=cfg.sg_loss_weight,
-                                rule=BPLambda(lam, cfg.sg_discount, horizon))
-        if cfg.method == "dni_aux":
+                                rule=sequence_rule(row, cfg))
+        if row.aux:
             self.aux_head = nn.Linear(cfg.hidden_size, 2 * cfg.hidden_size)
 
     def initial_state(self, batch: int, device) -> torch.Tensor:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .catalog import default_input_hidden
+from .catalog import ARCHS, default_input_hidden
 from .dni import MLPSG, conv_layers, with_label_channels, zero_last
 
 
@@ -56,7 +56,9 @@ def make_input_model(arch: str, in_shape, out_shape, spec: InputSpec, ctx: int) 
     hidden = default_layers if spec.hidden_layers is None else spec.hidden_layers
     if arch == "fcn":
         return MLPInput(math.prod(in_shape), out_shape[0], hidden, spec.hidden_dim or default_dim, context_dim=ctx)
-    return ConvInput(in_shape[0], out_shape, hidden, spec.hidden_dim or default_dim, context_dim=ctx)
+    if arch == "cnn":
+        return ConvInput(in_shape[0], out_shape, hidden, spec.hidden_dim or default_dim, context_dim=ctx)
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
 class MLPInput(MLPSG):

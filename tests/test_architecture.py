@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sgbench import catalog
-from sgbench.families import FAMILIES, Family, get
+from sgbench.families import FAMILIES, get
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "sgbench"
@@ -90,7 +90,7 @@ def test_analysis_and_report_never_import_a_runner():
 
 TORCH_FREE = ["sgbench", "sgbench.cli", "sgbench.catalog", "sgbench.config", "sgbench.runtime", "sgbench.families",
               "sgbench.families.grid", "sgbench.claims.render", "sgbench.claims.rules",
-              *(f"sgbench.families.{f.name}.{part}" for f in FAMILIES for part in ("config", "tables", "figures"))]
+              *(f"sgbench.families.{f.name}{part}" for f in FAMILIES for part in ("", ".config", ".tables", ".figures"))]
 BLOCK_TORCH = """
 import sys
 class NoTorch:
@@ -156,25 +156,55 @@ def schema_enum(schema: dict, *path: str) -> set:
     return set(node["enum"])
 
 
+def method_family(family) -> str:
+    """The catalog family whose methods a registry family runs (diagnostics runs feed-forward methods)."""
+    return family.schema.removesuffix("_metrics").replace("ff", "feedforward")
+
+
 def test_tier_schema_enums_come_from_the_catalog():
     tier = yaml.safe_load((ROOT / "workflows/schemas/tier.schema.yaml").read_text())["properties"]
-    for family in ("feedforward", "rnn", "diagnostics", "parallel"):
-        methods = schema_enum(tier[family]["items"]["properties"], "method", "items")
-        registry_family = "feedforward" if family == "diagnostics" else family
-        assert methods <= set(catalog.methods(registry_family)), family
+    for family in FAMILIES:
+        grid = tier[family.name]["items"]["properties"]
+        methods = schema_enum(grid, "method", "items")
+        if family.name == "diagnostics":  # the methods whose DNIs can move, warm up, be probed, and backprop
+            assert methods == set(catalog.PLACEABLE_METHODS) | {"backprop"}, family.name
+        else:
+            assert methods == set(catalog.methods(method_family(family))), family.name
+        assert family.budget in grid and family.budget in tier[family.name]["items"]["required"], family.name
     assert schema_enum(tier["feedforward"]["items"]["properties"], "dataset", "items") == set(catalog.DATASETS)
     assert schema_enum(tier["feedforward"]["items"]["properties"], "arch", "items") == set(catalog.ARCHS)
     assert schema_enum(tier["rnn"]["items"]["properties"], "task", "items") <= set(catalog.TASKS)
-    assert set(tier) - {"description", "gpus_per_run", "lr_selection"} <= {f.name for f in FAMILIES}
+    assert set(tier) - {"description", "gpus_per_run", "lr_selection"} == {f.name for f in FAMILIES}
 
 
 def test_metrics_schemas_and_configs_agree_with_the_catalog():
+    """Every metrics schema's method enum is its family's catalog rows, so a new method's run is not
+    refused by validation after it has trained (ff_metrics included)."""
     for family in FAMILIES:
         schema = json.loads((PACKAGE / "schemas" / f"{family.schema}.schema.json").read_text())
         assert set(schema["properties"]["tier"]["enum"]) == set(catalog.TIERS), family.schema
+        method = schema["properties"]["config"]["properties"]["method"]
+        assert set(method["enum"]) == set(catalog.methods(method_family(family))), family.schema
+        if family.schema == "ff_metrics":  # complete unlock's extra fields are required of these methods
+            unlock = [rule["if"]["properties"]["config"]["properties"]["method"]["enum"] for rule in schema["allOf"]
+                      if "method" in rule["if"]["properties"].get("config", {}).get("properties", {})]
+            assert [set(u) for u in unlock] == [set(catalog.UNLOCK_METHODS)]
         config = family.config_class()
         assert set(config.CHOICES["tier"]) == set(catalog.TIERS)
-        assert set(config.CHOICES["method"]) <= {m.name for m in catalog.METHODS}, family.name
+        assert tuple(config.CHOICES["method"]) == catalog.methods(method_family(family)), family.name
+
+
+def test_the_slurm_profile_gives_every_family_its_declared_resources():
+    """workflows/profiles/slurm lists train_<family> for every family with its declaration's memory,
+    time and threads (a timing family's threads come from its tier), and no rule that does not exist."""
+    profile = yaml.safe_load((ROOT / "workflows/profiles/slurm/config.yaml").read_text())
+    rules = {f"train_{f.name}" for f in FAMILIES} | {"prepare_data"}
+    assert set(profile["set-resources"]) <= rules and set(profile["set-threads"]) <= rules
+    for f in FAMILIES:
+        rule = f"train_{f.name}"
+        assert {k: profile["set-resources"][rule][k] for k in ("mem_mb", "runtime")} == \
+            {k: f.cluster[k] for k in ("mem_mb", "runtime")}, rule
+        assert profile["set-threads"].get(rule) == (None if f.timing else f.cluster["threads"]), rule
 
 
 def test_unknown_names_are_errors_not_fallbacks():
@@ -187,8 +217,74 @@ def test_unknown_names_are_errors_not_fallbacks():
         predicted_step_s("gpipe2", {32: [1.0, 1.0]}, [0.1, 0.1], [1, 1], 32, 0.0)
 
 
+def dispatches():
+    """(what, call, message): every place that chooses code by a method, SG rule, protocol, arch, placement
+    or family, fed a value it does not know. Each must raise a ValueError that lists the valid values."""
+    import types
+
+    from sgbench import nets, unlock
+    from sgbench.families import grid
+    from sgbench.families.parallel import config as pconfig
+    rnn = types.SimpleNamespace(method="rtrl", hidden_size=4, forget_bias=0.0)
+    toy_row = types.SimpleNamespace(name="toy", family="rnn", sg_rule="rtrl")
+    return [
+        ("catalog method", lambda: catalog.method("feedforward", "sgd"), "choose one of backprop, dni, cdni"),
+        ("catalog row's SG rule", lambda: catalog.Method("toy", "feedforward", uses_sg=True, sg_rule="rtrl"),
+         "one of bootstrap, bp_lambda"),
+        ("catalog arch", lambda: catalog.paper_sg_hidden_layers("mlp", "dni"), "choose one of fcn, cnn"),
+        ("feed-forward net method", lambda: nets.FeedForwardNet("fcn", 2, "sgd", (1, 4, 4)), "choose one of backprop"),
+        ("feed-forward net arch", lambda: nets.FeedForwardNet("mlp", 2, "dni", (1, 4, 4)), "choose one of fcn, cnn"),
+        ("DNI placement", lambda: nets.placed_boundaries(3, "top"), "choose one of every, every_second, middle"),
+        ("feed-forward SG rule", lambda: nets.feedforward_rule(catalog.method("rnn", "dni_bpl")),
+         "learn with: bootstrap"),
+        ("recurrent SG rule", lambda: nets.sequence_rule(toy_row, None), "choose one of bootstrap, bp_lambda"),
+        ("sequence net method", lambda: nets.SequenceNet(2, 2, rnn), "choose one of bptt, dni, dni_aux, dni_bpl"),
+        ("input model arch", lambda: unlock.make_input_model("mlp", (1, 4, 4), (4,), unlock.InputSpec(), 0),
+         "choose one of fcn, cnn"),
+        ("parallel protocol", lambda: pconfig.Protocol("ring", "backprop"),
+         "choose one of locked, pipelined, data_parallel, decoupled"),
+        ("pipeline schedule", lambda: pconfig.Protocol("pipelined", "backprop", schedule="zb"), "gpipe, 1f1b"),
+        ("data-parallel batch", lambda: pconfig.Protocol("data_parallel", "backprop", batch="half"), "split, keep"),
+        ("family", lambda: get("toy"), "choose one of feedforward, rnn, charlm, diagnostics, parallel"),
+        ("tier's family", lambda: grid.expand({"toy": []}, "smoke"), "valid: feedforward, rnn, charlm"),
+    ]
+
+
+@pytest.mark.parametrize("what", [d[0] for d in dispatches()])
+def test_every_dispatch_refuses_an_unknown_value_naming_the_valid_ones(what):
+    call, message = next((c, m) for w, c, m in dispatches() if w == what)
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_the_parallel_protocol_dispatches_refuse_a_protocol_they_do_not_know(monkeypatch):
+    """A protocol that got past the Protocol row's check (set behind its back) reaches no other protocol's
+    code: the protocol classes (workers, steps, batches, evaluation), the profile sizes and the analytic
+    model each refuse it."""
+    from sgbench.families.parallel import config as pconfig
+    from sgbench.families.parallel import profile, protocols
+    from sgbench.families.parallel.model import predicted_step_s
+    smuggled = pconfig.Protocol("locked", "backprop")
+    object.__setattr__(smuggled, "protocol", "ring")
+    monkeypatch.setitem(pconfig.METHODS, "backprop", smuggled)
+    cfg = pconfig.ParallelConfig(method="backprop")
+    for call in (lambda: protocols.protocol_of(cfg), lambda: profile.profile_batches(cfg, 1000),
+                 lambda: predicted_step_s("backprop", {32: [1.0, 1.0]}, [0.1, 0.1], [1, 1], 32, 0.0)):
+        with pytest.raises(ValueError, match="unknown parallel protocol 'ring'; choose one of locked, pipelined"):
+            call()
+
+
 # ---------------------------------------------------------------- a new family is one folder
 
+TOY_DECLARATION = '''
+from .. import Family
+
+FAMILY = Family(name="toy", order=99, summary="a toy", command="train-toy", config="config:ToyConfig",
+                runner="run:train", run_name="config:run_name", schema="ff_metrics", budget="steps",
+                budget_unit="steps", outputs={"runs": "toy_runs.csv", "md": "toy.md"}, figures=(),
+                report_tables=(("md", "toy table"),), needs_data=False,
+                cluster={"mem_mb": 1000, "runtime": 5, "threads": 1})
+'''
 TOY_CONFIG = '''
 from dataclasses import dataclass
 from sgbench.config import RunConfig
@@ -229,25 +325,25 @@ def report_section(tier, tables):
 '''
 
 
-def test_a_toy_family_plugs_in_with_one_folder_and_one_registry_entry(tmp_path, monkeypatch):
-    """The files a new family needs: config.py, tables.py (+ run.py, figures.py for real ones), and a
-    Family record; grid expansion, aggregation and the report's family section then just work."""
-    pkg = tmp_path / "toyfam"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "config.py").write_text(TOY_CONFIG)
-    (pkg / "tables.py").write_text(TOY_TABLES)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    toy = Family("toy", "a toy", "train-toy", "toyfam.config:ToyConfig", "toyfam.run:train", "toyfam.config:run_name",
-                 "ff_metrics", ("method", "seed"), "steps", "steps", {"runs": "toy_runs.csv", "md": "toy.md"}, (),
-                 (("md", "toy table"),), needs_data=False)
+def test_a_toy_family_plugs_in_with_its_folder_only(tmp_path, monkeypatch):
+    """A new family is one folder: its `__init__` declaration, config.py, tables.py (+ run.py and
+    figures.py for a real one). The registry finds it where it finds the others (the folder sits on the
+    families package's path), and the command line, grid expansion, aggregation and the report's family
+    section then just work, with no other file edited."""
     import sgbench.families as registry
+    from sgbench import cli
     from sgbench.claims import render
     from sgbench.families import grid
-    monkeypatch.setattr(registry, "FAMILIES", FAMILIES + (toy,))
-    monkeypatch.setattr(render, "FAMILIES", FAMILIES + (toy,))
-    monkeypatch.setattr(Family, "tables", lambda self: __import__(
-        "toyfam.tables" if self.name == "toy" else f"{self.module}.tables", fromlist=["x"]))
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for name, text in (("__init__", TOY_DECLARATION), ("config", TOY_CONFIG), ("tables", TOY_TABLES)):
+        (folder / f"{name}.py").write_text(text)
+    monkeypatch.setattr(registry, "__path__", [*registry.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "sgbench.families.toy", raising=False)
+    found = registry.discover()
+    assert [f.name for f in found] == [*registry.names(), "toy"]
+    monkeypatch.setattr(registry, "FAMILIES", found)
+    monkeypatch.setattr(render, "FAMILIES", found)  # the report imported the registry's tuple by name
     runs = grid.expand_family("toy", [{"method": ["a", "b"], "seed": [0, 1], "steps": 5}], "smoke")
     assert sorted(runs) == ["toy-a-seed0", "toy-a-seed1", "toy-b-seed0", "toy-b-seed1"]
     with pytest.raises(ValueError, match="unknown method 'c'"):
@@ -256,3 +352,67 @@ def test_a_toy_family_plugs_in_with_one_folder_and_one_registry_entry(tmp_path, 
     text = render.render("smoke", render.load_runs(tmp_path / "tables"), tmp_path / "tables", tmp_path / "figs",
                          tmp_path / "REPORT.md")
     assert "## Toy family" in text and "| toy | 2 |" in text and "[toy table](tables/toy.md)" in text
+    with pytest.raises(SystemExit) as helped:
+        cli.main(["train-toy", "--help"])
+    assert helped.value.code == 0
+
+
+def test_a_family_folder_without_a_declaration_is_refused(tmp_path, monkeypatch):
+    import sgbench.families as registry
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "__init__.py").write_text("")
+    monkeypatch.setattr(registry, "__path__", [*registry.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "sgbench.families.stray", raising=False)
+    with pytest.raises(ValueError, match="declares FAMILY = Family"):
+        registry.discover()
+
+
+# ---------------------------------------------------------------- a new method is one row
+
+TOY_ROW = ('    Method("toy_cdni", "feedforward", uses_sg=True, sg_rule="bootstrap", conditioned=True, placeable=True,\n'
+           '           stackable=True, table1=True, label="toy cDNI"),\n')
+TOY_METHOD_RUN = """
+import json, sys
+from pathlib import Path
+from sgbench.cli import main
+root, out = sys.argv[1], Path(sys.argv[2])
+tiny = ["--dataset", "mnist", "--layers", "2", "--iterations", "20", "--batch-size", "32", "--eval-every", "10",
+        "--sg-hidden-dim", "16", "--data-root", root, "--device", "cpu", "--tier", "smoke", "--quiet"]
+for method in ("backprop", "toy_cdni"):
+    assert main(["train-ff", "--method", method, *tiny, "--out", str(out / "runs" / method)]) == 0
+assert main(["train-ff", "--method", "toy_cdni", "--seeds", "1,2", *tiny, "--out", str(out / "runs" / "s{seed}")]) == 0
+paths = [str(p) for p in sorted((out / "runs").glob("*/metrics.json"))]
+assert main(["aggregate", "feedforward", *paths, "--tier", "smoke", "--out", str(out / "tables")]) == 0
+assert main(["figures", "feedforward", "--tier", "smoke", "--tables", str(out / "tables"), "--out", str(out / "figs")]) == 0
+print("ok")
+"""
+
+
+def test_a_toy_method_is_one_catalog_row(data_root, tmp_path):
+    """A new SG feed-forward method (here: cDNI under another name) is its catalog row, plus its name in
+    the metrics schema's enum (which test_metrics_schemas_and_configs_agree_with_the_catalog holds to the
+    catalog): in a copy of the package with just those two edits it trains (one seed and stacked seeds),
+    is validated, and appears in Table 1, its CSV and the figure's data, with no other file touched."""
+    import shutil
+    copy = tmp_path / "src" / "sgbench"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    catalog_py = copy / "catalog.py"
+    anchor = '    Method("no_bprop", "feedforward"'
+    catalog_py.write_text(catalog_py.read_text().replace(anchor, TOY_ROW + anchor, 1))
+    schema = copy / "schemas" / "ff_metrics.schema.json"
+    schema.write_text(schema.read_text().replace('"enum": ["backprop", "dni", "cdni", "no_bprop", "unlock", "cunlock"]',
+                                                 '"enum": ["backprop", "dni", "cdni", "toy_cdni", "no_bprop", "unlock", '
+                                                 '"cunlock"]', 1))
+    script = tmp_path / "toy_method.py"
+    script.write_text(TOY_METHOD_RUN)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "src"), MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(script), str(data_root), str(tmp_path / "out")], capture_output=True,
+                         text=True, timeout=600, env=env, cwd=tmp_path)
+    assert out.returncode == 0 and "ok" in out.stdout, (out.stdout + out.stderr)[-3000:]
+    metrics = json.loads((tmp_path / "out" / "runs" / "toy_cdni" / "metrics.json").read_text())
+    assert metrics["config"]["method"] == "toy_cdni" and metrics["model"]["dni_boundaries"] == 2
+    assert metrics["config"]["sg_hidden_layers"] == 0  # the paper's linear SG of a conditioned FCN method
+    table1 = (tmp_path / "out" / "tables" / "feedforward.md").read_text()
+    assert "toy_cdni" in table1.splitlines()[[i for i, line in enumerate(table1.splitlines()) if "backprop" in line][0]]
+    curves = (tmp_path / "out" / "tables" / "feedforward_curves.csv").read_text()
+    assert "toy_cdni" in curves and (tmp_path / "out" / "figs" / "ff_test_error.png").stat().st_size > 0

@@ -24,7 +24,9 @@ from sgbench.families.parallel.model import (
     predicted_step_s,
     stage_bounds,
 )
-from sgbench.families.parallel.run import LateSG, Stage, train_parallel
+from sgbench.families.parallel.protocols import LateSG
+from sgbench.families.parallel.run import train_parallel
+from sgbench.families.parallel.stages import Stage
 
 # Float tolerance: the same arithmetic in another order (all-reduce sums, micro-batch accumulation
 # across processes); float32 after a few Adam steps.

@@ -1,34 +1,34 @@
-"""The experiment families, as data: one `Family` per folder under sgbench/families/.
+"""The experiment families, found by folder: each folder under sgbench/families/ is one family.
 
 A family is a plugin: its folder holds its run config (config.py), its runner (run.py), its tables
-(tables.py) and its figures (figures.py). This registry says where each piece is and what the
-family writes; the command line, the workflow and the report iterate it. Nothing here imports a
-runner (or torch): `Family.runner()` imports it when a run starts. An unknown family name is an
-error (`get`), never a fallback to another family's code.
+(tables.py), its figures (figures.py), and in its `__init__.py` one `Family(...)` declaration named
+FAMILY that says where each piece is and what the family writes. This registry imports every folder's
+`__init__` (which imports nothing but this module and torch-free config modules) and lists them in
+their `order`; the command line, the workflow, the SLURM profile's test and the report iterate it.
+Nothing here imports a runner (or torch): `Family.train()` imports it when a run starts. An unknown
+family name is an error (`get`), never a fallback to another family's code.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
-def _load(spec: str):
-    """'package.module:attribute' -> the attribute, imported now."""
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Family:
-    name: str
+    """One family's declaration. A piece is "module:attribute", the module relative to the family's
+    folder ("config:FFConfig") or absolute ("sgbench.families.feedforward.config:FFConfig")."""
+    name: str                     # its folder's name
+    order: int                    # where it comes in the command line, the workflow and the report
     summary: str                  # one line, for --help and the report
-    command: str                  # `sgbench <command>` trains one run of it
-    config: str                   # "module:Class": its run-config dataclass (torch-free module)
-    runner: str                   # "module:function(config, out_dir) -> metrics": imported lazily
-    run_name: str                 # "module:function(grid point) -> run folder name" (torch-free)
+    command: str                  # `sgbench <command>` trains one run of it (families may share one)
+    config: str                   # its run-config dataclass (torch-free module)
+    runner: str                   # function(config, out_dir) -> metrics: imported when a run starts
+    run_name: str                 # function(grid point) -> run folder name (torch-free)
     schema: str                   # sgbench/schemas/<schema>.schema.json checks its metrics.json
-    grid_keys: tuple[str, ...]    # keys a tier's grid may list for it
-    budget: str                   # the config field that sets its budget
+    budget: str                   # the config field that sets its budget (a tier grid's one scalar key)
     budget_unit: str              # how tables name that budget's unit
     outputs: dict[str, str]       # what `sgbench aggregate <name>` writes: key -> file name
     figures: tuple[str, ...]      # what `sgbench figures <name>` draws: NAME.png and NAME.pdf each
@@ -36,20 +36,33 @@ class Family:
     needs_data: bool = True       # its runs read an image data set (the pipeline prepares it first)
     timing: bool = False          # its runs are timings: each takes the whole machine
     non_result: frozenset[str] = field(default_factory=frozenset)  # config fields that set no number
+    chosen_lr: bool = False       # its runs take the tier's chosen learning rate (lr_selection: chosen)
+    # The SLURM profile's train_<name> rule (workflows/profiles/slurm; a test checks they agree):
+    # mem_mb, runtime (minutes) and, unless a timing family (its threads are K workers x threads), threads.
+    cluster: dict[str, int] = field(default_factory=dict)
+    command_help: str = ""        # `sgbench --help`'s line for its command ("": the summary)
+    help: str = ""                # `sgbench <command> --help`'s description ("": the summary)
+    module: str = ""              # its package; "" : sgbench.families.<name>
 
-    @property
-    def module(self) -> str:
-        return f"{__name__}.{self.name}"
+    def __post_init__(self):
+        if not self.module:
+            object.__setattr__(self, "module", f"{__name__}.{self.name}")
+
+    def _load(self, spec: str):
+        """A piece of the family, imported now."""
+        module, _, attr = spec.partition(":")
+        absolute = module.startswith("sgbench.")
+        return getattr(importlib.import_module(module if absolute else f"{self.module}.{module}"), attr)
 
     def config_class(self):
-        return _load(self.config)
+        return self._load(self.config)
 
     def train(self, config, out_dir):
         """Run one training run of this family (imports the runner, and torch, now)."""
-        return _load(self.runner)(config, out_dir)
+        return self._load(self.runner)(config, out_dir)
 
     def name_run(self, point: dict) -> str:
-        return _load(self.run_name)(point)
+        return self._load(self.run_name)(point)
 
     def tables(self):
         """Its tables module: collect(...), aggregate(paths, tier, out_dir), its Markdown helpers."""
@@ -59,62 +72,30 @@ class Family:
         """Its figures module: draw(tier, tables, out_dir) (imports matplotlib)."""
         return importlib.import_module(f"{self.module}.figures")
 
+    def figure_inputs(self, tables, out_dir, *keys: str) -> tuple[dict, dict]:
+        """What a figures module's draw starts from: ({outputs key: the table `aggregate` wrote}, for each
+        of `keys`) and ({figure name: its path stem in out_dir}, for each of its figures)."""
+        from ..analysis.tables import read_table
+        read = {key: read_table(Path(tables) / self.outputs[key]) for key in keys}
+        return read, {name: Path(out_dir) / name for name in self.figures}
 
-_FF = "sgbench.families.feedforward"
-_FF_NON_RESULT = frozenset({"device", "data_root", "download", "threads"})
 
-FAMILIES: tuple[Family, ...] = (
-    Family("feedforward", "MNIST / CIFAR-10 FCN and CNN: backprop, DNI, cDNI, no-bprop, complete unlock, "
-           "random layer updates ([DNI] Table 1, Sec. 3.3-3.4)",
-           "train-ff", f"{_FF}.config:FFConfig", f"{_FF}.seeds:train", f"{_FF}.config:run_name", "ff_metrics",
-           ("dataset", "arch", "layers", "method", "update_prob", "seed"), "iterations", "iterations",
-           {"runs": "feedforward_runs.csv", "curves": "feedforward_curves.csv", "table1_md": "feedforward.md",
-            "table1_csv": "feedforward.csv", "unlock_md": "unlock.md", "unlock_csv": "unlock.csv"},
-           ("ff_test_error", "unlock_test_error"),
-           (("table1_md", "Table 1 layout"), ("unlock_md", "complete unlock / update probability")),
-           non_result=_FF_NON_RESULT),
-    Family("rnn", "copy / repeat copy with truncated BPTT, DNI, DNI + Aux, BP(λ) ([DNI] Sec. 3.1)",
-           "train-rnn", "sgbench.families.rnn.config:RNNConfig", "sgbench.families.rnn.run:train_rnn",
-           "sgbench.families.rnn.config:run_name", "rnn_metrics", ("task", "method", "T", "seed"), "timesteps",
-           "stream time steps",
-           {"runs": "rnn_runs.csv", "curves": "rnn_curves.csv", "md": "rnn.md", "csv": "rnn.csv",
-            "signal_md": "rnn_signal.md"},
-           ("rnn_length_vs_T", "rnn_boundary_gradients", "rnn_curriculum"),
-           (("md", "RNN largest length solved"), ("signal_md", "RNN synthetic-gradient signal")), needs_data=False,
-           non_result=frozenset({"device", "threads"})),
-    Family("charlm", "character-level language modelling (bits per character) with truncated BPTT, DNI, "
-           "DNI + Aux, BP(λ) ([DNI] Sec. 3.1's third task; on the corpus it names)",
-           "train-charlm", "sgbench.families.charlm.config:CharLMConfig", "sgbench.families.charlm.run:train_charlm",
-           "sgbench.families.charlm.config:run_name", "charlm_metrics", ("corpus", "method", "T", "seed"),
-           "timesteps", "characters per stream",
-           {"runs": "charlm_runs.csv", "curves": "charlm_curves.csv", "md": "charlm.md", "csv": "charlm.csv"},
-           ("charlm_bpc_vs_steps",), (("md", "char-LM bits per character"),), needs_data=False,
-           non_result=frozenset({"device", "threads", "data_root", "download"})),
-    # Feed-forward runs that vary DNI placement, warm-up and the SG model: the feed-forward runner.
-    Family("diagnostics", "why DNI works or fails: SG fidelity, DNI placement, warm-up, SG model",
-           "train-ff", f"{_FF}.config:FFConfig", f"{_FF}.seeds:train",
-           "sgbench.families.diagnostics.config:run_name", "ff_metrics",
-           ("dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers", "sg_loss_weight",
-            "seed"), "iterations", "iterations",
-           {"runs": "diagnostics_runs.csv", "curves": "diagnostics_curves.csv",
-            "fidelity": "diagnostics_fidelity.csv", "md": "diagnostics.md"},
-           ("diag_fidelity", "diag_placement", "diag_warmup", "diag_sg_cost"),
-           (("md", "diagnostics: placement, fidelity, warm-up, SG model"),), non_result=_FF_NON_RESULT),
-    # Timing runs: threads (per worker) are part of the measurement, so they come from the tier file.
-    Family("parallel", "a feed-forward net on K worker processes: single-process and locked backprop, "
-           "GPipe / 1F1B pipelines, data parallelism (DDP) and update-unlocked DNI / cDNI stages "
-           "(throughput, seconds to target errors, final error, the analytic model to K = 16)",
-           "train-parallel", "sgbench.families.parallel.config:ParallelConfig",
-           "sgbench.families.parallel.run:train_parallel", "sgbench.families.parallel.config:run_name",
-           "parallel_metrics", ("dataset", "arch", "layers", "method", "late_sg", "workers", "seed"), "iterations",
-           "iterations",
-           {"runs": "parallel_runs.csv", "curves": "parallel_curves.csv", "md": "parallel.md",
-            "csv": "parallel.csv", "targets": "parallel_targets.csv", "targets_csv": "parallel_target_stats.csv",
-            "model": "parallel_model.csv"},
-           ("parallel_error_vs_time", "parallel_speed"),
-           (("md", "parallel workers: throughput, time to target, analytic model"),), timing=True,
-           non_result=frozenset({"device", "data_root", "download", "save_params"})),
-)
+def discover(package: str = __name__, path=None) -> tuple[Family, ...]:
+    """Every folder of `package` that declares a FAMILY, in their order. A folder without one, or two
+    folders claiming one name, is an error naming the folder."""
+    found = []
+    for info in pkgutil.iter_modules(path if path is not None else __path__):
+        if not info.ispkg:
+            continue
+        module = importlib.import_module(f"{package}.{info.name}")
+        family = getattr(module, "FAMILY", None)
+        if not isinstance(family, Family) or family.name != info.name:
+            raise ValueError(f"{module.__file__}: a family folder declares FAMILY = Family(name={info.name!r}, ...)")
+        found.append(family)
+    return tuple(sorted(found, key=lambda f: (f.order, f.name)))
+
+
+FAMILIES: tuple[Family, ...] = discover()
 
 
 def names() -> tuple[str, ...]:
@@ -130,7 +111,7 @@ def get(name: str) -> Family:
 
 
 def commands() -> dict[str, Family]:
-    """`sgbench <command>` -> the family whose runs it trains (the first that names it)."""
+    """`sgbench <command>` -> the family whose runs it trains (the first in order that names it)."""
     out: dict[str, Family] = {}
     for f in FAMILIES:
         out.setdefault(f.command, f)

@@ -17,17 +17,14 @@ def expand(tier_config: dict, tier: str) -> dict[str, dict]:
     return {f.name: expand_family(f.name, with_chosen_lr(tier_config, f.name), tier) for f in FAMILIES}
 
 
-# Families whose runs take the tier's chosen learning rate (the fair short-budget protocol,
-# docs/statistics.md); the parallel timing runs keep the lr their grid sets.
-CHOSEN_LR_FAMILIES = ("feedforward", "diagnostics")
-
-
 def with_chosen_lr(tier_config: dict, family: str) -> list[dict]:
     """The family's grids, each given the tier's `lr_selection: chosen:` learning rate unless the grid
-    sets its own lr (a tier without a chosen rate keeps its grids as they are)."""
+    sets its own lr (a tier without a chosen rate keeps its grids as they are). Only families declared
+    chosen_lr take it (the fair short-budget protocol, docs/statistics.md); the parallel timing runs
+    keep the lr their grid sets."""
     grids = tier_config.get(family, [])
     chosen = (tier_config.get("lr_selection") or {}).get("chosen")
-    if chosen is None or family not in CHOSEN_LR_FAMILIES:
+    if chosen is None or not get(family).chosen_lr:
         return grids
     return [g if "lr" in g.get("settings", {}) else g | {"settings": {**g.get("settings", {}), "lr": float(chosen)}}
             for g in grids]
@@ -38,11 +35,17 @@ def expand_family(name: str, grids: list[dict], tier: str) -> dict:
 
     Grids may overlap (the unlock grid repeats Table 1's FCN-3 runs): a run named twice must be the
     same run, else the tier file is ambiguous and refused. Names come from the resolved config, so a
-    default given explicitly names the same run as one left out."""
+    default given explicitly names the same run as one left out. A grid's axes are its keys other than
+    `settings` and the budget (workflows/schemas/tier.schema.yaml says which a family allows; the
+    config class refuses any other), each a list of values."""
     family, runs = get(name), {}
     config_class = family.config_class()
     for grid in grids:
-        keys = [k for k in family.grid_keys if k in grid]
+        keys = [k for k in grid if k not in ("settings", family.budget)]
+        scalar = [k for k in keys if not isinstance(grid[k], list)]
+        if scalar:
+            raise ValueError(f"tiers/{tier}.yaml, {name} grid: {', '.join(scalar)} must be lists of values "
+                             f"(one setting for every run goes under settings:)")
         for values in itertools.product(*(grid[k] for k in keys)):
             point = dict(zip(keys, values))
             settings = dict(grid.get("settings", {}), tier=tier, **{family.budget: grid[family.budget]})

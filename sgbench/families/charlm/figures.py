@@ -16,12 +16,9 @@ from ...analysis.plotting import (
     style,
 )
 from ...analysis.stats import ordered, t_interval
-from ...analysis.tables import budget_text, read_table
+from ...analysis.tables import budget_text
 from ...catalog import CHARLM_METHODS
 from .. import get
-from .tables import OUTPUTS
-
-FIGURES = get("charlm").figures  # names: the registry (sgbench/families/__init__.py)
 
 
 def charlm_bpc_vs_steps(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
@@ -49,8 +46,6 @@ def charlm_bpc_vs_steps(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, ste
 def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every char-LM figure from the tables in `tables`; returns the PNG paths."""
     style()
-    runs = read_table(Path(tables) / OUTPUTS["runs"])
-    curves = read_table(Path(tables) / OUTPUTS["curves"])
-    stems = {name: Path(out_dir) / name for name in FIGURES}
-    charlm_bpc_vs_steps(runs, curves, tier, stems["charlm_bpc_vs_steps"])
+    read, stems = get("charlm").figure_inputs(tables, out_dir, "runs", "curves")
+    charlm_bpc_vs_steps(read["runs"], read["curves"], tier, stems["charlm_bpc_vs_steps"])
     return [s.with_suffix(".png") for s in stems.values()]

@@ -86,7 +86,7 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
     corpus = load_corpus(cfg.corpus, cfg.data_root or None, cfg.download)  # errors before any training
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
     train_ids, valid_ids, test_ids = (corpus.encode(t).to(device) for t in (corpus.train, corpus.valid, corpus.test))
-    model = SequenceNet(cfg.embed_dim, corpus.vocab_size, cfg, embed=corpus.vocab_size).to(device)
+    model = SequenceNet(cfg.embed_dim, corpus.vocab_size, cfg, embed=corpus.vocab_size, family="charlm").to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     trainer = WindowTrainer(model, opt, cfg, device, errors_fn=char_errors)
     streams = TextStreams(train_ids, cfg.batch_size)

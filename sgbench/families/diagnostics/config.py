@@ -2,14 +2,14 @@
 diagnostics family's own is how a run is named from its resolved config. Torch-free."""
 from __future__ import annotations
 
-from ...catalog import paper_sg_hidden_layers
+from ...catalog import method, paper_sg_hidden_layers
 
 
 def sg_changes(c: dict) -> dict:
     """What of a (resolved) config's SG model differs from its method's default: {"sgh": hidden layers}
     unless they are the paper's (catalog.paper_sg_hidden_layers), {"sgw": weight} unless the SG-loss
-    weight is 1. Empty for backprop, which has no SG."""
-    if c["method"] == "backprop":
+    weight is 1. Empty for a method without an SG (backprop)."""
+    if not method("feedforward", c["method"]).uses_sg:
         return {}
     changes = {}
     if c.get("sg_hidden_layers") not in (None, paper_sg_hidden_layers(c["arch"], c["method"])):

@@ -18,13 +18,11 @@ from ...analysis.plotting import (
     style,
 )
 from ...analysis.stats import t_interval
-from ...analysis.tables import NOT_RUN, net_label, read_table
+from ...analysis.tables import NOT_RUN, net_label
+from ...catalog import method
 from .. import get
 from ..feedforward.figures import ff_context
 from . import tables
-from .tables import OUTPUTS
-
-FIGURES = get("diagnostics").figures  # names: the registry (sgbench/families/__init__.py)
 
 
 def _diag_net(df: pd.DataFrame) -> pd.Series:
@@ -59,8 +57,9 @@ def diag_placement(runs: pd.DataFrame, fidelity: pd.DataFrame, tier: str, stem: 
     data = tables.placement_runs(runs)
     if data.empty or data["dni_boundaries"].nunique() < 2:
         return not_run(stem, title, tier)
-    data = data.assign(net=_diag_net(data), run=data["method"].where(data["method"] == "backprop",
-                                                                       data["method"] + ", " + data["dni_placement"]))
+    with_sg = data["method"].map(lambda m: method("feedforward", m).uses_sg)  # placement names only SG runs
+    data = data.assign(net=_diag_net(data),
+                       run=data["method"].where(~with_sg, data["method"] + ", " + data["dni_placement"]))
     late = tables.late_fidelity(runs, fidelity)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     sns.lineplot(data, x="dni_boundaries", y="test_error", hue="net", style="method", errorbar=t_interval,
@@ -115,7 +114,8 @@ def diag_sg_cost(runs: pd.DataFrame, tier: str, stem: Path) -> None:
         (x0, x1), (y0, y1) = t_interval(g["steps_per_s"]), t_interval(g["test_error"])
         x, y = g["steps_per_s"].mean(), g["test_error"].mean()
         ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], capsize=3, label=f"{net}: {sg}",
-                    fmt="o" if g["method"].iloc[0] == "cdni" else "s")  # circles: label-conditioned SG
+                    # circles: a label-conditioned SG
+                    fmt="o" if method("feedforward", g["method"].iloc[0]).conditioned else "s")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 2, 5, 10, 20, 50: no crowded minor labels
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
@@ -133,10 +133,8 @@ def diag_sg_cost(runs: pd.DataFrame, tier: str, stem: Path) -> None:
 def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every diagnostics figure from the tables in `tables`; returns the PNG paths."""
     style()
-    runs = read_table(Path(tables) / OUTPUTS["runs"])
-    curves = read_table(Path(tables) / OUTPUTS["curves"])
-    fidelity = read_table(Path(tables) / OUTPUTS["fidelity"])
-    stems = {name: Path(out_dir) / name for name in FIGURES}
+    read, stems = get("diagnostics").figure_inputs(tables, out_dir, "runs", "curves", "fidelity")
+    runs, curves, fidelity = read["runs"], read["curves"], read["fidelity"]
     diag_fidelity(runs, fidelity, tier, stems["diag_fidelity"])
     diag_placement(runs, fidelity, tier, stems["diag_placement"])
     diag_warmup(runs, curves, tier, stems["diag_warmup"])

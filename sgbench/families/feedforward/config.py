@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from ...catalog import (
     ARCHS,
     DATASETS,
+    PLACEABLE_METHODS,
     PLACEMENTS,
     SG_METHODS,
     STEP_MODES,
     TIERS,
     UNLOCK_METHODS,
     default_input_hidden,
+    default_sg_hidden_dim,
     paper_sg_hidden_layers,
 )
 from ...catalog import FF_METHODS as METHODS
@@ -30,7 +32,7 @@ class FFConfig(RunConfig):
     dataset: str = "mnist"              # mnist | cifar10 | cifar10-jpeg
     arch: str = "fcn"                   # fcn | cnn
     layers: int = 3                     # hidden layers
-    method: str = "dni"                 # backprop | dni | cdni | no_bprop | unlock | cunlock
+    method: str = "dni"                 # a feedforward row of sgbench.catalog.METHODS
     seed: int = 0                       # seeds the weights, the batch order and the update coins
     iterations: int = 500_000           # training steps (the paper's 500k take hours on a CPU)
     batch_size: int = 256               # examples per step
@@ -85,14 +87,15 @@ class FFConfig(RunConfig):
              f"update_periods are steps between a layer's updates, each >= 1, got {c.update_periods}"),
             (c.eval_every >= 0 and c.train_limit >= 0 and c.test_limit >= 0, "eval_every, train_limit, test_limit must be >= 0"),
             (c.val_size is None or c.val_size >= 0, f"val_size must be >= 0 (0: no validation hold-out), got {c.val_size}"),
-            (c.dni_placement == "every" or c.method in ("dni", "cdni"),
-             f"dni_placement {c.dni_placement!r} needs method dni or cdni (got {c.method!r}); use dni_placement every"),
+            (c.dni_placement == "every" or c.method in PLACEABLE_METHODS,
+             f"dni_placement {c.dni_placement!r} needs method {' or '.join(PLACEABLE_METHODS)} (got {c.method!r}); "
+             "use dni_placement every"),
             (0 <= c.warmup <= 1, f"warmup is a fraction of the iterations in [0, 1], got {c.warmup}"),
-            (c.warmup == 0 or c.method in ("dni", "cdni"),
-             f"warmup needs method dni or cdni (got {c.method!r}); use warmup 0"),
+            (c.warmup == 0 or c.method in PLACEABLE_METHODS,
+             f"warmup needs method {' or '.join(PLACEABLE_METHODS)} (got {c.method!r}); use warmup 0"),
             (c.probe_every >= 0, f"probe_every must be >= 0 (0: no probe), got {c.probe_every}"),
-            (c.probe_every == 0 or c.method in ("dni", "cdni"),
-             f"the SG probe needs method dni or cdni (got {c.method!r}); use probe_every 0"),
+            (c.probe_every == 0 or c.method in PLACEABLE_METHODS,
+             f"the SG probe needs method {' or '.join(PLACEABLE_METHODS)} (got {c.method!r}); use probe_every 0"),
             (c.probe_size >= 2, f"probe_size must be >= 2 (batch norm needs it), got {c.probe_size}"),
             (c.seeds is None or (len(c.seeds) == len(set(c.seeds)) >= 1 and min(c.seeds) >= 0),
              f"seeds must be distinct seeds >= 0 (one run each), got {c.seeds}"),
@@ -100,7 +103,7 @@ class FFConfig(RunConfig):
         if c.sg_hidden_layers is None and c.method in SG_METHODS:
             c.sg_hidden_layers = paper_sg_hidden_layers(c.arch, c.method)
         if c.sg_hidden_dim is None and c.method in SG_METHODS:
-            c.sg_hidden_dim = 1024 if c.arch == "fcn" else 128
+            c.sg_hidden_dim = default_sg_hidden_dim(c.arch)
         if c.method in UNLOCK_METHODS:
             default_layers, default_dim = default_input_hidden(c.arch)
             c.input_hidden_layers = default_layers if c.input_hidden_layers is None else c.input_hidden_layers

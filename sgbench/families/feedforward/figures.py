@@ -19,12 +19,10 @@ from ...analysis.plotting import (
     style,
 )
 from ...analysis.stats import ordered, t_interval
-from ...analysis.tables import NOT_RUN, budget_text, net_label, read_table
+from ...analysis.tables import NOT_RUN, budget_text, net_label
 from ...catalog import TABLE1_METHODS, UNLOCK_METHODS
 from .. import get
-from .tables import FF_CELL, OUTPUTS, table1_runs, unlock_cells
-
-FIGURES = get("feedforward").figures  # names: the registry (sgbench/families/__init__.py)
+from .tables import FF_CELL, table1_runs, unlock_cells
 
 
 def ff_context(runs: pd.DataFrame, tier: str) -> list[str]:
@@ -90,9 +88,7 @@ def unlock_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem:
 def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every feed-forward figure from the tables in `tables`; returns the PNG paths."""
     style()
-    runs = read_table(Path(tables) / OUTPUTS["runs"])
-    curves = read_table(Path(tables) / OUTPUTS["curves"])
-    stems = {name: Path(out_dir) / name for name in FIGURES}
-    ff_test_error(runs, curves, tier, stems["ff_test_error"])
-    unlock_test_error(runs, curves, tier, stems["unlock_test_error"])
+    read, stems = get("feedforward").figure_inputs(tables, out_dir, "runs", "curves")
+    ff_test_error(read["runs"], read["curves"], tier, stems["ff_test_error"])
+    unlock_test_error(read["runs"], read["curves"], tier, stems["unlock_test_error"])
     return [s.with_suffix(".png") for s in stems.values()]

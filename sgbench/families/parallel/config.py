@@ -15,6 +15,16 @@ class ParallelRunError(RunError):
     """A worker failed or was killed; the message names it."""
 
 
+PROTOCOLS = ("locked", "pipelined", "data_parallel", "decoupled")  # run.py's docstring says each in full
+SCHEDULES = ("gpipe", "1f1b")     # pipelined
+BATCHES = ("split", "keep")       # data_parallel
+
+
+def unknown_protocol(protocol: str) -> ValueError:
+    """The error for a protocol no code path knows (never routed to another protocol's code)."""
+    return ValueError(f"unknown parallel protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one method shares the work among the K workers (run.py's docstring says each in full)."""
@@ -23,6 +33,20 @@ class Protocol:
     schedule: str = ""      # pipelined: gpipe | 1f1b
     batch: str = "split"    # data_parallel: split (global batch cut into K shares) | keep (per worker)
     words: str = ""
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise unknown_protocol(self.protocol)
+        if (self.protocol == "pipelined") != (self.schedule in SCHEDULES):
+            raise ValueError(f"a pipelined protocol names its schedule, one of {', '.join(SCHEDULES)} (and only "
+                             f"it does); got protocol {self.protocol!r}, schedule {self.schedule!r}")
+        if self.batch not in BATCHES:
+            raise ValueError(f"unknown data-parallel batch {self.batch!r}; choose one of {', '.join(BATCHES)}")
+
+    @property
+    def staged(self) -> bool:
+        """The net is cut into K stages, one per worker (else every worker holds all of it: data parallel)."""
+        return self.protocol != "data_parallel"
 
 
 METHODS: dict[str, Protocol] = {

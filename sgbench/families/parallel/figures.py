@@ -12,12 +12,10 @@ from matplotlib.ticker import MaxNLocator
 
 from ...analysis.plotting import footnote, not_run, save, seeds_text, style
 from ...analysis.stats import t_interval
-from ...analysis.tables import budget_text, net_label, read_table
+from ...analysis.tables import budget_text, net_label
 from .. import get
 from .config import METHODS
 from .tables import CELL, VARIANT, variant_label
-
-FIGURES = get("parallel").figures  # parallel_error_vs_time, parallel_speed
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -108,9 +106,7 @@ def speed(runs: pd.DataFrame, model: pd.DataFrame, tier: str, stem: Path) -> Non
 def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every parallel figure from the tables in `tables` (as `aggregate` wrote them); the PNG paths."""
     style()
-    outputs = get("parallel").outputs
-    read = {key: read_table(Path(tables) / outputs[key]) for key in ("runs", "curves", "csv", "model")}
-    stems = {name: Path(out_dir) / name for name in FIGURES}
+    read, stems = get("parallel").figure_inputs(tables, out_dir, "runs", "curves", "csv", "model")
     error_vs_time(read["runs"], read["curves"], read["csv"], tier, stems["parallel_error_vs_time"])
     speed(read["runs"], read["model"], tier, stems["parallel_speed"])
     return [s.with_suffix(".png") for s in stems.values()]

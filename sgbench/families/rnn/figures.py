@@ -20,12 +20,9 @@ from ...analysis.plotting import (
 )
 from ...analysis.reference import load_reference
 from ...analysis.stats import ordered, t_interval
-from ...analysis.tables import budget_text, read_table
+from ...analysis.tables import budget_text
 from ...catalog import RNN_METHODS
 from .. import get
-from .tables import OUTPUTS
-
-FIGURES = get("rnn").figures  # names: the registry (sgbench/families/__init__.py)
 
 
 def rnn_palette(methods) -> dict:
@@ -152,10 +149,8 @@ def rnn_curriculum(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Pa
 def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every RNN figure from the tables in `tables`; returns the PNG paths."""
     style()
-    runs = read_table(Path(tables) / OUTPUTS["runs"])
-    curves = read_table(Path(tables) / OUTPUTS["curves"])
-    stems = {name: Path(out_dir) / name for name in FIGURES}
-    rnn_length_vs_T(runs, tier, stems["rnn_length_vs_T"])
-    rnn_boundary_gradients(runs, curves, tier, stems["rnn_boundary_gradients"])
-    rnn_curriculum(runs, curves, tier, stems["rnn_curriculum"])
+    read, stems = get("rnn").figure_inputs(tables, out_dir, "runs", "curves")
+    rnn_length_vs_T(read["runs"], tier, stems["rnn_length_vs_T"])
+    rnn_boundary_gradients(read["runs"], read["curves"], tier, stems["rnn_boundary_gradients"])
+    rnn_curriculum(read["runs"], read["curves"], tier, stems["rnn_curriculum"])
     return [s.with_suffix(".png") for s in stems.values()]
