@@ -18,6 +18,7 @@ class Method:
     conditioned: bool = False   # SG (and input) models also see the label (cDNI)
     unlock: bool = False        # layers also train on predicted inputs (complete unlock)
     trains_hidden: bool = True  # hidden layers learn (False: the paper's no-bprop lower bound)
+    aux: bool = False           # the net also predicts the SG it will receive ([DNI]'s auxiliary task)
     label: str = ""             # how tables and the report name it
 
 
@@ -32,12 +33,12 @@ METHODS: tuple[Method, ...] = (
     # RNN ([DNI] Sec. 3.1): truncated BPTT, with a DNI at the window boundary, plus the aux task
     Method("bptt", "rnn", label="BPTT"),
     Method("dni", "rnn", uses_sg=True, label="DNI"),
-    Method("dni_aux", "rnn", uses_sg=True, label="DNI + Aux"),
+    Method("dni_aux", "rnn", uses_sg=True, aux=True, label="DNI + Aux"),
     Method("dni_bpl", "rnn", uses_sg=True, label="BP(λ)"),
     # Character-level language modelling ([DNI] Sec. 3.1): the same four, on text
     Method("bptt", "charlm", label="BPTT"),
     Method("dni", "charlm", uses_sg=True, label="DNI"),
-    Method("dni_aux", "charlm", uses_sg=True, label="DNI + Aux"),
+    Method("dni_aux", "charlm", uses_sg=True, aux=True, label="DNI + Aux"),
     Method("dni_bpl", "charlm", uses_sg=True, label="BP(λ)"),
     # Parallel workers: K processes (how each shares the work: sgbench/families/parallel/config.py)
     Method("backprop", "parallel", label="locked backprop"),

@@ -86,4 +86,4 @@ def test_claim_c1_is_registered_for_the_charlm_family():
     """Its rule on hand-made tables (each verdict) is in tests/test_claims.py."""
     from sgbench.claims import rules
     claim = next(c for c in rules.CLAIMS if c.id == "C1")
-    assert claim.family == "charlm" and claim.check is rules.check_c1
+    assert claim.family == "charlm" and claim.compare.cells == "charlm" and claim.compare.metric == "test_bpc"

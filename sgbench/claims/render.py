@@ -16,20 +16,15 @@ from ..analysis.tables import NOT_RUN, budget_text, read_table
 from ..families import FAMILIES
 from ..families.parallel.tables import RUN_COLUMNS as PARALLEL_RUN_COLUMNS
 from .answers import POINTS
-from .rules import (
-    CLAIMS,
-    Check,
-    Claim,
-    Measured,
-    measured_from_paper,
-    measured_from_runs,
-)
+from .records import Measured, Record, measured_from_runs
+from .rules import CLAIMS, measured_from_paper
+from .verdicts import Check
 from .verdicts import CONTRADICTED, INCONCLUSIVE, REFUTED, REPRODUCED, SUPPORTED
 
 
 @dataclass(frozen=True)
 class Outcome:
-    claim: Claim
+    claim: Record
     ours: Check
     paper: Check
 
@@ -129,9 +124,10 @@ def rules_section(outcomes: list[Outcome]) -> list[str]:
             "claim's side, *fails* when it is on the other side, and is *undecided* otherwise, or when the "
             "methods were still improving at the end by more than the interval's clearance. "
             f"*{REPRODUCED}*: every cell holds; *{CONTRADICTED}*: one fails; *{INCONCLUSIVE}*: otherwise, with "
-            "the reason (too few seeds, budget too short, interval straddling the threshold, or no cell). A "
+            "the reason (too few seeds, budget too short, interval straddling the threshold, no power, a baseline "
+            "that did not train, or no cell). A "
             "diverged run counts against its method at the metric's worst value. [DNI]'s numbers are compared as "
-            "they stand. Defined in `sgbench/claims/rules.py`; the statistics in `docs/statistics.md`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule.rstrip('.')}." for o in outcomes]
+            "they stand. Defined in `sgbench/claims/rules.py`; the statistics in `docs/statistics.md`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule_text().rstrip('.')}." for o in outcomes]
 
 
 def _state(e) -> str:
@@ -188,7 +184,7 @@ def answers_section(tier: str, m: Measured) -> list[str]:
         cells = f"; {len(check.evidence)} cell(s)" if check.evidence else ""
         lines.append(f"| {point.id} | {point.says} | {point.experiment}{cells} | {numbers} | **{check.verdict}** | "
                      f"{point.answers[check.verdict]} |")
-    return lines + ["", "Rules, point by point:\n"] + [f"- **{p.id}**: {p.rule}." for p in POINTS] + [""]
+    return lines + ["", "Rules, point by point:\n"] + [f"- **{p.id}**: {p.rule_text()}." for p in POINTS] + [""]
 
 
 def links_section(tables: Path, figures: Path, here: Path) -> list[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...analysis.stats import group_stats
+from ...analysis.stats import WORST, group_stats, scored
 from ...analysis.tables import (
     NOT_RUN,
     collect_runs,
@@ -49,8 +49,10 @@ def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def bpc_stats(runs: pd.DataFrame) -> pd.DataFrame:
-    """Seed statistics of validation and test bpc per (corpus, method, T), in long form (a `split` column)."""
-    return pd.concat([group_stats(runs, ["corpus", "method", "T"], f"{split}_bpc").assign(split=split)
+    """Seed statistics of validation and test bpc per (corpus, method, T), in long form (a `split` column);
+    a diverged run is in its cell at the worst bpc (analysis.stats.METRICS), never dropped."""
+    return pd.concat([group_stats(scored(runs, f"{split}_bpc"), ["corpus", "method", "T"], f"{split}_bpc")
+                      .assign(split=split)
                       for split in ("valid", "test")], ignore_index=True)
 
 
@@ -63,7 +65,8 @@ def charlm_markdown(runs: pd.DataFrame, tier: str) -> str:
     parts = [title, context_lines(runs, tier, "timesteps", "characters per stream", corpora),
              ("\n\nLower is better. Corpora are named as they are (PTB only when it is PTB; "
               "shakespeare-gutenberg is split by work: sgbench/corpus.py)."),
-             f" Diverged runs (counted as results of their method, no bpc): {int((runs['status'] == 'diverged').sum())}."
+             f" Diverged runs (counted as results of their method at the worst bpc, {WORST['test_bpc']:g}): "
+             f"{int((runs['status'] == 'diverged').sum())}."
              if (runs["status"] == "diverged").any() else "", "\n\n"]
     for (corpus, split), part in stats.groupby(["corpus", "split"], sort=False):
         parts += [f"## {corpus}: {split} bpc\n\n",

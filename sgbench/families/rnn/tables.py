@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...analysis.stats import group_stats
+from ...analysis.stats import group_stats, scored
 from ...analysis.tables import (
     NOT_RUN,
     collect_runs,
@@ -20,7 +20,7 @@ from ...analysis.tables import (
     write_csv,
     write_text,
 )
-from ...catalog import RNN_METHODS
+from ...catalog import RNN_METHODS, methods
 from .. import get
 
 RNN_CELL = ["task", "T"]
@@ -81,7 +81,8 @@ def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def rnn_stats(rnn_runs: pd.DataFrame, value: str = "largest_length_solved") -> pd.DataFrame:
-    return group_stats(rnn_runs, ["task", "method", "T"], value)
+    """Seed statistics per (task, method, T); a diverged run at the value's worst (analysis.stats.scored)."""
+    return group_stats(scored(rnn_runs, value), ["task", "method", "T"], value)
 
 
 def rnn_markdown(rnn_runs: pd.DataFrame, tier: str) -> str:
@@ -128,7 +129,7 @@ def setup_text(runs: pd.DataFrame) -> str:
     return (f"Task set-up: {setups} (paper layout: the first output is due on the delimiter step, lag N; "
             "upto: each episode's length drawn from 1..level; see sgbench/tasks.py). Length: copy N vectors, "
             "repeat copy N × R output vectors."
-            + (f" Diverged runs (counted as results of their method): {len(diverged)}." if len(diverged) else ""))
+            + (f" Diverged runs (counted as results of their method, at each value's worst): {len(diverged)}." if len(diverged) else ""))
 
 
 def signal_markdown(runs: pd.DataFrame, tier: str) -> str:
@@ -145,7 +146,7 @@ def signal_markdown(runs: pd.DataFrame, tier: str) -> str:
               "probe_horizon windows (probe, runs with probe_every > 0); the run's SG and the best linear SG on "
               "[h; c] (ridge, fitted on other streams) against the exact discounted future gradient, held out.\n\n")]
     for column in SIGNAL_COLUMNS:
-        stats = group_stats(runs, ["task", "method", "T"], column).dropna(subset=["mean"])
+        stats = rnn_stats(runs[runs["method"].isin(methods("rnn", uses_sg=True))], column).dropna(subset=["mean"])
         if stats.empty:
             continue
         parts += [f"## {column}\n\n", pivot_markdown(stats, ["task", "method"], "T", sorted(stats["T"].unique()),
