@@ -54,7 +54,7 @@ def rnn_metrics(method="dni", T=2, seed=0, length=5, task="copy", tier="quick", 
         "task": {"layout": "paper", "schedule": "upto", "in_dim": 10, "out_dim": 8},
         "model": {"parameters": 100, "sg_parameters": 10 if dni else 0},
         "curves": {"timestep": [1000, 2000, 3000, 4000], "bits_per_output_step": [0.5, 0.4, 0.3, 0.2],
-                   "bits_per_sequence": [3.0, 2.0, None, 1.0], "length": [1, 2, 2, max(length, 1)],
+                   "bits_per_sequence": [3.0, 2.0, None, 1.0], "length": [1, 2, max(length, 1), max(length, 1)],
                    "boundary_target_norm": [1.0, 1.0, 2.0, 2.0],
                    "boundary_sg_norm": [0.5, 0.5, 1.0, 1.0] if dni else [None] * 4,
                    "boundary_target_cosine": list(cosine) if dni else [None] * 4,
@@ -241,3 +241,63 @@ def test_figures_are_drawn_for_runs_and_for_families_not_run(tmp_path):
     assert len(drawn) == 8
     for png in drawn:
         assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 1000
+
+
+def charlm_metrics(method="dni", T=4, seed=0, bpc=3.0, status="completed"):
+    """A complete char-LM metrics.json (a diverged one has no final bpc)."""
+    bad = status == "diverged"
+    m = {"schema": "sgbench.charlm_metrics/1", "status": status, "experiment": "charlm", "tier": "quick",
+         "config": {"corpus": "tiny", "method": method, "T": T, "seed": seed, "timesteps": 400, "batch_size": 4,
+                    "hidden_size": 16, "lr": 1e-3, "sg_scale": 0.1, "sg_discount": 0.9, "tier": "quick",
+                    "device": "cpu"},
+         "dataset": {"name": "tiny", "source": "/data", "vocab_size": 40, "chars": {"train": 1, "valid": 1, "test": 1},
+                     "works": {}},
+         "model": {"parameters": 100, "sg_parameters": 0},
+         "curves": {"timestep": [200, 400], "train_bpc": [4.0, bpc], "valid_bpc": [4.0, bpc],
+                    "boundary_target_norm": [1.0, 1.0], "boundary_sg_norm": [None, None],
+                    "boundary_target_cosine": [None, None], "elapsed_s": [1.0, 2.0]},
+         "final": {"valid_bpc": None if bad else bpc, "test_bpc": None if bad else bpc, "best_valid_bpc": bpc},
+         "timing": {"wall_time_s": 3.0, "train_time_s": 2.0, "timesteps_per_s": 200.0},
+         "meta": {"git_commit": "abc123", "python": "3.11", "torch": "2", "device": "cpu", "hostname": "h",
+                  "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 1}, "started_at": "now",
+                  "resumed": False}}
+    if bad:
+        m["diverged"] = {"step": 300, "last_finite": {"train_bpc": 4.0, "valid_bpc": 4.0}}
+    return m
+
+
+def test_a_report_over_diverged_seeds_builds_and_scores_them_at_their_worst(tmp_path):
+    """One diverged RNN DNI copy seed (no cosines, no lag: `report` used to exit 2 on it), one diverged
+    char-LM seed (no bpc: its table used to show n=2) and one diverged feed-forward seed: every table keeps
+    n = 3 and every claim reads them at the metric's declared worst value (analysis.stats.METRICS)."""
+    rnn, charlm, ff = [], [], []
+    for seed in (0, 1, 2):
+        for method in ("bptt", "dni"):
+            m = rnn_metrics(method, T=2, seed=seed, length=5)
+            if method == "dni" and seed == 2:
+                m["status"], m["diverged"] = "diverged", {"step": 3500, "last_finite": {}}
+                m["final"].update(signal_sg_cosine=None, signal_linear_cosine=None, N_solved=None,
+                                  largest_length_solved=3)
+            rnn.append(m)
+            charlm.append(charlm_metrics(method, seed=seed, status="diverged" if (method, seed) == ("dni", 1)
+                                         else "completed"))
+        for method in ("backprop", "dni"):
+            m = ff_metrics(method, seed=seed, test_error=2.0 + 0.1 * seed)
+            if method == "dni" and seed == 0:
+                m["status"], m["diverged"] = "diverged", {"step": 60, "last_finite": {"train_loss": 1.0}}
+                m["final"]["test_error"] = 90.0   # what it ended at; scored at the worst, 100
+            ff.append(m)
+    tables = tmp_path / "results" / "tables" / "quick"
+    aggregate("rnn", write_runs(tmp_path / "rnn", rnn), "quick", tables)
+    aggregate("charlm", write_runs(tmp_path / "charlm", charlm), "quick", tables)
+    aggregate("feedforward", write_runs(tmp_path / "ff", ff), "quick", tables)
+    aggregate("parallel", [], "quick", tables)
+    assert "| dni      | 4.667 ± " in (tables / "charlm.md").read_text()          # (3 + 8 + 3) / 3, n = 3
+    assert "(n=2)" not in (tables / "rnn.md").read_text()
+    text = write_report("quick", tables, tmp_path / "results" / "figures" / "quick", tmp_path / "results" / "REPORT.md")
+    r3 = text[text.index("### R3: "):text.index("### C1: ")]
+    assert "held-out cosine with the exact future gradient -0.30 ± " in r3 and "1 diverged" in r3  # (0.05+0.05-1)/3
+    c1 = text[text.index("### C1: "):text.index("### U1: ")]
+    assert "dni 4.67 ± " in c1 and "1 diverged" in c1                                # (3 + 8 + 3) / 3
+    f2 = text[text.index("### F2: "):text.index("### F3: ")]
+    assert "1 diverged" in f2 and "dni 34.77 ± " in f2                                # (100 + 2.1 + 2.2) / 3

@@ -86,6 +86,11 @@ METRICS = {m.name: m for m in (
     Metric("test_bpc", "test bits per character", "lower", 8.0),
     Metric("valid_bpc", "validation bits per character", "lower", 8.0),
     Metric("late_cosine", "SG-target cosine at the boundaries, last quarter of the run", "higher", -1.0),
+    Metric("late_probe_cosine_exact", "SG cosine with the exact future gradient on probe streams, last quarter",
+           "higher", -1.0),
+    Metric("late_probe_cosine_discounted", "SG cosine with the discounted future gradient on probe streams, last "
+           "quarter", "higher", -1.0),
+    Metric("late_target_cosine", "char-LM SG-target cosine at the boundaries, last quarter", "higher", -1.0),
     Metric("signal_sg_cosine", "held-out cosine of the trained SG with the exact future gradient", "higher", -1.0),
     Metric("signal_linear_cosine", "held-out cosine of the best linear SG with the exact future gradient",
            "higher", -1.0),

@@ -10,6 +10,7 @@ from ...analysis.tables import (
     NOT_RUN,
     collect_runs,
     context_lines,
+    late_drop,
     late_mean,
     pivot_markdown,
     run_status,
@@ -21,7 +22,7 @@ from ...catalog import CHARLM_METHODS
 from .. import get
 
 RUN_COLUMNS = ["corpus", "method", "T", "seed", "tier", "status", "timesteps", "batch_size", "hidden_size",
-               "valid_bpc", "test_bpc", "best_valid_bpc", "late_target_cosine", "timesteps_per_s", "train_time_s",
+               "valid_bpc", "test_bpc", "best_valid_bpc", "late_drop", "late_target_cosine", "timesteps_per_s", "train_time_s",
                "device", "hardware", "threads", "git_commit", "path"]
 CURVE_COLUMNS = ["corpus", "method", "T", "seed", "timestep", "train_bpc", "valid_bpc", "boundary_target_cosine",
                  "elapsed_s"]
@@ -38,6 +39,7 @@ def run_row(path, m: dict) -> dict:
             "tier": m["tier"], "status": run_status(m), "timesteps": c["timesteps"], "batch_size": c["batch_size"],
             "hidden_size": c["hidden_size"], "valid_bpc": nan(f["valid_bpc"]), "test_bpc": nan(f["test_bpc"]),
             "best_valid_bpc": nan(f["best_valid_bpc"]),
+            "late_drop": late_drop(m["curves"]["timestep"], m["curves"]["valid_bpc"]),  # still improving: bpc fell
             "late_target_cosine": late_mean(m["curves"].get("boundary_target_cosine", [])),
             "timesteps_per_s": m["timing"]["timesteps_per_s"], "train_time_s": m["timing"]["train_time_s"],
             **where(m["meta"]), "path": str(path)}

@@ -13,6 +13,7 @@ from ...analysis.tables import (
     NOT_RUN,
     collect_runs,
     context_lines,
+    late_drop,
     late_mean,
     pivot_markdown,
     run_status,
@@ -26,7 +27,8 @@ from .. import get
 RNN_CELL = ["task", "T"]
 RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "status", "layout", "schedule", "timesteps", "batch_size",
                "hidden_size", "largest_length_solved", "N_solved", "R_solved", "bits_per_sequence", "levels_reached",
-               "lag_solved", "late_target_norm", "late_sg_norm", "late_cosine", "late_norm_ratio", "late_probe_cosine_exact",
+               "lag_solved", "late_drop", "late_target_norm", "late_sg_norm", "late_cosine", "late_norm_ratio",
+               "late_probe_cosine_exact",
                "late_probe_cosine_discounted", "signal_linear_cosine", "signal_sg_cosine", "timesteps_per_s",
                "train_time_s", "step_s", "activation_memory_mb", "peak_memory_mb", "device", "hardware", "threads",
                "git_commit", "path"]
@@ -54,6 +56,8 @@ def run_row(path, m: dict) -> dict:
             "largest_length_solved": f["largest_length_solved"], "N_solved": f["N_solved"],
             "R_solved": f.get("R_solved"), "bits_per_sequence": f.get("bits_per_sequence"),
             "levels_reached": len(m["curriculum"]), "late_target_norm": target_norm, "late_sg_norm": sg_norm,
+            # still improving: the curriculum length gained over the last tenth of the steps (claims' drift)
+            "late_drop": late_drop(curves["timestep"], [None if v is None else -v for v in curves["length"]]),
             "lag_solved": lag_solved(c, f),
             "late_cosine": late_mean(curves.get("boundary_target_cosine", [])),
             "late_norm_ratio": sg_norm / target_norm if target_norm > 0 else math.nan,
