@@ -387,3 +387,93 @@ def charlm(rows):
 def test_c1_charlm_dni_against_bptt(rows, expected):
     m = rules.measured_from_runs(ff([]), rnn([]), charlm_runs=charlm(rows))
     assert check("C1", m).verdict == expected
+
+
+# ---------------------------------------------------------------- the competence gate (issue #23)
+
+def test_two_methods_at_the_floor_have_no_power():
+    """BPTT and DNI both solved only the curriculum's first levels: +0.00 [+0.00, +0.00] answers nothing."""
+    floor = M(rnn_=[("copy", "bptt", 2, [1, 2, 1], COS), ("copy", "dni", 2, [1, 2, 1], COS)])
+    for c in (check("R1", floor), next(p for p in answers.POINTS if p.id == "Q2").check(floor)):
+        assert c.verdict == INCONCLUSIVE and c.reason.startswith("no power: both methods at the floor")
+    # at T = 4 the floor is T - 1 = 3 (a window holds lags of at most 3)
+    assert "no power" in check("R1", M(rnn_=[("copy", "bptt", 4, [3, 3, 2], COS),
+                                             ("copy", "dni", 4, [3, 2, 3], COS)])).reason
+
+
+def test_a_baseline_below_its_competence_is_inconclusive_with_the_requirement():
+    """BPTT at 3 of [DNI]'s 7 at T = 2 (required: half, 3.5): DNI's clear win is not judged; backprop at
+    9 % on MNIST FCN-3 ([DNI]: 2.0, margin 2 points) makes F2's loss undecided too."""
+    weak = M(rnn_=[("copy", "bptt", 2, [3, 3, 3], COS), ("copy", "dni", 2, [8, 9, 9], COS)])
+    c = check("R1", weak)
+    assert c.verdict == INCONCLUSIVE and "the baseline did not train at this tier: bptt" in c.reason
+    assert "required ≥ 3.50" in c.reason and "recalled" in c.reason
+    ff_weak = M([(3, "backprop", HI), (3, "dni", [30.0, 31.0, 32.0])])
+    c = check("F2", ff_weak)
+    assert c.verdict == INCONCLUSIVE and "backprop test_error 9.10, required ≤ 4.00" in c.reason
+
+
+def test_a_clear_win_with_a_competent_baseline_decides():
+    assert check("R1", M(rnn_=RNN_WIN)).verdict == REPRODUCED
+    assert check("F2", M([(3, "backprop", LO), (3, "dni", HI)])).verdict == CONTRADICTED
+    # a T the paper has no BPTT number for declares no requirement: only the floor applies
+    assert check("R1", M(rnn_=[("copy", "bptt", 8, [8, 8, 9], COS), ("copy", "dni", 8, [12, 13, 13], COS)])
+                 ).verdict == REPRODUCED
+
+
+def test_an_rnn_still_climbing_the_curriculum_is_not_decided():
+    """The RNN's late_drop is the length gained over the last tenth of its steps: a win by less than that
+    is a budget too short."""
+    m = M(rnn_=RNN_WIN)
+    still = rules.Measured(m.ff, m.rnn.assign(late_drop=[0.0] * 3 + [6.0] * 3), m.par, m.diag)
+    c = check("R1", still)
+    assert c.verdict == INCONCLUSIVE and "budget too short: dni still improving" in c.reason
+
+
+def test_ids_are_unique_and_every_record_generates_its_check_and_words():
+    records = list(rules.CLAIMS) + list(answers.POINTS)
+    ids = [r.id for r in records]
+    assert len(ids) == len(set(ids)) and "RU1" in ids
+    for r in records:
+        assert r.rule_text() and (r.compare is None) == (r.rule is not None)
+    for p in answers.POINTS:
+        assert set(p.answers) == {p.verdicts[0], p.verdicts[1], INCONCLUSIVE}
+
+
+# What the hand-written rules of 0e3aa4e (before the records) said on the committed runs; the gated
+# cells (RNN, both methods at the floor: R1, R3, Q2, A1, A5 at the quick tier) are left out.
+BEFORE = {
+    "quick": {"F1": INCONCLUSIVE, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": REPRODUCED, "R2": INCONCLUSIVE,
+              "C1": INCONCLUSIVE, "U1": INCONCLUSIVE, "RU1": REPRODUCED, "P1": CONTRADICTED, "P2": CONTRADICTED,
+              "Q1": SUPPORTED, "Q3": SUPPORTED, "A2": SUPPORTED, "A3": SUPPORTED, "A4": SUPPORTED, "A6": REFUTED,
+              "A7": SUPPORTED},
+    "long": {"F1": INCONCLUSIVE, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": INCONCLUSIVE, "U1": REPRODUCED,
+             "RU1": REPRODUCED, "A2": SUPPORTED, "A3": SUPPORTED, "A4": INCONCLUSIVE, "A6": INCONCLUSIVE,
+             "A7": SUPPORTED, "R1": INCONCLUSIVE, "R3": INCONCLUSIVE, "Q2": INCONCLUSIVE, "C1": INCONCLUSIVE},
+}
+TABLES = {"quick": "results/reference/quick/tables/quick", "long": "results/reference/long/tables/long"}
+
+
+@pytest.mark.parametrize("tier, record_id", [(t, r) for t, v in BEFORE.items() for r in v])
+def test_each_record_gives_the_old_rules_verdict_on_the_committed_runs(tier, record_id):
+    from pathlib import Path
+
+    from sgbench.claims.render import load_runs
+    runs = load_runs(Path(__file__).parent.parent / TABLES[tier])
+    m = rules.measured_from_runs(runs["feedforward"], runs["rnn"], runs["parallel"], runs["diagnostics"],
+                                 runs["charlm"])
+    record = next(r for r in list(rules.CLAIMS) + list(answers.POINTS) if r.id == record_id)
+    assert record.check(m).verdict == BEFORE[tier][record_id]
+
+
+def test_the_sg_signal_is_read_in_plain_words_from_the_numbers():
+    """Beside R3 and Q2 (issue #24 item 5): the norm ratio and both held-out cosines, and what they say."""
+    def signal(sg_cos, linear_cos, ratio=0.3):
+        runs = rnn([("copy", "dni", 4, [2, 2, 2], [sg_cos] * 3)]).assign(signal_linear_cosine=linear_cos,
+                                                                           late_norm_ratio=ratio)
+        return rules.sg_signal(rules.Measured(ff([]), runs, par([("backprop", [1.0])]), None))
+    assert "a linear model of the state does not predict it" in signal(0.02, 0.03)
+    assert "the SG's training, not the signal, falls short" in signal(0.01, 0.3)
+    assert "the trained SG predicts the future gradient's direction" in signal(0.4, 0.5)
+    assert "the SG is near zero" in signal(0.02, 0.03, ratio=0.01) and "0.30 ± 0.00 (n=3)" in signal(0.4, 0.5)
+    assert rules.sg_signal(M()) == ""

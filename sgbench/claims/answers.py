@@ -138,6 +138,7 @@ POINTS = (
     Record("Q1", "parallel", "An SG between every layer cannot make training faster: the device does the same "
            "computations, only shifted in time.", "parallel: MNIST FCN on K = 1, 2 worker processes; time to the "
            "target test error of cDNI / DNI on K ≥ 2 vs single-process backprop", rule=q1,
+           verdicts=(REFUTED, SUPPORTED),
            rule_words="refuted when an SG method on K ≥ 2 workers reaches the target sooner (95 % interval of the "
            "difference of seconds below 0) than single-process backprop in some cell; supported when it is slower "
            "in every cell (a seed that never reaches the target: never)",
@@ -152,14 +153,16 @@ POINTS = (
                     INCONCLUSIVE: NOT_DECIDED}),
     Record("Q3", "parallel", "Training parts on separate machines with SGs is no different from data-parallel "
            "minibatch training.", "parallel: SG methods vs the data-parallel baselines (DDP) on the same K workers, "
-           "time to target", rule=q3, rule_words="refuted when an SG method reaches the target sooner than a "
+           "time to target", rule=q3, verdicts=(REFUTED, SUPPORTED),
+           rule_words="refuted when an SG method reaches the target sooner than a "
            "data-parallel baseline on the same K in some cell; supported when every data-parallel baseline is faster",
            answers={SUPPORTED: "At this tier data parallelism reached the target sooner than every SG method.",
                     REFUTED: "They differ: an SG method beat data parallelism on the same workers.",
                     INCONCLUSIVE: NOT_DECIDED}),
     Record("A1", "rnn", "We truncate because of memory and compute limits, not because the future gradient is "
            "small.", "rnn: BPTT's activation memory and seconds per update at each T; DNI vs BPTT largest length "
-           "solved", rule=a1, rule_words="supported when a BPTT update's activation memory and its seconds both grow "
+           "solved", rule=a1, verdicts=(SUPPORTED, REFUTED),
+           rule_words="supported when a BPTT update's activation memory and its seconds both grow "
            "from the smallest to the largest T (interval above 0, every task) and the gradient from beyond the "
            "window matters (DNI, which estimates it, solves longer sequences than BPTT in some cell, judged only "
            f"when {BPTT_COMPETENT.words}); refuted when either fails",

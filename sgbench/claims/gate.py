@@ -32,6 +32,7 @@ CHANCE_ERROR = 90.0
 # higher; beyond it the reference net did not train).
 BPTT_FRACTION = 0.5
 BACKPROP_MARGIN = 2.0
+SYMBOL = {"<=": "≤", ">=": "≥", "<": "<", ">": ">", "within": "within ±"}
 
 
 def rnn_floor(key: tuple) -> float:
@@ -58,7 +59,7 @@ def at_floor(metric: str, key: tuple, *groups: pd.DataFrame) -> str:
     at = (values <= bound) if side == "<=" else (values >= bound)
     if values.empty or not at.all():
         return ""
-    return f"{NO_POWER}: both methods at the floor ({metric} {side} {bound:g} in every seed)"
+    return f"{NO_POWER}: both methods at the floor ({metric} {SYMBOL[side]} {bound:g} in every seed)"
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Competence:
         mean = float(values.astype(float).mean())
         ok = mean >= bound if self.side == ">=" else mean <= bound
         return "" if ok else (f"{BASELINE_NOT_COMPETENT}: {self.method} {self.metric} {mean:.2f}, required "
-                              f"{self.side} {bound:.2f} ({self.words})")
+                              f"{SYMBOL[self.side]} {bound:.2f} ({self.words})")
 
 
 def paper_bptt_length(reference: dict, key: tuple) -> float | None:
@@ -101,9 +102,9 @@ def paper_backprop_error(reference: dict, key: tuple) -> float | None:
 
 BPTT_COMPETENT = Competence(
     "bptt", "largest_length_solved", ">=",
-    f"BPTT's mean largest length at least {BPTT_FRACTION:g} × [DNI]'s BPTT length at this task and T, recalled",
+    f"BPTT's mean largest length is at least {BPTT_FRACTION:g} × [DNI]'s BPTT length at this task and T (recalled)",
     paper_bptt_length)
 BACKPROP_COMPETENT = Competence(
     "backprop", "test_error", "<=",
-    f"backprop's mean test error at most [DNI]'s Table 1 backprop error + {BACKPROP_MARGIN:g} points, recalled",
+    f"backprop's mean test error is at most [DNI]'s Table 1 backprop error + {BACKPROP_MARGIN:g} points (recalled)",
     paper_backprop_error)

@@ -16,7 +16,7 @@ import pandas as pd
 from ..analysis.reference import load_reference
 from ..analysis.stats import METRICS, UNDECIDED, Decision
 from ..analysis.tables import net_label
-from .gate import Competence, at_floor
+from .gate import SYMBOL, Competence, at_floor
 from .verdicts import (
     CONTRADICTED,
     REPRODUCED,
@@ -156,8 +156,9 @@ class Comparison:
 
     def words(self) -> str:
         sides = " and ".join(f"{x} − {self.against}" for x in self.methods)
-        return (f"{sides}: {METRICS[self.metric].means} {self.side} {self.threshold:g} "
-                f"({'the whole 95 % interval within ±' + format(self.threshold, 'g') if self.side == 'within' else '95 % interval'})")
+        bound = (f"within ±{self.threshold:g} (the whole 95 % interval)" if self.side == "within"
+                 else f"{SYMBOL[self.side]} {self.threshold:g} (95 % interval)")
+        return f"{sides}: {METRICS[self.metric].means} {bound}"
 
     def evidence(self, m: Measured) -> list[Evidence]:
         ev = []
@@ -229,8 +230,8 @@ class Record:
             return self.rule_words
         c, yes, no = self.compare, *self.verdicts
         where = "some" if self.some else "every"
-        text = (f"{c.words()} in {where} {c.scope}: *{yes}* when {'one cell holds' if self.some else 'every cell holds'}, "
-                f"*{no}* when {'every cell fails' if self.some else 'one fails'}")
+        holds, fails = ("one cell holds", "every cell fails") if self.some else ("every cell holds", "one fails")
+        text = f"{c.words()} in {where} {c.scope}: *{yes}* when {holds}, *{no}* when {fails}"
         if c.competence is not None:
             text += f"; a cell is judged only when {c.competence.words}"
         return text + (f"; {self.note}" if self.note else "")

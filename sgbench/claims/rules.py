@@ -189,13 +189,56 @@ def check_r3(m: Measured) -> Check:
             decision = both(decide(lag, ">", T - 1), decide(cosine, ">", R3_MIN_COSINE))
             gate = "" if m.exact else _rnn_gate(m, key, rows, runs)
             decision = Decision(UNDECIDED, gate) if gate else decision
+            linear = (f" (best linear SG {summary(runs, 'signal_linear_cosine', m.exact)})"
+                      if "signal_linear_cosine" in runs else "")
             numbers = (f"{method} longest lag solved {summary(runs, 'lag_solved', m.exact)} (vs at most T − 1 = "
                        f"{T - 1} inside a window); held-out cosine with the exact future gradient "
-                       f"{summary(runs, 'signal_sg_cosine', m.exact)}; late norm ratio SG/target "
+                       f"{summary(runs, 'signal_sg_cosine', m.exact)}{linear}; late norm ratio SG/target "
                        f"{summary(runs, 'late_norm_ratio', m.exact)}")
             ev.append(Evidence(key if method == "dni" else key + (method,), f"{rows['_label']}, {method}", numbers,
                                lag, decision))
     return every_cell(ev, "no copy-task cell with an SG method's held-out cosine")
+
+
+# A held-out cosine above this says a predictor gets the future gradient's direction from the state
+# (a random one averages 0); an SG/target norm ratio above PREDICTS_NORM says the SG is not silent.
+PREDICTS_COSINE = 0.1
+PREDICTS_NORM = 0.1
+
+
+def sg_signal(m: Measured) -> str:
+    """The SG's signal in plain words (issue #24 item 5), printed beside R3 and Q2: over the DNI runs,
+    the SG/target norm ratio, the trained SG's held-out cosine with the exact future gradient and the
+    best linear SG's, and what they say, read from the numbers ('' without DNI runs that measured it)."""
+    rnn = m.rnn
+    if m.exact or rnn.empty or "signal_linear_cosine" not in rnn:
+        return ""
+    dni = rnn[rnn["method"] == "dni"]
+    if dni.empty or dni["signal_linear_cosine"].isna().all():
+        return ""
+    pooled = dni.assign(seed=range(len(dni)))  # every DNI run, over tasks and T, one value each
+    ratio, sg, linear = (seed_values(pooled, k).mean()
+                         for k in ("late_norm_ratio", "signal_sg_cosine", "signal_linear_cosine"))
+    size = (f"the SG is not silent: its norm is {ratio:.2f} of its target's" if ratio > PREDICTS_NORM
+            else f"the SG is near zero: its norm is {ratio:.2f} of its target's")
+    if max(sg, linear) <= PREDICTS_COSINE:
+        direction = (f"neither the trained SG ({sg:+.2f}) nor the best linear SG ({linear:+.2f}) predicts the "
+                     "future gradient's direction from the state (held-out cosines; a random SG averages 0): the "
+                     "gradient from beyond the window is not negligible, a linear model of the state does not "
+                     "predict it")
+    elif sg > PREDICTS_COSINE:
+        direction = (f"the trained SG predicts the future gradient's direction (held-out cosine {sg:+.2f}; "
+                     f"the best linear SG {linear:+.2f})")
+    else:
+        direction = (f"a linear model of the state would predict the future gradient's direction (held-out cosine "
+                     f"{linear:+.2f}) but the trained SG does not ({sg:+.2f}): the SG's training, not the signal, "
+                     "falls short")
+    where = ", ".join(sorted({f"{t} T = {T}" for t, T in dni[["task", "T"]].itertuples(index=False)}))
+    return (f"**The SG's signal** (DNI, {len(dni)} runs: {where}; "
+            f"SG/target norm ratio {summary(pooled, 'late_norm_ratio', False)}, held-out cosine with the exact "
+            f"future gradient: trained SG {summary(pooled, 'signal_sg_cosine', False)}, best linear SG "
+            f"{summary(pooled, 'signal_linear_cosine', False)}): {size}; {direction} (a held-out cosine above "
+            f"{PREDICTS_COSINE:g} counts as predicting).")
 
 
 def par_cells(par: pd.DataFrame) -> dict[tuple, dict]:
