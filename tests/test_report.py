@@ -238,7 +238,7 @@ def test_figures_are_drawn_for_runs_and_for_families_not_run(tmp_path):
     drawn = draw("feedforward", "quick", tmp_path / "t", tmp_path / "f")
     drawn += draw("rnn", "quick", tmp_path / "t", tmp_path / "f")
     drawn += draw("rnn", "smoke", tmp_path / "empty", tmp_path / "none")
-    assert len(drawn) == 8
+    assert len(drawn) == 9   # feed-forward 3 (test error, unlock, time to target), RNN 3 twice
     for png in drawn:
         assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 1000
 
@@ -301,3 +301,36 @@ def test_a_report_over_diverged_seeds_builds_and_scores_them_at_their_worst(tmp_
     assert "dni 4.67 ± " in c1 and "1 diverged" in c1                                # (3 + 8 + 3) / 3
     f2 = text[text.index("### F2: "):text.index("### F3: ")]
     assert "1 diverged" in f2 and "dni 34.77 ± " in f2                                # (100 + 2.1 + 2.2) / 3
+
+
+def test_time_to_target_is_the_first_evaluation_at_or_below_it():
+    """Reached between evaluations: counted at the first evaluation that sees it; never reached: ∞."""
+    from sgbench.analysis.tables import time_to_target
+    steps, errors, seconds = [100, 200, 300, 400], [9.0, 5.0, None, 2.0], [1.0, 2.0, 3.0, 4.0]
+    assert time_to_target(steps, errors, seconds, 6.0) == (200.0, 2.0)     # crossed between 100 and 200
+    assert time_to_target(steps, errors, seconds, 5.0) == (200.0, 2.0)     # at the target counts
+    assert time_to_target(steps, errors, seconds, 3.0) == (400.0, 4.0)     # a missing evaluation is skipped
+    assert time_to_target(steps, errors, seconds, 1.0) == (math.inf, math.inf)
+
+
+def test_time_to_result_targets_come_from_backprops_curve_and_never_drop_a_seed(tmp_path):
+    """Targets: backprop's worst seed at 25 / 50 / 100 % of its budget; a DNI seed that never gets there
+    makes DNI's time ∞ (1/2 within budget), and the report and the figure show it."""
+    from sgbench.families.feedforward import time_to_result
+    runs, curves = [], []
+    for method, seed, errs in (("backprop", 0, [8.0, 4.0, 3.0, 2.0]), ("backprop", 1, [9.0, 5.0, 3.5, 2.5]),
+                               ("dni", 0, [9.0, 6.0, 4.0, 3.0]), ("dni", 1, [9.5, 9.0, 8.0, 7.0])):
+        runs.append({"dataset": "mnist", "arch": "fcn", "layers": 3, "method": method, "update_prob": 1.0,
+                     "seed": seed, "iterations": 400})
+        curves += [{"dataset": "mnist", "arch": "fcn", "layers": 3, "method": method, "update_prob": 1.0, "seed": seed,
+                    "step": s, "test_error": e, "val_error": e, "elapsed_s": s / 100} for s, e in
+                   zip((100, 200, 300, 400), errs)]
+    runs, curves = pd.DataFrame(runs), pd.DataFrame(curves)
+    goals = time_to_result.targets(runs, curves)
+    assert list(goals["target"]) == [9.0, 5.0, 2.5]                      # worst backprop seed at 100, 200, 400
+    table = time_to_result.stats(time_to_result.per_seed(runs, curves)).set_index(["method", "fraction"])
+    assert table.loc[("dni", 0.5), "reached"] == 1 and table.loc[("dni", 0.5), "seconds"] == math.inf
+    assert table.loc[("dni", 0.25), "iterations"] == 150 and table.loc[("backprop", 1.0), "iterations"] == 400
+    assert table.loc[("dni", 0.25), "ratio_seconds"] == pytest.approx(1.5)       # 1.5 s vs backprop 1.0 s
+    md = time_to_result.markdown(table.reset_index())
+    assert "∞ (1/2)" in md and "∞ (0/2)" in md and "400 ± 0; 4.0 ± 0.0 s; 1.00× (2/2)" in md

@@ -70,7 +70,7 @@ FAMILIES: tuple[Family, ...] = (
            ("dataset", "arch", "layers", "method", "update_prob", "seed"), "iterations", "iterations",
            {"runs": "feedforward_runs.csv", "curves": "feedforward_curves.csv", "table1_md": "feedforward.md",
             "table1_csv": "feedforward.csv", "unlock_md": "unlock.md", "unlock_csv": "unlock.csv"},
-           ("ff_test_error", "unlock_test_error"),
+           ("ff_test_error", "unlock_test_error", "ff_time_to_target"),
            (("table1_md", "Table 1 layout"), ("unlock_md", "complete unlock / update probability")),
            non_result=_FF_NON_RESULT),
     Family("rnn", "copy / repeat copy with truncated BPTT, DNI, DNI + Aux, BP(λ) ([DNI] Sec. 3.1)",
