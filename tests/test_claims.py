@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import t as scipy_t
 
 from sgbench.analysis import stats
-from sgbench.analysis.lr_selection import choose_lr, write_chosen
+from sgbench.analysis.lr_selection import choose_lr, choose_per_method, write_chosen
 from sgbench.analysis.reference import load_reference
 from sgbench.analysis.tables import late_drop
 from sgbench.claims import answers, rules
@@ -477,3 +477,68 @@ def test_the_sg_signal_is_read_in_plain_words_from_the_numbers():
     assert "the trained SG predicts the future gradient's direction" in signal(0.4, 0.5)
     assert "the SG is near zero" in signal(0.02, 0.03, ratio=0.01) and "0.30 ± 0.00 (n=3)" in signal(0.4, 0.5)
     assert rules.sg_signal(M()) == ""
+
+
+# ---------------------------------------------------------------- the same tuning budget (issue #23 item 4)
+
+def test_each_method_takes_the_rate_of_its_own_validation_error():
+    """Backprop is best at 1e-3, DNI at 3e-5 (where backprop's rate stalls it): each gets its own."""
+    rows = [(m, lr, s, v) for m, lr, vs in (("backprop", 1e-3, [2.0, 2.1]), ("backprop", 3e-5, [4.0, 4.2]),
+                                            ("dni", 1e-3, [30.0, 28.0]), ("dni", 3e-5, [11.0, 12.0]))
+            for s, v in enumerate(vs)]
+    runs = pd.DataFrame([{"method": m, "lr": lr, "seed": s, "status": "completed", "val_error": v, "test_error": v}
+                         for m, lr, s, v in rows])
+    chosen, by_lr = choose_per_method(runs)
+    assert chosen == {"backprop": 1e-3, "dni": 3e-5}
+    assert set(by_lr.groupby("method")["runs"].sum()) == {4}              # the same trials for each method
+
+
+def test_a_per_method_choice_splits_the_grids_and_refuses_an_untuned_method():
+    from sgbench.families.grid import with_chosen_lr
+    tier = {"lr_selection": {"chosen": {"backprop": 1e-3, "dni": 3e-5}},
+            "feedforward": [{"method": ["backprop", "dni"], "layers": [3]},
+                            {"method": ["dni"], "settings": {"lr": 0.5}}]}
+    grids = with_chosen_lr(tier, "feedforward")
+    assert [(g["method"], g["settings"]["lr"]) for g in grids] == [(["backprop"], 1e-3), (["dni"], 3e-5),
+                                                                   (["dni"], 0.5)]
+    tier["feedforward"].append({"method": ["cdni"]})
+    with pytest.raises(ValueError, match="no rate for method 'cdni'.*select-lr"):
+        with_chosen_lr(tier, "feedforward")
+    out = write_chosen("lr_selection:\n  grid: [1.0]\n  chosen: null  # select-lr\n", {"backprop": 1e-3, "dni": 3e-5})
+    import yaml
+    assert yaml.safe_load(out)["lr_selection"]["chosen"] == {"backprop": 1e-3, "dni": 3e-5} and "# select-lr" in out
+
+
+def test_select_lr_gives_every_method_the_same_trials(tmp_path):
+    """`methods:` in the block: backprop and cDNI each train at every rate of the grid (same nets, seeds,
+    budget), each picks on its own validation error, the tier file records {method: lr}, the grids take
+    them and the report states the ruleset."""
+    import yaml
+    from helpers import write_learnable_mnist
+
+    from sgbench import cli
+    from sgbench.analysis.lr_selection import protocol_text
+    from sgbench.families import grid
+
+    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
+    tiers = tmp_path / "tiers"
+    tiers.mkdir()
+    (tiers / "smoke.yaml").write_text(
+        "description: t\nlr_selection:\n  grid: [1.0e-5, 3.0e-3]\n  methods: [backprop, cdni]\n  dataset: mnist\n"
+        "  arch: fcn\n  layers: [2]\n  seed: [0]\n  iterations: 20\n  settings: {batch_size: 32, eval_every: 10}\n"
+        "  chosen: null  # written by select-lr\nfeedforward:\n"
+        "  - {dataset: [mnist], arch: [fcn], layers: [2], method: [backprop, cdni], seed: [0], iterations: 20}\n")
+    out = tmp_path / "selection"
+    assert cli.main(["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out),
+                     "--data-root", str(root)]) == 0
+    runs = pd.read_csv(out / "smoke" / "selection_runs.csv")
+    assert sorted(zip(runs["method"], runs["lr"])) == [("backprop", 1e-5), ("backprop", 3e-3), ("cdni", 1e-5),
+                                                       ("cdni", 3e-3)]
+    tier = yaml.safe_load((tiers / "smoke.yaml").read_text())
+    chosen = tier["lr_selection"]["chosen"]
+    for method, g in runs.groupby("method"):
+        assert chosen[method] == g.loc[g["val_error"].idxmin(), "lr"]
+    lrs = {c.method: c.lr for c in grid.expand(tier, "smoke")["feedforward"].values()}
+    assert lrs == chosen
+    text = protocol_text("smoke", pd.DataFrame({"lr": list(chosen.values())}), tiers)
+    assert "same tuning budget" in text and "the same 2 trials" in text
