@@ -14,7 +14,6 @@ validation bpc fallen). Torch-free.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,8 +72,9 @@ class Competence:
     words: str
     required: Callable[[dict, tuple], float | None]
 
-    def reason(self, reference: dict, key: tuple, runs: pd.DataFrame | None, values: pd.Series | None) -> str:
-        """'' when the baseline is competent (or nothing is required), else the reason."""
+    def reason(self, reference: dict, key: tuple, values: pd.Series | None) -> str:
+        """'' when the baseline's per-seed `values` of `metric` are competent (or nothing is required),
+        else the reason."""
         bound = self.required(reference, key)
         if bound is None or values is None or values.dropna().empty:
             return ""

@@ -190,7 +190,7 @@ def gate_reason(m: Measured, key: tuple, rows: dict, c: Comparison, a: pd.DataFr
     if c.competence is None or c.competence.method not in rows:
         return ""
     base = rows[c.competence.method]
-    return c.competence.reason(m.reference, key, base, seed_values(base, c.competence.metric))
+    return c.competence.reason(m.reference, key, seed_values(base, c.competence.metric))
 
 
 def scored_frame(runs: pd.DataFrame, metric: str) -> pd.DataFrame:

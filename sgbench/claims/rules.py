@@ -41,7 +41,6 @@ from .records import (  # noqa: F401  (Measured and the cells are used through r
     Measured,
     Record,
     base_dataset,
-    charlm_cells,
     ff_cells,
     measured_from_runs,
     ratio_of_means,
@@ -91,7 +90,7 @@ def _backprop_gate(m: Measured, key: tuple, rows: dict) -> str:
     """The competence gate of a hand-written feed-forward rule: backprop must have trained."""
     if m.exact or "backprop" not in rows:
         return ""
-    return BACKPROP_COMPETENT.reason(m.reference, key, rows["backprop"], seed_values(rows["backprop"], "test_error"))
+    return BACKPROP_COMPETENT.reason(m.reference, key, seed_values(rows["backprop"], "test_error"))
 
 
 # ---------------------------------------------------------------- the hand-written rules
@@ -169,7 +168,7 @@ def _rnn_gate(m: Measured, key: tuple, rows: dict, sg: pd.DataFrame) -> str:
         return ""
     lags = [pd.DataFrame({"lag_solved": seed_values(x, "lag_solved").to_numpy()}) for x in (sg, bptt)]
     return at_floor("lag_solved", key, *lags) or BPTT_COMPETENT.reason(
-        m.reference, key, bptt, seed_values(bptt, "largest_length_solved"))
+        m.reference, key, seed_values(bptt, "largest_length_solved"))
 
 
 def check_r3(m: Measured) -> Check:
