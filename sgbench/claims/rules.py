@@ -68,6 +68,7 @@ C1_SLACK = 0.01         # bits per character DNI may trail BPTT by (seed noise)
 # The methods each rule compares, by their catalog properties (sgbench/catalog.py)
 SG_METHODS = methods("feedforward", uses_sg=True, unlock=False)       # dni, cdni: Table 1's SG columns
 RNN_SG_METHODS = methods("rnn", uses_sg=True, aux=False)              # dni, dni_bpl: R1 / R3 judge each
+PARALLEL_SG = methods("parallel", uses_sg=True)                       # dni, cdni on K workers: P1 / P2
 
 
 def measured_from_paper(reference: dict) -> Measured:
@@ -282,7 +283,7 @@ def with_headline_seconds(par: pd.DataFrame) -> pd.DataFrame:
 
 def _sg_variants(rows: dict) -> list[str]:
     """The cell's SG methods, each late-SG variant on its own ("cdni (stored)")."""
-    return sorted(v for v in rows if v != "_label" and v.split(" ")[0] in ("cdni", "dni"))
+    return sorted(v for v in rows if v != "_label" and v.split(" ")[0] in PARALLEL_SG)
 
 
 def check_p1(m: Measured) -> Check:
