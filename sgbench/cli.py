@@ -223,9 +223,11 @@ def main(argv=None) -> int:
             runtime.remove_stale_temps(args.out, [f"{n}.{s}" for n in family.figures for s in ("png", "pdf")])
             family.plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
         elif args.command == "select-lr":
+            from .analysis.lr_selection import chosen_text
             from .families.feedforward.select_lr import run_selection
             lr = run_selection(args.tier, args.tiers, args.out, args.threads, args.data_root)
-            print(f"tier {args.tier}: lr {lr:g} (recorded in {args.tiers / (args.tier + '.yaml')} and {args.out / args.tier})")
+            print(f"tier {args.tier}: lr {chosen_text(lr)} (recorded in {args.tiers / (args.tier + '.yaml')} and "
+                  f"{args.out / args.tier})")
         elif args.command == "report":
             from .claims.render import write_report
             write_report(args.tier, args.tables, args.figures, args.out)

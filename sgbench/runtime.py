@@ -177,6 +177,18 @@ class NonFiniteWatch:
         return value if math.isfinite(value) else None
 
 
+# A finite loss this many times chance's (a uniform guess) is divergence too: the weights have blown up
+# (copy at lr 1e12 logged 1.2e13 bits per sequence and "completed"), and the metrics such a run ends
+# with are absurd, not a result of its method; the runners stop it as diverged.
+ABSURD_LOSS = 1000.0
+
+
+def absurd(loss: float, chance: float) -> bool:
+    """A loss that is not finite, or beyond ABSURD_LOSS times `chance` (the loss of a uniform guess on
+    the same outputs): the run diverged."""
+    return not math.isfinite(loss) or loss > ABSURD_LOSS * chance
+
+
 def diverged_record(step: int, last_finite: dict) -> dict:
     """metrics.json's "diverged" entry: the first non-finite step and the last finite values."""
     return {"step": int(step), "last_finite": json_safe(dict(last_finite))}

@@ -51,6 +51,13 @@ def test_resume_after_a_kill_is_bit_exact(tmp_path, corpus):
            {k: v for k, v in whole["curves"].items() if k != "elapsed_s"}
 
 
+def test_an_absurd_finite_loss_stops_the_run_as_diverged(tmp_path, corpus):
+    """lr 1e12 used to end `completed` with a test bpc of 4e13; a loss beyond runtime.ABSURD_LOSS times
+    chance's (log vocab per character) is divergence, and a diverged run has no test bpc."""
+    m = tiny(corpus, tmp_path / "absurd", method="bptt", lr=1e12)
+    assert m["status"] == "diverged" and m["final"]["test_bpc"] is None
+
+
 def test_a_bad_corpus_fails_before_training(tmp_path):
     with pytest.raises(CorpusError, match="not found"):
         tiny(tmp_path / "nowhere", tmp_path / "run")
@@ -86,4 +93,4 @@ def test_claim_c1_is_registered_for_the_charlm_family():
     """Its rule on hand-made tables (each verdict) is in tests/test_claims.py."""
     from sgbench.claims import rules
     claim = next(c for c in rules.CLAIMS if c.id == "C1")
-    assert claim.family == "charlm" and claim.check is rules.check_c1
+    assert claim.family == "charlm" and claim.compare.cells == "charlm" and claim.compare.metric == "test_bpc"

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import t as scipy_t
 
 from sgbench.analysis import stats
-from sgbench.analysis.lr_selection import choose_lr, write_chosen
+from sgbench.analysis.lr_selection import choose_lr, choose_per_method, write_chosen
 from sgbench.analysis.reference import load_reference
 from sgbench.analysis.tables import late_drop
 from sgbench.claims import answers, rules
@@ -127,7 +127,8 @@ def test_late_drop_is_the_fall_over_the_last_tenth():
 
 # ---------------------------------------------------------------- the paper's claims
 
-RNN_WIN = [("copy", "bptt", 2, [1, 1, 2], COS), ("copy", "dni", 2, [5, 6, 6], COS)]
+# BPTT competent at T = 2 (mean >= half of [DNI]'s 7), neither method at the floor (length <= 2)
+RNN_WIN = [("copy", "bptt", 2, [4, 4, 5], COS), ("copy", "dni", 2, [8, 9, 9], COS)]
 CASES = [
     ("F1", M([(3, "no_bprop", HI), (3, "dni", LO)]), REPRODUCED),
     ("F1", M([(3, "no_bprop", LO), (3, "dni", HI)]), CONTRADICTED),
@@ -144,12 +145,12 @@ CASES = [
     ("U1", M([(3, "backprop", LO), (3, "unlock", HI), (3, "cunlock", [3.0, 3.1, 3.3])]), REPRODUCED),
     ("U1", M([(3, "backprop", LO), (3, "unlock", HI), (3, "cunlock", HI)]), CONTRADICTED),
     ("U1", M([(3, "backprop", LO), (3, "unlock", HI), (3, "cunlock", WIDE)]), INCONCLUSIVE),
-    ("A1", M([(3, "dni", LO), (3, "dni", [3.0, 3.1, 3.3], 0.2)]), REPRODUCED),
-    ("A1", M([(3, "dni", LO), (3, "dni", [12.0, 12.1, 12.5], 0.2)]), CONTRADICTED),
-    ("A1", M([(3, "dni", LO), (3, "dni", [2.0, 14.0, 6.0], 0.2)]), INCONCLUSIVE),
+    ("RU1", M([(3, "dni", LO), (3, "dni", [3.0, 3.1, 3.3], 0.2)]), REPRODUCED),
+    ("RU1", M([(3, "dni", LO), (3, "dni", [12.0, 12.1, 12.5], 0.2)]), CONTRADICTED),
+    ("RU1", M([(3, "dni", LO), (3, "dni", [2.0, 14.0, 6.0], 0.2)]), INCONCLUSIVE),
     ("R1", M(rnn_=RNN_WIN), REPRODUCED),
     ("R1", M(rnn_=[("copy", "bptt", 2, [5, 6, 6], COS), ("copy", "dni", 2, [1, 1, 2], COS)]), CONTRADICTED),
-    ("R1", M(rnn_=[("copy", "bptt", 2, [1, 6, 2], COS), ("copy", "dni", 2, [5, 1, 6], COS)]), INCONCLUSIVE),
+    ("R1", M(rnn_=[("copy", "bptt", 2, [4, 8, 5], COS), ("copy", "dni", 2, [8, 4, 9], COS)]), INCONCLUSIVE),
     ("R2", M(rnn_=[("copy", "dni", 2, [1, 1, 2], COS), ("copy", "dni_aux", 2, [5, 6, 6], COS)]), REPRODUCED),
     ("R2", M(rnn_=[("copy", "dni", 2, [5, 6, 6], COS), ("copy", "dni_aux", 2, [1, 1, 2], COS)]), CONTRADICTED),
     ("R2", M(rnn_=[("copy", "dni", 2, [1, 6, 2], COS), ("copy", "dni_aux", 2, [5, 1, 6], COS)]), INCONCLUSIVE),
@@ -220,7 +221,7 @@ def test_rules_read_the_papers_own_numbers_as_they_stand():
     assert all(verdicts[k].verdict == REPRODUCED for k in ("F2", "F3", "F4", "R1"))
     assert verdicts["F1"].verdict == CONTRADICTED and verdicts["F1"].deciding().label.startswith("mnist CNN-3")
     assert all(verdicts[k].verdict == INCONCLUSIVE and "no cell" in verdicts[k].reason
-               for k in ("R2", "U1", "A1", "P1", "P2"))
+               for k in ("R2", "U1", "RU1", "P1", "P2"))
 
 
 # ---------------------------------------------------------------- the question, answered
@@ -234,7 +235,7 @@ POINT_CASES = [
     ("Q1", M(par_=[("backprop", A, 1), ("cdni", WIDE_T, 2)]), INCONCLUSIVE),
     ("Q2", M(rnn_=RNN_WIN), REFUTED),
     ("Q2", M(rnn_=[("copy", "bptt", 2, [4, 5, 5], COS), ("copy", "dni", 2, [1, 1, 2], COS)]), SUPPORTED),
-    ("Q2", M(rnn_=[("copy", "bptt", 2, [1, 5, 2], COS), ("copy", "dni", 2, [4, 1, 5], COS)]), INCONCLUSIVE),
+    ("Q2", M(rnn_=[("copy", "bptt", 2, [4, 8, 5], COS), ("copy", "dni", 2, [8, 4, 9], COS)]), INCONCLUSIVE),
     ("Q3", M(par_=[(answers.DATA_PARALLEL[0], B), ("cdni", A)]), REFUTED),
     ("Q3", M(par_=[(answers.DATA_PARALLEL[0], A), ("cdni", B)]), SUPPORTED),
     ("Q3", M(par_=[(answers.DATA_PARALLEL[0], A), ("cdni", WIDE_T)]), INCONCLUSIVE),
@@ -262,7 +263,7 @@ POINT_CASES = [
      INCONCLUSIVE),
     ("A5", M(rnn_=RNN_WIN), SUPPORTED),
     ("A5", M(rnn_=[("copy", "bptt", 2, [4, 5, 5], COS), ("copy", "dni", 2, [1, 1, 2], COS)]), REFUTED),
-    ("A5", M(rnn_=[("copy", "bptt", 2, [1, 5, 2], COS), ("copy", "dni", 2, [4, 1, 5], COS)]), INCONCLUSIVE),
+    ("A5", M(rnn_=[("copy", "bptt", 2, [4, 8, 5], COS), ("copy", "dni", 2, [8, 4, 9], COS)]), INCONCLUSIVE),
     ("A6", M([(3, "backprop", A), (3, "cdni", A)], steps_per_s=SLOW), SUPPORTED),
     ("A6", M([(3, "backprop", A), (3, "dni", A)], steps_per_s=FAST), REFUTED),
     ("A6", M([(3, "backprop", A), (3, "cdni", A)], steps_per_s={"backprop": [200, 10, 100], "cdni": [20, 210, 100]}),
@@ -364,7 +365,7 @@ def test_the_report_says_which_learning_rate_protocol_a_tier_used(tmp_path):
 
 def test_the_cell_shown_is_the_one_behind_the_verdict():
     """Every-cell claims show the failing cell; some-cell points show the winning one."""
-    rows = [("copy", "bptt", 2, [1, 1, 2], COS), ("copy", "dni", 2, [5, 6, 6], COS),
+    rows = [("copy", "bptt", 2, [4, 4, 5], COS), ("copy", "dni", 2, [8, 9, 9], COS),
             ("copy", "bptt", 4, [5, 6, 6], COS), ("copy", "dni", 4, [1, 1, 2], COS)]
     assert check("R1", M(rnn_=rows)).deciding().label == "copy T = 4, dni"
     q2 = next(p for p in answers.POINTS if p.id == "Q2").check(M(rnn_=rows))
@@ -385,4 +386,159 @@ def charlm(rows):
 ])
 def test_c1_charlm_dni_against_bptt(rows, expected):
     m = rules.measured_from_runs(ff([]), rnn([]), charlm_runs=charlm(rows))
-    assert rules.check_c1(m).verdict == expected
+    assert check("C1", m).verdict == expected
+
+
+# ---------------------------------------------------------------- the competence gate (issue #23)
+
+def test_two_methods_at_the_floor_have_no_power():
+    """BPTT and DNI both solved only the curriculum's first levels: +0.00 [+0.00, +0.00] answers nothing."""
+    floor = M(rnn_=[("copy", "bptt", 2, [1, 2, 1], COS), ("copy", "dni", 2, [1, 2, 1], COS)])
+    for c in (check("R1", floor), next(p for p in answers.POINTS if p.id == "Q2").check(floor)):
+        assert c.verdict == INCONCLUSIVE and c.reason.startswith("no power: both methods at the floor")
+    # at T = 4 the floor is T - 1 = 3 (a window holds lags of at most 3)
+    assert "no power" in check("R1", M(rnn_=[("copy", "bptt", 4, [3, 3, 2], COS),
+                                             ("copy", "dni", 4, [3, 2, 3], COS)])).reason
+
+
+def test_a_baseline_below_its_competence_is_inconclusive_with_the_requirement():
+    """BPTT at 3 of [DNI]'s 7 at T = 2 (required: half, 3.5): DNI's clear win is not judged; backprop at
+    9 % on MNIST FCN-3 ([DNI]: 2.0, margin 2 points) makes F2's loss undecided too."""
+    weak = M(rnn_=[("copy", "bptt", 2, [3, 3, 3], COS), ("copy", "dni", 2, [8, 9, 9], COS)])
+    c = check("R1", weak)
+    assert c.verdict == INCONCLUSIVE and "the baseline did not train at this tier: bptt" in c.reason
+    assert "required ≥ 3.50" in c.reason and "recalled" in c.reason
+    ff_weak = M([(3, "backprop", HI), (3, "dni", [30.0, 31.0, 32.0])])
+    c = check("F2", ff_weak)
+    assert c.verdict == INCONCLUSIVE and "backprop test_error 9.10, required ≤ 4.00" in c.reason
+
+
+def test_a_clear_win_with_a_competent_baseline_decides():
+    assert check("R1", M(rnn_=RNN_WIN)).verdict == REPRODUCED
+    assert check("F2", M([(3, "backprop", LO), (3, "dni", HI)])).verdict == CONTRADICTED
+    # a T the paper has no BPTT number for declares no requirement: only the floor applies
+    assert check("R1", M(rnn_=[("copy", "bptt", 8, [8, 8, 9], COS), ("copy", "dni", 8, [12, 13, 13], COS)])
+                 ).verdict == REPRODUCED
+
+
+def test_an_rnn_still_climbing_the_curriculum_is_not_decided():
+    """The RNN's late_drop is the length gained over the last tenth of its steps: a win by less than that
+    is a budget too short."""
+    m = M(rnn_=RNN_WIN)
+    still = rules.Measured(m.ff, m.rnn.assign(late_drop=[0.0] * 3 + [6.0] * 3), m.par, m.diag)
+    c = check("R1", still)
+    assert c.verdict == INCONCLUSIVE and "budget too short: dni still improving" in c.reason
+
+
+def test_ids_are_unique_and_every_record_generates_its_check_and_words():
+    records = list(rules.CLAIMS) + list(answers.POINTS)
+    ids = [r.id for r in records]
+    assert len(ids) == len(set(ids)) and "RU1" in ids
+    for r in records:
+        assert r.rule_text() and (r.compare is None) == (r.rule is not None)
+    for p in answers.POINTS:
+        assert set(p.answers) == {p.verdicts[0], p.verdicts[1], INCONCLUSIVE}
+
+
+# What the hand-written rules of 0e3aa4e (before the records) said on the committed runs; the gated
+# cells (RNN, both methods at the floor: R1, R3, Q2, A1, A5 at the quick tier) are left out.
+BEFORE = {
+    "quick": {"F1": INCONCLUSIVE, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": REPRODUCED, "R2": INCONCLUSIVE,
+              "C1": INCONCLUSIVE, "U1": INCONCLUSIVE, "RU1": REPRODUCED, "P1": CONTRADICTED, "P2": CONTRADICTED,
+              "Q1": SUPPORTED, "Q3": SUPPORTED, "A2": SUPPORTED, "A3": SUPPORTED, "A4": SUPPORTED, "A6": REFUTED,
+              "A7": SUPPORTED},
+    "long": {"F1": INCONCLUSIVE, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": INCONCLUSIVE, "U1": REPRODUCED,
+             "RU1": REPRODUCED, "A2": SUPPORTED, "A3": SUPPORTED, "A4": INCONCLUSIVE, "A6": INCONCLUSIVE,
+             "A7": SUPPORTED, "R1": INCONCLUSIVE, "R3": INCONCLUSIVE, "Q2": INCONCLUSIVE, "C1": INCONCLUSIVE},
+}
+TABLES = {"quick": "results/reference/quick/tables/quick", "long": "results/reference/long/tables/long"}
+
+
+@pytest.mark.parametrize("tier, record_id", [(t, r) for t, v in BEFORE.items() for r in v])
+def test_each_record_gives_the_old_rules_verdict_on_the_committed_runs(tier, record_id):
+    from pathlib import Path
+
+    from sgbench.claims.render import load_runs
+    runs = load_runs(Path(__file__).parent.parent / TABLES[tier])
+    m = rules.measured_from_runs(runs["feedforward"], runs["rnn"], runs["parallel"], runs["diagnostics"],
+                                 runs["charlm"])
+    record = next(r for r in list(rules.CLAIMS) + list(answers.POINTS) if r.id == record_id)
+    assert record.check(m).verdict == BEFORE[tier][record_id]
+
+
+def test_the_sg_signal_is_read_in_plain_words_from_the_numbers():
+    """Beside R3 and Q2 (issue #24 item 5): the norm ratio and both held-out cosines, and what they say."""
+    def signal(sg_cos, linear_cos, ratio=0.3):
+        runs = rnn([("copy", "dni", 4, [2, 2, 2], [sg_cos] * 3)]).assign(signal_linear_cosine=linear_cos,
+                                                                           late_norm_ratio=ratio)
+        return rules.sg_signal(rules.Measured(ff([]), runs, par([("backprop", [1.0])]), None))
+    assert "a linear model of the state does not predict it" in signal(0.02, 0.03)
+    assert "the SG's training, not the signal, falls short" in signal(0.01, 0.3)
+    assert "the trained SG predicts the future gradient's direction" in signal(0.4, 0.5)
+    assert "the SG is near zero" in signal(0.02, 0.03, ratio=0.01) and "0.30 ± 0.00 (n=3)" in signal(0.4, 0.5)
+    assert rules.sg_signal(M()) == ""
+
+
+# ---------------------------------------------------------------- the same tuning budget (issue #23 item 4)
+
+def test_each_method_takes_the_rate_of_its_own_validation_error():
+    """Backprop is best at 1e-3, DNI at 3e-5 (where backprop's rate stalls it): each gets its own."""
+    rows = [(m, lr, s, v) for m, lr, vs in (("backprop", 1e-3, [2.0, 2.1]), ("backprop", 3e-5, [4.0, 4.2]),
+                                            ("dni", 1e-3, [30.0, 28.0]), ("dni", 3e-5, [11.0, 12.0]))
+            for s, v in enumerate(vs)]
+    runs = pd.DataFrame([{"method": m, "lr": lr, "seed": s, "status": "completed", "val_error": v, "test_error": v}
+                         for m, lr, s, v in rows])
+    chosen, by_lr = choose_per_method(runs)
+    assert chosen == {"backprop": 1e-3, "dni": 3e-5}
+    assert set(by_lr.groupby("method")["runs"].sum()) == {4}              # the same trials for each method
+
+
+def test_a_per_method_choice_splits_the_grids_and_refuses_an_untuned_method():
+    from sgbench.families.grid import with_chosen_lr
+    tier = {"lr_selection": {"chosen": {"backprop": 1e-3, "dni": 3e-5}},
+            "feedforward": [{"method": ["backprop", "dni"], "layers": [3]},
+                            {"method": ["dni"], "settings": {"lr": 0.5}}]}
+    grids = with_chosen_lr(tier, "feedforward")
+    assert [(g["method"], g["settings"]["lr"]) for g in grids] == [(["backprop"], 1e-3), (["dni"], 3e-5),
+                                                                   (["dni"], 0.5)]
+    tier["feedforward"].append({"method": ["cdni"]})
+    with pytest.raises(ValueError, match="no rate for method 'cdni'.*select-lr"):
+        with_chosen_lr(tier, "feedforward")
+    out = write_chosen("lr_selection:\n  grid: [1.0]\n  chosen: null  # select-lr\n", {"backprop": 1e-3, "dni": 3e-5})
+    import yaml
+    assert yaml.safe_load(out)["lr_selection"]["chosen"] == {"backprop": 1e-3, "dni": 3e-5} and "# select-lr" in out
+
+
+def test_select_lr_gives_every_method_the_same_trials(tmp_path):
+    """`methods:` in the block: backprop and cDNI each train at every rate of the grid (same nets, seeds,
+    budget), each picks on its own validation error, the tier file records {method: lr}, the grids take
+    them and the report states the ruleset."""
+    import yaml
+    from helpers import write_learnable_mnist
+
+    from sgbench import cli
+    from sgbench.analysis.lr_selection import protocol_text
+    from sgbench.families import grid
+
+    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
+    tiers = tmp_path / "tiers"
+    tiers.mkdir()
+    (tiers / "smoke.yaml").write_text(
+        "description: t\nlr_selection:\n  grid: [1.0e-5, 3.0e-3]\n  methods: [backprop, cdni]\n  dataset: mnist\n"
+        "  arch: fcn\n  layers: [2]\n  seed: [0]\n  iterations: 20\n  settings: {batch_size: 32, eval_every: 10}\n"
+        "  chosen: null  # written by select-lr\nfeedforward:\n"
+        "  - {dataset: [mnist], arch: [fcn], layers: [2], method: [backprop, cdni], seed: [0], iterations: 20}\n")
+    out = tmp_path / "selection"
+    assert cli.main(["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out),
+                     "--data-root", str(root)]) == 0
+    runs = pd.read_csv(out / "smoke" / "selection_runs.csv")
+    assert sorted(zip(runs["method"], runs["lr"])) == [("backprop", 1e-5), ("backprop", 3e-3), ("cdni", 1e-5),
+                                                       ("cdni", 3e-3)]
+    tier = yaml.safe_load((tiers / "smoke.yaml").read_text())
+    chosen = tier["lr_selection"]["chosen"]
+    for method, g in runs.groupby("method"):
+        assert chosen[method] == g.loc[g["val_error"].idxmin(), "lr"]
+    lrs = {c.method: c.lr for c in grid.expand(tier, "smoke")["feedforward"].values()}
+    assert lrs == chosen
+    text = protocol_text("smoke", pd.DataFrame({"lr": list(chosen.values())}), tiers)
+    assert "same tuning budget" in text and "the same 2 trials" in text

@@ -54,7 +54,7 @@ def rnn_metrics(method="dni", T=2, seed=0, length=5, task="copy", tier="quick", 
         "task": {"layout": "paper", "schedule": "upto", "in_dim": 10, "out_dim": 8},
         "model": {"parameters": 100, "sg_parameters": 10 if dni else 0},
         "curves": {"timestep": [1000, 2000, 3000, 4000], "bits_per_output_step": [0.5, 0.4, 0.3, 0.2],
-                   "bits_per_sequence": [3.0, 2.0, None, 1.0], "length": [1, 2, 2, max(length, 1)],
+                   "bits_per_sequence": [3.0, 2.0, None, 1.0], "length": [1, 2, max(length, 1), max(length, 1)],
                    "boundary_target_norm": [1.0, 1.0, 2.0, 2.0],
                    "boundary_sg_norm": [0.5, 0.5, 1.0, 1.0] if dni else [None] * 4,
                    "boundary_target_cosine": list(cosine) if dni else [None] * 4,
@@ -238,6 +238,99 @@ def test_figures_are_drawn_for_runs_and_for_families_not_run(tmp_path):
     drawn = draw("feedforward", "quick", tmp_path / "t", tmp_path / "f")
     drawn += draw("rnn", "quick", tmp_path / "t", tmp_path / "f")
     drawn += draw("rnn", "smoke", tmp_path / "empty", tmp_path / "none")
-    assert len(drawn) == 8
+    assert len(drawn) == 9   # feed-forward 3 (test error, unlock, time to target), RNN 3 twice
     for png in drawn:
         assert png.stat().st_size > 5000 and png.with_suffix(".pdf").stat().st_size > 1000
+
+
+def charlm_metrics(method="dni", T=4, seed=0, bpc=3.0, status="completed"):
+    """A complete char-LM metrics.json (a diverged one has no final bpc)."""
+    bad = status == "diverged"
+    m = {"schema": "sgbench.charlm_metrics/1", "status": status, "experiment": "charlm", "tier": "quick",
+         "config": {"corpus": "tiny", "method": method, "T": T, "seed": seed, "timesteps": 400, "batch_size": 4,
+                    "hidden_size": 16, "lr": 1e-3, "sg_scale": 0.1, "sg_discount": 0.9, "tier": "quick",
+                    "device": "cpu"},
+         "dataset": {"name": "tiny", "source": "/data", "vocab_size": 40, "chars": {"train": 1, "valid": 1, "test": 1},
+                     "works": {}},
+         "model": {"parameters": 100, "sg_parameters": 0},
+         "curves": {"timestep": [200, 400], "train_bpc": [4.0, bpc], "valid_bpc": [4.0, bpc],
+                    "boundary_target_norm": [1.0, 1.0], "boundary_sg_norm": [None, None],
+                    "boundary_target_cosine": [None, None], "elapsed_s": [1.0, 2.0]},
+         "final": {"valid_bpc": None if bad else bpc, "test_bpc": None if bad else bpc, "best_valid_bpc": bpc},
+         "timing": {"wall_time_s": 3.0, "train_time_s": 2.0, "timesteps_per_s": 200.0},
+         "meta": {"git_commit": "abc123", "python": "3.11", "torch": "2", "device": "cpu", "hostname": "h",
+                  "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 1}, "started_at": "now",
+                  "resumed": False}}
+    if bad:
+        m["diverged"] = {"step": 300, "last_finite": {"train_bpc": 4.0, "valid_bpc": 4.0}}
+    return m
+
+
+def test_a_report_over_diverged_seeds_builds_and_scores_them_at_their_worst(tmp_path):
+    """One diverged RNN DNI copy seed (no cosines, no lag: `report` used to exit 2 on it), one diverged
+    char-LM seed (no bpc: its table used to show n=2) and one diverged feed-forward seed: every table keeps
+    n = 3 and every claim reads them at the metric's declared worst value (analysis.stats.METRICS)."""
+    rnn, charlm, ff = [], [], []
+    for seed in (0, 1, 2):
+        for method in ("bptt", "dni"):
+            m = rnn_metrics(method, T=2, seed=seed, length=5)
+            if method == "dni" and seed == 2:
+                m["status"], m["diverged"] = "diverged", {"step": 3500, "last_finite": {}}
+                m["final"].update(signal_sg_cosine=None, signal_linear_cosine=None, N_solved=None,
+                                  largest_length_solved=3)
+            rnn.append(m)
+            charlm.append(charlm_metrics(method, seed=seed, status="diverged" if (method, seed) == ("dni", 1)
+                                         else "completed"))
+        for method in ("backprop", "dni"):
+            m = ff_metrics(method, seed=seed, test_error=2.0 + 0.1 * seed)
+            if method == "dni" and seed == 0:
+                m["status"], m["diverged"] = "diverged", {"step": 60, "last_finite": {"train_loss": 1.0}}
+                m["final"]["test_error"] = 90.0   # what it ended at; scored at the worst, 100
+            ff.append(m)
+    tables = tmp_path / "results" / "tables" / "quick"
+    aggregate("rnn", write_runs(tmp_path / "rnn", rnn), "quick", tables)
+    aggregate("charlm", write_runs(tmp_path / "charlm", charlm), "quick", tables)
+    aggregate("feedforward", write_runs(tmp_path / "ff", ff), "quick", tables)
+    aggregate("parallel", [], "quick", tables)
+    assert "| dni      | 4.667 ± " in (tables / "charlm.md").read_text()          # (3 + 8 + 3) / 3, n = 3
+    assert "(n=2)" not in (tables / "rnn.md").read_text()
+    text = write_report("quick", tables, tmp_path / "results" / "figures" / "quick", tmp_path / "results" / "REPORT.md")
+    r3 = text[text.index("### R3: "):text.index("### C1: ")]
+    assert "held-out cosine with the exact future gradient -0.30 ± " in r3 and "1 diverged" in r3  # (0.05+0.05-1)/3
+    c1 = text[text.index("### C1: "):text.index("### U1: ")]
+    assert "dni 4.67 ± " in c1 and "1 diverged" in c1                                # (3 + 8 + 3) / 3
+    f2 = text[text.index("### F2: "):text.index("### F3: ")]
+    assert "1 diverged" in f2 and "dni 34.77 ± " in f2                                # (100 + 2.1 + 2.2) / 3
+
+
+def test_time_to_target_is_the_first_evaluation_at_or_below_it():
+    """Reached between evaluations: counted at the first evaluation that sees it; never reached: ∞."""
+    from sgbench.analysis.tables import time_to_target
+    steps, errors, seconds = [100, 200, 300, 400], [9.0, 5.0, None, 2.0], [1.0, 2.0, 3.0, 4.0]
+    assert time_to_target(steps, errors, seconds, 6.0) == (200.0, 2.0)     # crossed between 100 and 200
+    assert time_to_target(steps, errors, seconds, 5.0) == (200.0, 2.0)     # at the target counts
+    assert time_to_target(steps, errors, seconds, 3.0) == (400.0, 4.0)     # a missing evaluation is skipped
+    assert time_to_target(steps, errors, seconds, 1.0) == (math.inf, math.inf)
+
+
+def test_time_to_result_targets_come_from_backprops_curve_and_never_drop_a_seed(tmp_path):
+    """Targets: backprop's worst seed at 25 / 50 / 100 % of its budget; a DNI seed that never gets there
+    makes DNI's time ∞ (1/2 within budget), and the report and the figure show it."""
+    from sgbench.families.feedforward import time_to_result
+    runs, curves = [], []
+    for method, seed, errs in (("backprop", 0, [8.0, 4.0, 3.0, 2.0]), ("backprop", 1, [9.0, 5.0, 3.5, 2.5]),
+                               ("dni", 0, [9.0, 6.0, 4.0, 3.0]), ("dni", 1, [9.5, 9.0, 8.0, 7.0])):
+        runs.append({"dataset": "mnist", "arch": "fcn", "layers": 3, "method": method, "update_prob": 1.0,
+                     "seed": seed, "iterations": 400})
+        curves += [{"dataset": "mnist", "arch": "fcn", "layers": 3, "method": method, "update_prob": 1.0, "seed": seed,
+                    "step": s, "test_error": e, "val_error": e, "elapsed_s": s / 100} for s, e in
+                   zip((100, 200, 300, 400), errs)]
+    runs, curves = pd.DataFrame(runs), pd.DataFrame(curves)
+    goals = time_to_result.targets(runs, curves)
+    assert list(goals["target"]) == [9.0, 5.0, 2.5]                      # worst backprop seed at 100, 200, 400
+    table = time_to_result.stats(time_to_result.per_seed(runs, curves)).set_index(["method", "fraction"])
+    assert table.loc[("dni", 0.5), "reached"] == 1 and table.loc[("dni", 0.5), "seconds"] == math.inf
+    assert table.loc[("dni", 0.25), "iterations"] == 150 and table.loc[("backprop", 1.0), "iterations"] == 400
+    assert table.loc[("dni", 0.25), "ratio_seconds"] == pytest.approx(1.5)       # 1.5 s vs backprop 1.0 s
+    md = time_to_result.markdown(table.reset_index())
+    assert "∞ (1/2)" in md and "∞ (0/2)" in md and "400 ± 0; 4.0 ± 0.0 s; 1.00× (2/2)" in md

@@ -227,6 +227,15 @@ def test_bptt_memory_grows_with_T_and_measuring_changes_nothing():
     assert memory[16] - memory[8] >= 2 * (memory[4] - memory[2])
 
 
+def test_an_absurd_finite_loss_stops_the_run_as_diverged(tmp_path):
+    """lr 1e12 blows the weights up to finite but absurd losses (it used to end `completed` with bits per
+    sequence of 1e13): beyond runtime.ABSURD_LOSS times chance's, the run is diverged."""
+    m = tiny(tmp_path, "absurd", method="bptt", lr=1e12)
+    assert m["status"] == "diverged" and m["diverged"]["step"] < 240
+    sane = tiny(tmp_path, "sane", method="bptt")
+    assert sane["status"] == "completed"
+
+
 def test_a_non_finite_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = rnn_run.window_errors

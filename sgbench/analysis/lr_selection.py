@@ -1,7 +1,13 @@
-"""The fair short-budget protocol, torch-free parts: choose a tier's learning rate from backprop's
-validation error (never the test error), record the choice in the tier file, and say in the report
-which protocol a tier used. `sgbench select-lr` (sgbench/families/feedforward/select_lr.py) trains
-the selection runs. docs/statistics.md describes the protocol."""
+"""The fair short-budget protocol, torch-free parts: choose a tier's learning rate from validation
+error (never the test error), record the choice in the tier file, and say in the report which
+protocol a tier used. `sgbench select-lr` (sgbench/families/feedforward/select_lr.py) trains the
+selection runs. docs/statistics.md describes the protocol.
+
+Two rulesets. With `methods:` in the tier's `lr_selection:` block (issue #23 item 4, MLCommons
+AlgoPerf's external tuning): every listed method gets the same trials -- each rate of the same
+pre-declared grid, on the same nets, seeds and budget, and nothing else tuned -- and takes the rate
+with its own lowest mean validation error; `chosen` is then {method: lr}. Without it (the older
+ruleset): backprop alone is tuned and its rate applies to every method."""
 from __future__ import annotations
 
 import re
@@ -14,7 +20,8 @@ import yaml
 TIERS_DIR = Path(__file__).resolve().parents[2] / "workflows" / "config" / "tiers"
 SELECTION_DIR = "results/reference/lr-selection"
 
-SELECTION_COLUMNS = ["dataset", "arch", "layers", "lr", "seed", "iterations", "status", "val_error", "test_error"]
+SELECTION_COLUMNS = ["dataset", "arch", "layers", "method", "lr", "seed", "iterations", "status", "val_error",
+                     "test_error"]
 
 
 def choose_lr(runs: pd.DataFrame) -> tuple[float, pd.DataFrame]:
@@ -34,32 +41,69 @@ def choose_lr(runs: pd.DataFrame) -> tuple[float, pd.DataFrame]:
     return float(best["lr"]), by_lr
 
 
+def choose_per_method(runs: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+    """{method: its lr} by choose_lr on each method's own runs, and the per-(method, lr) summary."""
+    chosen, tables = {}, []
+    for method, g in runs.groupby("method", sort=False):
+        chosen[method], by_lr = choose_lr(g)
+        tables.append(by_lr.assign(method=method))
+    return chosen, pd.concat(tables, ignore_index=True)[["method", "lr", "runs", "mean_val_error", "diverged"]]
+
+
+def selection_methods(block: dict) -> list[str]:
+    """The methods a selection tunes: `methods:` (each on its own), else backprop for every method."""
+    return list(block.get("methods") or ["backprop"])
+
+
+def chosen_text(chosen) -> str:
+    return (", ".join(f"{m} {v:g}" for m, v in chosen.items()) if isinstance(chosen, dict)
+            else f"{float(chosen):g}")
+
+
+def yaml_number(v: float) -> str:
+    """v as YAML reads back a float: 3e-05 would be a string to a YAML 1.1 reader, 3.0e-05 is not."""
+    text = f"{v:g}"
+    if "e" in text and "." not in text.split("e")[0]:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"
+    return text
+
+
 CHOSEN_LINE = re.compile(r"^(\s+chosen:)\s*[^#\n]*?(\s*#.*)?$", re.MULTILINE)
 
 
-def write_chosen(tier_text: str, lr: float) -> str:
-    """The tier file's text with `lr_selection: chosen:` set to lr (comments and layout kept)."""
+def write_chosen(tier_text: str, lr) -> str:
+    """The tier file's text with `lr_selection: chosen:` set to lr, a number or {method: lr} (comments
+    and layout kept)."""
     block = re.search(r"^lr_selection:\n((?:[ \t]+.*\n|\s*\n)*)", tier_text, re.MULTILINE)
     if block is None:
         raise ValueError("the tier file has no lr_selection: block to record the choice in")
     body = block.group(1)
     if not CHOSEN_LINE.search(body):
         raise ValueError("the tier file's lr_selection: block has no `chosen:` line (add `  chosen: null`)")
-    new_body = CHOSEN_LINE.sub(lambda mt: f"{mt.group(1)} {lr:g}{mt.group(2) or ''}", body, count=1)
+    value = ("{" + ", ".join(f"{m}: {yaml_number(v)}" for m, v in lr.items()) + "}") if isinstance(lr, dict) \
+        else yaml_number(lr)
+    new_body = CHOSEN_LINE.sub(lambda mt: f"{mt.group(1)} {value}{mt.group(2) or ''}", body, count=1)
     return tier_text[:block.start(1)] + new_body + tier_text[block.end(1):]
 
 
-def selection_markdown(tier: str, block: dict, runs: pd.DataFrame, by_lr: pd.DataFrame, lr: float) -> str:
-    """The record of one selection: the protocol, every run, the choice."""
+def selection_markdown(tier: str, block: dict, runs: pd.DataFrame, by_lr: pd.DataFrame, lr) -> str:
+    """The record of one selection: the protocol, every run, the choice (a number, or {method: lr})."""
     nets = ", ".join(f"{block['dataset']} {block['arch'].upper()}-{n}" for n in block["layers"])
-    table = by_lr.assign(chosen=["**chosen**" if v == lr else "" for v in by_lr["lr"]])
+    methods = selection_methods(block)
+    per_method = isinstance(lr, dict)
+    pick = (lambda r: lr.get(r["method"]) == r["lr"]) if per_method else (lambda r: r["lr"] == lr)
+    table = by_lr.assign(chosen=["**chosen**" if pick(r) else "" for _, r in by_lr.iterrows()])
+    who = (f"each of {', '.join(methods)} on its own (the same trials for every method: AlgoPerf's external "
+           "tuning)" if per_method else "backprop")
     return (f"# Learning rate for tier `{tier}`\n\n"
-            f"Protocol (docs/statistics.md): backprop on {nets}, seeds {', '.join(map(str, block['seed']))}, "
+            f"Protocol (docs/statistics.md): {who} on {nets}, seeds {', '.join(map(str, block['seed']))}, "
             f"{int(block['iterations']):,} iterations (the tier's budget), one run per learning rate of the grid "
             f"{', '.join(f'{v:g}' for v in block['grid'])}; the lowest mean final **validation** error picks "
             f"the rate (a diverged run scores 100 %). Test error is recorded, never read by the choice.\n\n"
-            f"Chosen: **lr = {lr:g}**, used by every feed-forward and diagnostics run of the tier.\n\n"
-            + table.to_markdown(index=False, floatfmt="g") + "\n\n## Runs\n\n"
+            f"Chosen: **lr = {chosen_text(lr)}**, used by "
+            f"{'each method' if per_method else 'every method'} in every feed-forward and diagnostics run of the "
+            "tier.\n\n" + table.to_markdown(index=False, floatfmt="g") + "\n\n## Runs\n\n"
             + runs.to_markdown(index=False, floatfmt="g") + "\n")
 
 
@@ -81,10 +125,17 @@ def protocol_text(tier: str, ff_runs: pd.DataFrame, tiers_dir: Path = TIERS_DIR)
     if block.get("chosen") is None:
         return (f"tier `{tier}` declares the fair short-budget protocol (grid {grid}) but no rate was chosen yet: "
                 f"run `sgbench select-lr --tier {tier}`. Its feed-forward runs used lr {used_text}.")
+    if isinstance(block["chosen"], dict):
+        trials = len(block["grid"]) * len(block["layers"]) * len(block["seed"])
+        return (f"tier `{tier}` gives every method the same tuning budget (AlgoPerf's external tuning): each of "
+                f"{', '.join(block['chosen'])} got the same {trials} trials -- every rate of the pre-declared grid "
+                f"{grid} on the same nets and seeds at this tier's budget, nothing else tuned -- and uses the rate "
+                f"with its own lowest mean validation error: lr **{chosen_text(block['chosen'])}** "
+                f"({SELECTION_DIR}/{tier}/; docs/statistics.md).")
     chosen = float(block["chosen"])
     text = (f"tier `{tier}` uses the fair short-budget protocol: lr **{chosen:g}**, chosen from {grid} on "
             f"backprop's validation error at this tier's budget ({SELECTION_DIR}/{tier}/; docs/statistics.md), "
-            "for every method.")
+            "for every method (backprop alone tuned: a rate that suits backprop can stall an SG method).")
     stray = [v for v in used if abs(v - chosen) > 1e-12 * chosen]
     if stray:
         text += f" Some feed-forward runs used another lr ({', '.join(f'{v:g}' for v in stray)}): their grid sets it."

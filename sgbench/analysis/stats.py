@@ -64,10 +64,61 @@ def ordered(values, order) -> list:
 
 # ---------------------------------------------------------------- differences and decisions
 
-# What a diverged run (status "diverged": it stopped at a non-finite loss) scores on each metric:
-# the metric's worst value, so the run counts against its method instead of dropping out.
-WORST = {"test_error": 100.0, "val_error": 100.0, "largest_length_solved": 0.0, "N_solved": 0.0,
-         "late_cosine": -1.0, "samples_per_s": 0.0, "time_to_target_s": math.inf, "steps_per_s": 0.0}
+@dataclass(frozen=True)
+class Metric:
+    """A metric a claim can judge, declared once: what it means, which way is better, and the worst
+    value, which a diverged run (stopped at a non-finite or absurd loss) scores so that it counts
+    against its method instead of dropping out of its cell."""
+    name: str
+    means: str
+    better: str     # "lower" | "higher"
+    worst: float
+
+
+METRICS = {m.name: m for m in (
+    Metric("test_error", "test error (%)", "lower", 100.0),
+    Metric("val_error", "validation error (%)", "lower", 100.0),
+    Metric("largest_length_solved", "largest sequence length the curriculum passed", "higher", 0.0),
+    Metric("N_solved", "largest copy length N passed", "higher", 0.0),
+    Metric("lag_solved", "longest dependency solved (time steps from input to output)", "higher", 0.0),
+    # a diverged char-LM has no test bpc: it scores a uniform guess over the 256 byte values (8 bits),
+    # worse than any model that learned the character frequencies (about 5 bits on English text)
+    Metric("test_bpc", "test bits per character", "lower", 8.0),
+    Metric("valid_bpc", "validation bits per character", "lower", 8.0),
+    Metric("late_cosine", "SG-target cosine at the boundaries, last quarter of the run", "higher", -1.0),
+    Metric("late_probe_cosine_exact", "SG cosine with the exact future gradient on probe streams, last quarter",
+           "higher", -1.0),
+    Metric("late_probe_cosine_discounted", "SG cosine with the discounted future gradient on probe streams, last "
+           "quarter", "higher", -1.0),
+    Metric("late_target_cosine", "char-LM SG-target cosine at the boundaries, last quarter", "higher", -1.0),
+    Metric("signal_sg_cosine", "held-out cosine of the trained SG with the exact future gradient", "higher", -1.0),
+    Metric("signal_linear_cosine", "held-out cosine of the best linear SG with the exact future gradient",
+           "higher", -1.0),
+    # reported beside R3, not judged: a diverged SG carries no usable signal, scored as an SG of norm 0
+    Metric("late_norm_ratio", "SG norm / target norm at the boundaries, last quarter of the run", "higher", 0.0),
+    Metric("samples_per_s", "training samples per second", "higher", 0.0),
+    Metric("steps_per_s", "training steps per second", "higher", 0.0),
+    Metric("time_to_target_s", "training seconds to the target test error", "lower", math.inf),
+    Metric("iterations_to_target", "iterations to the target validation error", "lower", math.inf),
+    Metric("seconds_to_target", "training seconds to the target validation error", "lower", math.inf),
+    Metric("activation_memory_mb", "activation memory of one window update (MiB)", "lower", math.inf),
+    Metric("step_ms", "milliseconds per window update", "lower", math.inf),
+)}
+WORST = {name: m.worst for name, m in METRICS.items()}
+
+
+def scored(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`runs` with each diverged run's `metric` at the metric's worst value (METRICS): the one place
+    tables and claims score a diverged seed, so that it stays in its cell."""
+    if "status" not in runs or metric not in runs:
+        return runs
+    diverged = (runs["status"] == "diverged").to_numpy()
+    if not diverged.any():
+        return runs
+    if metric not in WORST:
+        raise ValueError(f"no worst value for a diverged run's {metric!r}; declare it in METRICS "
+                         "(sgbench/analysis/stats.py)")
+    return runs.assign(**{metric: runs[metric].astype(float).where(~diverged, WORST[metric])})
 
 
 @dataclass(frozen=True)

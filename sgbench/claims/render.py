@@ -16,20 +16,15 @@ from ..analysis.tables import NOT_RUN, budget_text, read_table
 from ..families import FAMILIES
 from ..families.parallel.tables import RUN_COLUMNS as PARALLEL_RUN_COLUMNS
 from .answers import POINTS
-from .rules import (
-    CLAIMS,
-    Check,
-    Claim,
-    Measured,
-    measured_from_paper,
-    measured_from_runs,
-)
+from .records import Measured, Record, measured_from_runs
+from .rules import CLAIMS, measured_from_paper, sg_signal
+from .verdicts import Check
 from .verdicts import CONTRADICTED, INCONCLUSIVE, REFUTED, REPRODUCED, SUPPORTED
 
 
 @dataclass(frozen=True)
 class Outcome:
-    claim: Claim
+    claim: Record
     ours: Check
     paper: Check
 
@@ -106,6 +101,12 @@ def relative(target: Path, start: Path) -> str:
     return Path(os.path.relpath(target, start)).as_posix()
 
 
+def signal_lines(m: Measured) -> list[str]:
+    """The SG's signal in plain words, beside R3 and Q2 (none without DNI runs that measured it)."""
+    text = sg_signal(m)
+    return [f"Beside R3 and Q2: {text}\n"] if text else []
+
+
 def verdict_table(outcomes: list[Outcome], tier: str, reference: dict) -> list[str]:
     """One row per claim: [DNI]'s value, ours for the deciding cell, the verdict, the rule on [DNI]'s numbers."""
     lines = [f"| claim | in short | [DNI] | ours (tier {tier}; 95 % interval of the difference) | verdict | "
@@ -129,9 +130,16 @@ def rules_section(outcomes: list[Outcome]) -> list[str]:
             "claim's side, *fails* when it is on the other side, and is *undecided* otherwise, or when the "
             "methods were still improving at the end by more than the interval's clearance. "
             f"*{REPRODUCED}*: every cell holds; *{CONTRADICTED}*: one fails; *{INCONCLUSIVE}*: otherwise, with "
-            "the reason (too few seeds, budget too short, interval straddling the threshold, or no cell). A "
-            "diverged run counts against its method at the metric's worst value. [DNI]'s numbers are compared as "
-            "they stand. Defined in `sgbench/claims/rules.py`; the statistics in `docs/statistics.md`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule.rstrip('.')}." for o in outcomes]
+            "the reason (too few seeds, budget too short, interval straddling the threshold, no power, a baseline "
+            "that did not train, or no cell). A "
+            "diverged run counts against its method at the metric's worst value (declared with the metric: "
+            "`sgbench/analysis/stats.py`). The competence gate (`sgbench/claims/gate.py`): a cell where every seed "
+            "of both compared methods sits at the metric's floor (RNN: no length beyond the curriculum's first "
+            "two levels or T − 1; test error at chance) has *no power*; a cell whose baseline misses the "
+            "competence its rule declares (below) was not trained at this tier; both are undecided with that "
+            "reason. Still improving: feed-forward error, RNN curriculum length and char-LM validation bpc over "
+            "the last tenth of the steps. [DNI]'s numbers are compared as "
+            "they stand. Each claim is one record in `sgbench/claims/rules.py`; the statistics in `docs/statistics.md`.\n"] + [f"- **{o.claim.id}**: {o.claim.rule_text().rstrip('.')}." for o in outcomes]
 
 
 def _state(e) -> str:
@@ -188,7 +196,7 @@ def answers_section(tier: str, m: Measured) -> list[str]:
         cells = f"; {len(check.evidence)} cell(s)" if check.evidence else ""
         lines.append(f"| {point.id} | {point.says} | {point.experiment}{cells} | {numbers} | **{check.verdict}** | "
                      f"{point.answers[check.verdict]} |")
-    return lines + ["", "Rules, point by point:\n"] + [f"- **{p.id}**: {p.rule}." for p in POINTS] + [""]
+    return lines + [""] + signal_lines(m) + ["Rules, point by point:\n"] + [f"- **{p.id}**: {p.rule_text()}." for p in POINTS] + [""]
 
 
 def links_section(tables: Path, figures: Path, here: Path) -> list[str]:
@@ -240,6 +248,7 @@ def render(tier: str, runs: dict[str, pd.DataFrame], tables: Path, figures: Path
              f"Uncertainty: {CI_TEXT}.\n",
              "## Verdicts\n",
              *verdict_table(outcomes, tier, reference),
+             *signal_lines(ours),
              *rules_section(outcomes),
              *evidence_section(outcomes),
              *answers_evidence_section(ours),

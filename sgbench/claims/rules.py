@@ -1,21 +1,25 @@
-"""The paper's claims and their verdict rules (sgbench/claims/render.py writes the report).
+"""The paper's claims: one declared record each (records.Record), its check and its words generated
+from it (sgbench/claims/render.py writes the report).
 
-Each claim has one rule, written here in code and printed in the report in words. A rule compares,
-cell by cell (one data set / net / depth, one task / T, one net / K), the 95 % interval of a
-difference between methods (paired over shared seeds, else Welch: sgbench/analysis/stats.py) with
-the rule's threshold. A cell *holds* when the interval lies on the claim's side, *fails* when it
-lies on the other side, and is *undecided* otherwise. A claim about every cell is then reproduced,
-contradicted or inconclusive at this tier, with the reason (docs/statistics.md). A diverged run is a
-result of its method: it scores the metric's worst value. The same rule is also applied to [DNI]'s
-own numbers (sgbench/reference.yaml), compared as they stand, which shows whether the rule is a
-fair reading of the paper.
+A rule compares, cell by cell (one data set / net / depth, one task / T, one net / K), the 95 % interval
+of a difference between methods (paired over shared seeds, else Welch: sgbench/analysis/stats.py) with
+the rule's threshold. A cell *holds* when the interval lies on the claim's side, *fails* when it lies on
+the other side, and is *undecided* otherwise, or when the competence gate (gate.py) finds it had no
+power or an incompetent baseline. A claim about every cell is then reproduced, contradicted or
+inconclusive at this tier, with the reason (docs/statistics.md). A diverged run is a result of its
+method: it scores the metric's worst value. The same rule is also applied to [DNI]'s own numbers
+(sgbench/reference.yaml), compared as they stand, which shows whether the rule is a fair reading of
+the paper.
+
+Hand-written rules, for what one comparison of two methods per cell cannot say: F4 (a difference of two
+differences, across depths), U1 (a cell holds when any of several methods clears it), RU1 (one method
+at two update probabilities), R3 (two conditions on one method, no comparison), P1 and P2 (each late-SG
+variant is its own side; a run that never reaches the target is a result, not an interval).
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 
@@ -29,7 +33,19 @@ from ..analysis.stats import (
     mean_of,
 )
 from ..analysis.tables import net_label
-from ..catalog import TABLE1_METHODS, UNLOCK_METHODS
+from ..catalog import TABLE1_METHODS, UNLOCK_METHODS, methods
+from .gate import BACKPROP_COMPETENT, BPTT_COMPETENT, at_floor
+from .records import (  # noqa: F401  (Measured and the cells are used through rules by tests and answers)
+    FF_CELL,
+    Comparison,
+    Measured,
+    Record,
+    base_dataset,
+    ff_cells,
+    measured_from_runs,
+    ratio_of_means,
+    rnn_cells,
+)
 from .verdicts import (
     Check,
     Evidence,
@@ -45,39 +61,14 @@ from .verdicts import (
 F2_MAX_GAP = 2.5        # |DNI - backprop| on MNIST
 F3_SLACK = 0.5          # cDNI may trail DNI by this much (the paper's rounding)
 U1_MAX_GAP = 3.0        # best complete-unlock method vs backprop on MNIST
-A1_MAX_LOSS = 5.0       # error added by updating layers with probability p <= A1_MAX_P
-A1_MAX_P = 0.5          # "well below 1"
+RU1_MAX_LOSS = 5.0      # error added by updating layers with probability p <= RU1_MAX_P
+RU1_MAX_P = 0.5         # "well below 1"
 R3_MIN_COSINE = 0.0     # held-out cosine of the SG with the exact future gradient must exceed this (random: 0)
-RNN_SG_METHODS = ("dni", "dni_bpl")  # R1 / R3 judge each SG method that was run (BP(λ): issue #14)
 C1_SLACK = 0.01         # bits per character DNI may trail BPTT by (seed noise)
-FF_CELL = ["dataset", "arch", "layers"]
-SG_METHODS = ("dni", "cdni")
-
-
-# ---------------------------------------------------------------- measurements
-
-@dataclass(frozen=True)
-class Measured:
-    """Per-seed runs of each family (runs tables as `aggregate` writes them; a `status` column marks
-    diverged runs). exact: [DNI]'s own numbers, one value per cell, compared as they stand."""
-    ff: pd.DataFrame
-    rnn: pd.DataFrame
-    par: pd.DataFrame
-    diag: pd.DataFrame | None = None
-    exact: bool = False
-    charlm: pd.DataFrame | None = None  # char-LM runs: test bits per character by corpus / method / T
-
-
-def _or_empty(df: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(columns=columns) if df is None or df.empty else df
-
-
-def measured_from_runs(ff_runs, rnn_runs, par_runs=None, diag_runs=None, charlm_runs=None) -> Measured:
-    return Measured(_or_empty(ff_runs, FF_CELL + ["method", "update_prob", "seed", "test_error"]),
-                    _or_empty(rnn_runs, ["task", "method", "T", "seed", "largest_length_solved"]),
-                    _or_empty(par_runs, FF_CELL + ["method", "workers", "seed"]),
-                    _or_empty(diag_runs, FF_CELL + ["method", "seed", "test_error"]),
-                    charlm=_or_empty(charlm_runs, ["corpus", "method", "T", "seed", "test_bpc"]))
+# The methods each rule compares, by their catalog properties (sgbench/catalog.py)
+SG_METHODS = methods("feedforward", uses_sg=True, unlock=False)       # dni, cdni: Table 1's SG columns
+RNN_SG_METHODS = methods("rnn", uses_sg=True, aux=False)              # dni, dni_bpl: R1 / R3 judge each
+PARALLEL_SG = methods("parallel", uses_sg=True)                       # dni, cdni on K workers: P1 / P2
 
 
 def measured_from_paper(reference: dict) -> Measured:
@@ -93,53 +84,17 @@ def measured_from_paper(reference: dict) -> Measured:
                         "N_solved": float(value) if r["task"] == "copy" else math.nan, "late_cosine": math.nan,
                         "lag_solved": math.nan, "signal_sg_cosine": math.nan, "late_norm_ratio": math.nan})
     return Measured(pd.DataFrame(ff), pd.DataFrame(rnn), pd.DataFrame(columns=FF_CELL + ["method", "workers", "seed"]),
-                    None, exact=True)  # no wall-clock numbers in the paper
+                    None, exact=True, reference=reference)  # no wall-clock numbers in the paper
 
 
-def base_dataset(name: str) -> str:
-    """cifar10-jpeg is compared with [DNI]'s cifar10 (and labelled as the JPEG copy)."""
-    return name.split("-")[0]
+def _backprop_gate(m: Measured, key: tuple, rows: dict) -> str:
+    """The competence gate of a hand-written feed-forward rule: backprop must have trained."""
+    if m.exact or "backprop" not in rows:
+        return ""
+    return BACKPROP_COMPETENT.reason(m.reference, key, seed_values(rows["backprop"], "test_error"))
 
 
-# ---------------------------------------------------------------- the rules
-
-def ff_cells(ff: pd.DataFrame, update_prob: float = 1.0) -> dict[tuple, dict]:
-    """{(base data set, arch, layers): {"_label": ..., method: runs}} at one update probability."""
-    cells: dict[tuple, dict] = {}
-    runs = ff[ff["update_prob"] == update_prob]
-    for (dataset, arch, layers, method), g in runs.groupby(FF_CELL + ["method"], sort=True):
-        key = (base_dataset(dataset), arch, int(layers))
-        cells.setdefault(key, {"_label": net_label({"dataset": dataset, "arch": arch, "layers": layers})})
-        cells[key][method] = g
-    return cells
-
-
-def check_f1(m: Measured) -> Check:
-    ev = []
-    for key, rows in ff_cells(m.ff).items():
-        for method in SG_METHODS:
-            if "no_bprop" in rows and method in rows:
-                ev.append(compare(key + (method,), f"{rows['_label']}, {method}", rows[method], rows["no_bprop"],
-                                  "test_error", "<", 0.0, m.exact, (method, "no_bprop")))
-    return every_cell(ev, "no cell with No Bprop and DNI or cDNI")
-
-
-def check_f2(m: Measured) -> Check:
-    ev = []
-    for key, rows in ff_cells(m.ff).items():
-        for method in SG_METHODS:
-            if key[0] == "mnist" and "backprop" in rows and method in rows:
-                ev.append(compare(key + (method,), f"{rows['_label']}, {method}", rows[method], rows["backprop"],
-                                  "test_error", "within", F2_MAX_GAP, m.exact, (method, "backprop")))
-    return every_cell(ev, "no MNIST cell with backprop and DNI or cDNI")
-
-
-def check_f3(m: Measured) -> Check:
-    ev = [compare(key, rows["_label"], rows["cdni"], rows["dni"], "test_error", "<=", F3_SLACK, m.exact,
-                  ("cdni", "dni"))
-          for key, rows in ff_cells(m.ff).items() if key[2] >= 4 and "dni" in rows and "cdni" in rows]
-    return every_cell(ev, "no cell with >= 4 hidden layers and both DNI and cDNI")
-
+# ---------------------------------------------------------------- the hand-written rules
 
 def check_f4(m: Measured) -> Check:
     nets: dict[tuple, list] = {}
@@ -160,7 +115,9 @@ def check_f4(m: Measured) -> Check:
                    f"{summary(r0['backprop'], 'test_error', m.exact)}) → {g1.text()} (dni "
                    f"{summary(r1['dni'], 'test_error', m.exact)}, backprop {summary(r1['backprop'], 'test_error', m.exact)});"
                    f" growth {est.text()}")
-        ev.append(Evidence(key, f"{r0['_label']} → FCN-{d1}", numbers, est, decide(est, ">", 0.0, d, still)))
+        gate = _backprop_gate(m, key + (d0,), r0) or _backprop_gate(m, key + (d1,), r1)
+        decision = Decision(UNDECIDED, gate) if gate else decide(est, ">", 0.0, d, still)
+        ev.append(Evidence(key, f"{r0['_label']} → FCN-{d1}", numbers, est, decision))
     return every_cell(ev, "no FCN measured with DNI and backprop at two or more depths")
 
 
@@ -176,50 +133,24 @@ def check_u1(m: Measured) -> Check:
                         (x, "backprop")) for x in tried]
         by_state = {state: [e for e in each if e.decision.state == state] for state in (HOLDS, UNDECIDED, FAILS)}
         best = (by_state[HOLDS] or by_state[UNDECIDED] or [min(by_state[FAILS], key=lambda e: e.decision.margin)])[0]
-        ev.append(Evidence(key, rows["_label"], "; ".join(e.numbers for e in each), best.estimate, best.decision))
+        gate = _backprop_gate(m, key, rows)
+        ev.append(Evidence(key, rows["_label"], "; ".join(e.numbers for e in each), best.estimate,
+                           Decision(UNDECIDED, gate) if gate else best.decision))
     return every_cell(ev, "no MNIST cell with backprop and an unlock method")
 
 
-def check_a1(m: Measured) -> Check:
+def check_ru1(m: Measured) -> Check:
     full = ff_cells(m.ff)
     ev = []
-    low_p = m.ff[m.ff["update_prob"] <= A1_MAX_P]
+    low_p = m.ff[m.ff["update_prob"] <= RU1_MAX_P]
     for (dataset, arch, layers, method), group in low_p.groupby(FF_CELL + ["method"], sort=True):
         key = (base_dataset(dataset), arch, int(layers))
         if method not in full.get(key, {}):
             continue
         p = group["update_prob"].min()
         ev.append(compare(key + (method,), f"{full[key]['_label']}, {method}", group[group["update_prob"] == p],
-                          full[key][method], "test_error", "<=", A1_MAX_LOSS, m.exact, (f"p = {p:g}", "p = 1")))
-    return every_cell(ev, f"no method run at p = 1 and at a p <= {A1_MAX_P}")
-
-
-def rnn_cells(rnn: pd.DataFrame) -> dict[tuple, dict]:
-    cells: dict[tuple, dict] = {}
-    for (task, T, method), g in rnn.groupby(["task", "T", "method"], sort=True):
-        cells.setdefault((task, int(T)), {"_label": f"{task} T = {int(T)}"})[method] = g
-    return cells
-
-
-def check_r1(m: Measured) -> Check:
-    """Each SG method (dni; dni_bpl where run) solves longer sequences than BPTT at every (task, T)."""
-    ev = []
-    for key, rows in rnn_cells(m.rnn).items():
-        for method in (x for x in RNN_SG_METHODS if x in rows and "bptt" in rows):
-            sg, bptt = (seed_values(rows[x], "largest_length_solved").mean() for x in (method, "bptt"))
-            ratio = (f"{sg / bptt:.1f}×" if bptt > 0 else "∞, BPTT solved none" if sg > 0
-                     else "none: neither solved a level")
-            ev.append(compare(key if method == "dni" else key + (method,), f"{rows['_label']}, {method}",
-                              rows[method], rows["bptt"], "largest_length_solved", ">", 0.0, m.exact,
-                              (method, "bptt"), improving=False, extra=f" (ratio of means {ratio})"))
-    return every_cell(ev, "no (task, T) with both an SG method and BPTT")
-
-
-def check_r2(m: Measured) -> Check:
-    ev = [compare(key, rows["_label"], rows["dni_aux"], rows["dni"], "largest_length_solved", ">=", 0.0, m.exact,
-                  ("dni_aux", "dni"), improving=False)
-          for key, rows in rnn_cells(m.rnn).items() if "dni" in rows and "dni_aux" in rows]
-    return every_cell(ev, "no (task, T) with both DNI and DNI + Aux")
+                          full[key][method], "test_error", "<=", RU1_MAX_LOSS, m.exact, (f"p = {p:g}", "p = 1")))
+    return every_cell(ev, f"no method run at p = 1 and at a p <= {RU1_MAX_P}")
 
 
 def both(a: Decision, b: Decision) -> Decision:
@@ -229,6 +160,16 @@ def both(a: Decision, b: Decision) -> Decision:
             if d.state == state:
                 return d
     return Decision(HOLDS, "", min(a.margin, b.margin))
+
+
+def _rnn_gate(m: Measured, key: tuple, rows: dict, sg: pd.DataFrame) -> str:
+    """R3's gate: the SG method and BPTT both at the floor of the lag (no power), or BPTT incompetent."""
+    bptt = rows.get("bptt")
+    if bptt is None:
+        return ""
+    lags = [pd.DataFrame({"lag_solved": seed_values(x, "lag_solved").to_numpy()}) for x in (sg, bptt)]
+    return at_floor("lag_solved", key, *lags) or BPTT_COMPETENT.reason(
+        m.reference, key, seed_values(bptt, "largest_length_solved"))
 
 
 def check_r3(m: Measured) -> Check:
@@ -246,26 +187,58 @@ def check_r3(m: Measured) -> Check:
             lag = mean_of(seed_values(runs, "lag_solved"), m.exact)
             cosine = mean_of(seed_values(runs, "signal_sg_cosine"), m.exact)
             decision = both(decide(lag, ">", T - 1), decide(cosine, ">", R3_MIN_COSINE))
+            gate = "" if m.exact else _rnn_gate(m, key, rows, runs)
+            decision = Decision(UNDECIDED, gate) if gate else decision
+            linear = (f" (best linear SG {summary(runs, 'signal_linear_cosine', m.exact)})"
+                      if "signal_linear_cosine" in runs else "")
             numbers = (f"{method} longest lag solved {summary(runs, 'lag_solved', m.exact)} (vs at most T − 1 = "
                        f"{T - 1} inside a window); held-out cosine with the exact future gradient "
-                       f"{summary(runs, 'signal_sg_cosine', m.exact)}; late norm ratio SG/target "
+                       f"{summary(runs, 'signal_sg_cosine', m.exact)}{linear}; late norm ratio SG/target "
                        f"{summary(runs, 'late_norm_ratio', m.exact)}")
             ev.append(Evidence(key if method == "dni" else key + (method,), f"{rows['_label']}, {method}", numbers,
                                lag, decision))
     return every_cell(ev, "no copy-task cell with an SG method's held-out cosine")
 
 
-def check_c1(m: Measured) -> Check:
-    """Char-LM: DNI's test bits per character − BPTT's ≤ C1_SLACK at every (corpus, T) run with both."""
-    ev = []
-    charlm = m.charlm if m.charlm is not None else pd.DataFrame()
-    if not charlm.empty:
-        for (corpus, T), g in charlm.groupby(["corpus", "T"], sort=True):
-            rows = {method: runs for method, runs in g.groupby("method")}
-            if "dni" in rows and "bptt" in rows:
-                ev.append(compare(("charlm", corpus, int(T)), f"{corpus} T = {int(T)}", rows["dni"], rows["bptt"],
-                                  "test_bpc", "<=", C1_SLACK, m.exact, ("dni", "bptt"), improving=False))
-    return every_cell(ev, "no (corpus, T) with both DNI and BPTT")
+# A held-out cosine above this says a predictor gets the future gradient's direction from the state
+# (a random one averages 0); an SG/target norm ratio above PREDICTS_NORM says the SG is not silent.
+PREDICTS_COSINE = 0.1
+PREDICTS_NORM = 0.1
+
+
+def sg_signal(m: Measured) -> str:
+    """The SG's signal in plain words (issue #24 item 5), printed beside R3 and Q2: over the DNI runs,
+    the SG/target norm ratio, the trained SG's held-out cosine with the exact future gradient and the
+    best linear SG's, and what they say, read from the numbers ('' without DNI runs that measured it)."""
+    rnn = m.rnn
+    if m.exact or rnn.empty or "signal_linear_cosine" not in rnn:
+        return ""
+    dni = rnn[rnn["method"] == "dni"]
+    if dni.empty or dni["signal_linear_cosine"].isna().all():
+        return ""
+    pooled = dni.assign(seed=range(len(dni)))  # every DNI run, over tasks and T, one value each
+    ratio, sg, linear = (seed_values(pooled, k).mean()
+                         for k in ("late_norm_ratio", "signal_sg_cosine", "signal_linear_cosine"))
+    size = (f"the SG is not silent: its norm is {ratio:.2f} of its target's" if ratio > PREDICTS_NORM
+            else f"the SG is near zero: its norm is {ratio:.2f} of its target's")
+    if max(sg, linear) <= PREDICTS_COSINE:
+        direction = (f"neither the trained SG ({sg:+.2f}) nor the best linear SG ({linear:+.2f}) predicts the "
+                     "future gradient's direction from the state (held-out cosines; a random SG averages 0): the "
+                     "gradient from beyond the window is not negligible, a linear model of the state does not "
+                     "predict it")
+    elif sg > PREDICTS_COSINE:
+        direction = (f"the trained SG predicts the future gradient's direction (held-out cosine {sg:+.2f}; "
+                     f"the best linear SG {linear:+.2f})")
+    else:
+        direction = (f"a linear model of the state would predict the future gradient's direction (held-out cosine "
+                     f"{linear:+.2f}) but the trained SG does not ({sg:+.2f}): the SG's training, not the signal, "
+                     "falls short")
+    where = ", ".join(sorted({f"{t} T = {T}" for t, T in dni[["task", "T"]].itertuples(index=False)}))
+    return (f"**The SG's signal** (DNI, {len(dni)} runs: {where}; "
+            f"SG/target norm ratio {summary(pooled, 'late_norm_ratio', False)}, held-out cosine with the exact "
+            f"future gradient: trained SG {summary(pooled, 'signal_sg_cosine', False)}, best linear SG "
+            f"{summary(pooled, 'signal_linear_cosine', False)}): {size}; {direction} (a held-out cosine above "
+            f"{PREDICTS_COSINE:g} counts as predicting).")
 
 
 def par_cells(par: pd.DataFrame) -> dict[tuple, dict]:
@@ -310,7 +283,7 @@ def with_headline_seconds(par: pd.DataFrame) -> pd.DataFrame:
 
 def _sg_variants(rows: dict) -> list[str]:
     """The cell's SG methods, each late-SG variant on its own ("cdni (stored)")."""
-    return sorted(v for v in rows if v != "_label" and v.split(" ")[0] in ("cdni", "dni"))
+    return sorted(v for v in rows if v != "_label" and v.split(" ")[0] in PARALLEL_SG)
 
 
 def check_p1(m: Measured) -> Check:
@@ -346,16 +319,6 @@ def _speed_source(ref: dict) -> str:
     return f"{ref['parallel_speed']['source']} ({ref['parallel_speed']['status']})"
 
 
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    family: str
-    says: str                       # the claim, in this project's words
-    rule: str                       # the verdict rule, as check() applies it
-    paper: Callable[[dict], str]    # where [DNI] states it and what it reports
-    check: Callable[[Measured], Check]
-
-
 def _table1(ref: dict) -> str:
     return f"{ref['table1']['source']} ({ref['table1']['status']}), 500k iterations"
 
@@ -364,60 +327,77 @@ def _rnn(ref: dict) -> str:
     return f"{ref['rnn_largest_length']['source']} ({ref['rnn_largest_length']['status']})"
 
 
+def _unlock(ref: dict) -> str:
+    return f"{ref['unlock']['source']} ({ref['unlock']['status']}): about {ref['unlock']['mnist_fcn_test_error']:g} % test error"
+
+
+def _async(ref: dict) -> str:
+    return (f"{ref['async_updates']['source']} ({ref['async_updates']['status']}): trains at p = "
+            f"{ref['async_updates']['update_prob_example']:g}; no error numbers copied")
+
+
+MNIST = "MNIST data set / net / depth cell measured with both"
 CLAIMS = (
-    Claim("F1", "feedforward", "DNI and cDNI train every net far below the No-Bprop baseline (last layer only).",
-          "DNI − No Bprop and cDNI − No Bprop test error < 0 (95 % interval below 0), in every data set / net / "
-          "depth cell measured with No Bprop", _table1, check_f1),
-    Claim("F2", "feedforward", "On MNIST, DNI and cDNI end within about 2.5 points of backprop at every depth.",
-          f"DNI − backprop test error within ±{F2_MAX_GAP} points (the whole 95 % interval), and the same for "
-          "cDNI, in every MNIST cell measured",
-          _table1, check_f2),
-    Claim("F3", "feedforward", "With 4 or more layers, conditioning the SG on the label (cDNI) is at least as "
-          "good as DNI.", f"cDNI − DNI test error ≤ {F3_SLACK} points (95 % interval; slack for the paper's "
-          "rounding) in every cell with ≥ 4 hidden layers", _table1, check_f3),
-    Claim("F4", "feedforward", "DNI falls further behind backprop as the net gets deeper.",
-          "for each data set's FCN measured at ≥ 2 depths: the DNI − backprop gap at the deepest depth minus the "
-          "same gap at the shallowest > 0 (95 % interval of that growth above 0; FCN only: [DNI]'s CNN gaps, 0.1 and 0.1 points on MNIST in Table 1, "
-          "recalled, are within rounding)", _table1, check_f4),
-    Claim("R1", "rnn", "With the same truncation T, DNI learns longer copy / repeat-copy sequences than BPTT "
-          "(about twice as long).", "DNI − BPTT largest length solved > 0 (95 % interval) at every (task, T) "
-          "measured with both, and the same for BP(λ) where run; the ratio of means is reported, not judged",
-          _rnn, check_r1),
-    Claim("R2", "rnn", "The auxiliary task (DNI + Aux) does at least as well as DNI.",
-          "dni_aux − dni largest length solved ≥ 0 (95 % interval) at every (task, T) measured with both",
-          lambda ref: f"{ref['rnn_largest_length']['source']}: no DNI + Aux numbers copied into sgbench", check_r2),
-    Claim("R3", "rnn", "Dependencies longer than the truncation window are learned: the SG carries signal "
-          "across the boundary.", "copy task, every T measured with DNI (and BP(λ) where run), both with their "
-          "95 % intervals: (a) the longest dependency solved > T − 1 transitions (N under the paper layout, "
-          "N + 1 under the legacy one; a window of T steps holds lags of at most T − 1, so such a dependency "
-          "crossed a boundary) and (b) the cosine between the run's SG and the exact future gradient, on "
-          f"held-out probe streams at the end of the run, > {R3_MIN_COSINE:g} (aligned; a random SG averages 0). "
-          "The SG/target norm ratio is reported, not judged. (a) alone is not enough: BPTT can also pass T by "
-          "generalising.", _rnn, check_r3),
-    Claim("C1", "charlm", "On character-level language modelling, DNI with truncation T is at least as good as "
-          "BPTT with the same T.", f"DNI − BPTT test bits per character ≤ {C1_SLACK} (95 % interval) at every "
-          "(corpus, T) measured with both; a corpus is named as it is (Penn Treebank only as ptb)",
-          lambda ref: "[DNI] Sec. 3.1, Penn Treebank (recalled; no bpc numbers copied into sgbench)", check_c1),
-    Claim("U1", "feedforward", "Complete unlock (synthetic inputs and synthetic gradients) still trains an "
-          "MNIST FCN to within a few points of backprop.", f"unlock − backprop or cunlock − backprop test error ≤ "
-          f"{U1_MAX_GAP} points (95 % interval; the cell holds when one of them does, fails when every one is "
-          "above) in every MNIST cell measured with an unlock method",
-          lambda ref: f"{ref['unlock']['source']} ({ref['unlock']['status']}): about "
-                      f"{ref['unlock']['mnist_fcn_test_error']:g} % test error", check_u1),
-    Claim("A1", "feedforward", "Updating each layer only at random steps (probability p well below 1) "
-          "still trains, with error degrading gracefully.", f"for every (cell, method) run at p = 1 and at a "
-          f"p ≤ {A1_MAX_P}: error at the smallest p − error at p = 1 ≤ {A1_MAX_LOSS} points (95 % interval)",
-          lambda ref: f"{ref['async_updates']['source']} ({ref['async_updates']['status']}): trains at p = "
-                      f"{ref['async_updates']['update_prob_example']:g}; no error numbers copied", check_a1),
-    Claim("P1", "parallel", "Decoupled SG training on K workers processes more samples per second than locked "
-          "backprop on the same workers.", "samples/s of each SG method (dni, cdni) − samples/s of the locked "
-          "backprop pipeline > 0 (95 % interval), at every (net, K ≥ 2) measured with both", _speed_source,
-          check_p1),
-    Claim("P2", "parallel", "Decoupled SG training on K workers reaches a target test error sooner in wall-clock "
-          "than locked backprop on the same workers.", "training seconds to the target test error of each SG "
-          "method (each late-SG variant on its own) − the locked pipeline's < 0 (95 % interval), at every "
-          "(net, K ≥ 2) measured with both; the target is the lowest test error single-process backprop reaches "
-          "in every repetition at the budget; a method that misses it in any seed (or diverges) counts as never "
-          "reaching it",
-          _speed_source, check_p2),
+    Record("F1", "feedforward", "DNI and cDNI train every net far below the No-Bprop baseline (last layer only).",
+           _table1, Comparison("ff", SG_METHODS, "no_bprop", "test_error", "<", 0.0,
+                               "data set / net / depth cell measured with No Bprop"),
+           missing="no cell with No Bprop and DNI or cDNI"),
+    Record("F2", "feedforward", "On MNIST, DNI and cDNI end within about 2.5 points of backprop at every depth.",
+           _table1, Comparison("ff", SG_METHODS, "backprop", "test_error", "within", F2_MAX_GAP, MNIST,
+                               where=lambda key: key[0] == "mnist", competence=BACKPROP_COMPETENT),
+           missing="no MNIST cell with backprop and DNI or cDNI"),
+    Record("F3", "feedforward", "With 4 or more layers, conditioning the SG on the label (cDNI) is at least as "
+           "good as DNI.", _table1, Comparison("ff", ("cdni",), "dni", "test_error", "<=", F3_SLACK,
+                                               "cell with ≥ 4 hidden layers measured with both",
+                                               where=lambda key: key[2] >= 4),
+           missing="no cell with >= 4 hidden layers and both DNI and cDNI", note="the slack is the paper's rounding"),
+    Record("F4", "feedforward", "DNI falls further behind backprop as the net gets deeper.", _table1,
+           rule=check_f4, rule_words="for each data set's FCN measured at ≥ 2 depths: the DNI − backprop gap at the "
+           "deepest depth minus the same gap at the shallowest > 0 (95 % interval of that growth above 0; FCN only: "
+           "[DNI]'s CNN gaps, 0.1 and 0.1 points on MNIST in Table 1, recalled, are within rounding); judged only "
+           f"when {BACKPROP_COMPETENT.words} at both depths"),
+    Record("R1", "rnn", "With the same truncation T, DNI learns longer copy / repeat-copy sequences than BPTT "
+           "(about twice as long).", _rnn,
+           Comparison("rnn", RNN_SG_METHODS, "bptt", "largest_length_solved", ">", 0.0,
+                      "(task, T) measured with both", competence=BPTT_COMPETENT, extra=ratio_of_means),
+           missing="no (task, T) with both an SG method and BPTT", note="the ratio of means is reported, not judged"),
+    Record("R2", "rnn", "The auxiliary task (DNI + Aux) does at least as well as DNI.",
+           lambda ref: f"{ref['rnn_largest_length']['source']}: no DNI + Aux numbers copied into sgbench",
+           Comparison("rnn", ("dni_aux",), "dni", "largest_length_solved", ">=", 0.0,
+                      "(task, T) measured with both"),
+           missing="no (task, T) with both DNI and DNI + Aux"),
+    Record("R3", "rnn", "Dependencies longer than the truncation window are learned: the SG carries signal "
+           "across the boundary.", _rnn, rule=check_r3, rule_words="copy task, every T measured with DNI (and "
+           "BP(λ) where run), both with their 95 % intervals: (a) the longest dependency solved > T − 1 transitions "
+           "(N under the paper layout, N + 1 under the legacy one; a window of T steps holds lags of at most T − 1, "
+           "so such a dependency crossed a boundary) and (b) the cosine between the run's SG and the exact future "
+           f"gradient, on held-out probe streams at the end of the run, > {R3_MIN_COSINE:g} (aligned; a random SG "
+           "averages 0). The SG/target norm ratio is reported, not judged. (a) alone is not enough: BPTT can also "
+           f"pass T by generalising. Judged only when {BPTT_COMPETENT.words}, and not when the SG method and BPTT "
+           "both sit at the floor"),
+    Record("C1", "charlm", "On character-level language modelling, DNI with truncation T is at least as good as "
+           "BPTT with the same T.", lambda ref: "[DNI] Sec. 3.1, Penn Treebank (recalled; no bpc numbers copied "
+           "into sgbench)", Comparison("charlm", ("dni",), "bptt", "test_bpc", "<=", C1_SLACK,
+                                       "(corpus, T) measured with both"),
+           missing="no (corpus, T) with both DNI and BPTT", note="a corpus is named as it is (Penn Treebank only as "
+           "ptb); the slack is seed noise"),
+    Record("U1", "feedforward", "Complete unlock (synthetic inputs and synthetic gradients) still trains an "
+           "MNIST FCN to within a few points of backprop.", _unlock, rule=check_u1,
+           rule_words=f"unlock − backprop or cunlock − backprop test error ≤ {U1_MAX_GAP} points (95 % interval; the "
+           "cell holds when one of them does, fails when every one is above) in every MNIST cell measured with an "
+           f"unlock method; judged only when {BACKPROP_COMPETENT.words}"),
+    Record("RU1", "feedforward", "Updating each layer only at random steps (probability p well below 1) "
+           "still trains, with error degrading gracefully.", _async, rule=check_ru1,
+           rule_words=f"for every (cell, method) run at p = 1 and at a p ≤ {RU1_MAX_P}: error at the smallest p − "
+           f"error at p = 1 ≤ {RU1_MAX_LOSS} points (95 % interval)"),
+    Record("P1", "parallel", "Decoupled SG training on K workers processes more samples per second than locked "
+           "backprop on the same workers.", _speed_source, rule=check_p1,
+           rule_words="samples/s of each SG method (dni, cdni) − samples/s of the locked backprop pipeline > 0 (95 % "
+           "interval), at every (net, K ≥ 2) measured with both"),
+    Record("P2", "parallel", "Decoupled SG training on K workers reaches a target test error sooner in wall-clock "
+           "than locked backprop on the same workers.", _speed_source, rule=check_p2,
+           rule_words="training seconds to the target test error of each SG method (each late-SG variant on its "
+           "own) − the locked pipeline's < 0 (95 % interval), at every (net, K ≥ 2) measured with both; the target "
+           "is the lowest test error single-process backprop reaches in every repetition at the budget; a method "
+           "that misses it in any seed (or diverges) counts as never reaching it"),
 )

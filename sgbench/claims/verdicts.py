@@ -11,12 +11,12 @@ from ..analysis.stats import (
     FAILS,
     HOLDS,
     UNDECIDED,
-    WORST,
     Decision,
     Estimate,
     decide,
     difference,
     mean_of,
+    scored,
 )
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive at this tier"
@@ -99,15 +99,9 @@ def reasons(evidence) -> str:
 # ---------------------------------------------------------------- per-seed values
 
 def seed_values(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """The metric per seed; a diverged run scores the metric's worst value (WORST), so it counts
-    against its method rather than dropping out."""
-    values = runs[metric].astype(float)
-    if "status" in runs:
-        diverged = (runs["status"] == "diverged").to_numpy()
-        if diverged.any():
-            if metric not in WORST:
-                raise ValueError(f"no worst value for a diverged run's {metric!r}; add it to WORST")
-            values = values.where(~diverged, WORST[metric])
+    """The metric per seed; a diverged run scores the metric's worst value (analysis.stats.scored), so
+    it counts against its method rather than dropping out."""
+    values = scored(runs, metric)[metric].astype(float)
     return pd.Series(values.to_numpy(), index=runs["seed"].to_numpy())
 
 

@@ -21,13 +21,25 @@ def with_chosen_lr(tier_config: dict, family: str) -> list[dict]:
     """The family's grids, each given the tier's `lr_selection: chosen:` learning rate unless the grid
     sets its own lr (a tier without a chosen rate keeps its grids as they are). Only families declared
     chosen_lr take it (the fair short-budget protocol, docs/statistics.md); the parallel timing runs
-    keep the lr their grid sets."""
+    keep the lr their grid sets. A chosen {method: lr} (each method tuned on its own) splits a grid by
+    method, each with its own rate."""
     grids = tier_config.get(family, [])
     chosen = (tier_config.get("lr_selection") or {}).get("chosen")
     if chosen is None or not get(family).chosen_lr:
         return grids
-    return [g if "lr" in g.get("settings", {}) else g | {"settings": {**g.get("settings", {}), "lr": float(chosen)}}
-            for g in grids]
+    out = []
+    for g in grids:
+        if "lr" in g.get("settings", {}):
+            out.append(g)
+        elif not isinstance(chosen, dict):
+            out.append(g | {"settings": {**g.get("settings", {}), "lr": float(chosen)}})
+        else:
+            for m in g["method"]:
+                if m not in chosen:
+                    raise ValueError(f"lr_selection chose no rate for method {m!r} (chosen: {', '.join(chosen)}); "
+                                     f"add it to lr_selection's methods and rerun `sgbench select-lr`")
+                out.append(g | {"method": [m], "settings": {**g.get("settings", {}), "lr": float(chosen[m])}})
+    return out
 
 
 def expand_family(name: str, grids: list[dict], tier: str) -> dict:

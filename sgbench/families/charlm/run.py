@@ -9,7 +9,8 @@ validation bpc (the first `eval_chars` characters of the validation split, one p
 carried, no truncation matters in evaluation) every `eval_every` time steps, and test bpc on the whole
 test split at the end. The data set is labelled with its own name (sgbench.corpus).
 
-Checkpoints at every evaluation and resumes bit-exactly; a non-finite loss stops the run as diverged.
+Checkpoints at every evaluation and resumes bit-exactly; a non-finite loss, or one beyond
+runtime.ABSURD_LOSS times chance's, stops the run as diverged.
 """
 from __future__ import annotations
 
@@ -122,8 +123,8 @@ def _train(cfg, trainer, streams, valid_ids, run, ckpt_path, stateful, stop_afte
         x, y, mask = streams.window(cfg.T)
         errors, stats = trainer.step(x, y, mask)
         total = float(errors.sum())
-        if not math.isfinite(total):
-            _diverge(run, run["timestep"] + cfg.T, "loss")
+        if runtime.absurd(total, errors.numel() * math.log(trainer.model.head.out_features)):  # nats; chance: uniform
+            _diverge(run, run["timestep"] + cfg.T, "or absurd loss")
             return
         bits_sum, chars = bits_sum + total / math.log(2.0), chars + errors.numel()
         ok = torch.isfinite(stats)
@@ -134,8 +135,8 @@ def _train(cfg, trainer, streams, valid_ids, run, ckpt_path, stateful, stop_afte
         if run["timestep"] >= next_eval or run["timestep"] >= cfg.timesteps:
             trainer.model.eval()
             valid = evaluate_bpc(trainer.model, valid_ids, cfg.eval_chars)
-            if not math.isfinite(valid):  # finite training loss, but the weights no longer give finite outputs
-                _diverge(run, run["timestep"], "validation bpc")
+            if runtime.absurd(valid, math.log2(trainer.model.head.out_features)):  # sane training loss, absurd weights
+                _diverge(run, run["timestep"], "or absurd validation bpc")
                 return
             c = run["curves"]
             c["timestep"].append(run["timestep"])

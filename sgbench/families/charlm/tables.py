@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...analysis.stats import group_stats
+from ...analysis.stats import WORST, group_stats, scored
 from ...analysis.tables import (
     NOT_RUN,
     collect_runs,
     context_lines,
+    late_drop,
     late_mean,
     pivot_markdown,
     run_status,
@@ -21,7 +22,7 @@ from ...catalog import CHARLM_METHODS
 from .. import get
 
 RUN_COLUMNS = ["corpus", "method", "T", "seed", "tier", "status", "timesteps", "batch_size", "hidden_size",
-               "valid_bpc", "test_bpc", "best_valid_bpc", "late_target_cosine", "timesteps_per_s", "train_time_s",
+               "valid_bpc", "test_bpc", "best_valid_bpc", "late_drop", "late_target_cosine", "timesteps_per_s", "train_time_s",
                "device", "hardware", "threads", "git_commit", "path"]
 CURVE_COLUMNS = ["corpus", "method", "T", "seed", "timestep", "train_bpc", "valid_bpc", "boundary_target_cosine",
                  "elapsed_s"]
@@ -38,6 +39,7 @@ def run_row(path, m: dict) -> dict:
             "tier": m["tier"], "status": run_status(m), "timesteps": c["timesteps"], "batch_size": c["batch_size"],
             "hidden_size": c["hidden_size"], "valid_bpc": nan(f["valid_bpc"]), "test_bpc": nan(f["test_bpc"]),
             "best_valid_bpc": nan(f["best_valid_bpc"]),
+            "late_drop": late_drop(m["curves"]["timestep"], m["curves"]["valid_bpc"]),  # still improving: bpc fell
             "late_target_cosine": late_mean(m["curves"].get("boundary_target_cosine", [])),
             "timesteps_per_s": m["timing"]["timesteps_per_s"], "train_time_s": m["timing"]["train_time_s"],
             **where(m["meta"]), "path": str(path)}
@@ -49,8 +51,10 @@ def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def bpc_stats(runs: pd.DataFrame) -> pd.DataFrame:
-    """Seed statistics of validation and test bpc per (corpus, method, T), in long form (a `split` column)."""
-    return pd.concat([group_stats(runs, ["corpus", "method", "T"], f"{split}_bpc").assign(split=split)
+    """Seed statistics of validation and test bpc per (corpus, method, T), in long form (a `split` column);
+    a diverged run is in its cell at the worst bpc (analysis.stats.METRICS), never dropped."""
+    return pd.concat([group_stats(scored(runs, f"{split}_bpc"), ["corpus", "method", "T"], f"{split}_bpc")
+                      .assign(split=split)
                       for split in ("valid", "test")], ignore_index=True)
 
 
@@ -63,7 +67,8 @@ def charlm_markdown(runs: pd.DataFrame, tier: str) -> str:
     parts = [title, context_lines(runs, tier, "timesteps", "characters per stream", corpora),
              ("\n\nLower is better. Corpora are named as they are (PTB only when it is PTB; "
               "shakespeare-gutenberg is split by work: sgbench/corpus.py)."),
-             f" Diverged runs (counted as results of their method, no bpc): {int((runs['status'] == 'diverged').sum())}."
+             f" Diverged runs (counted as results of their method at the worst bpc, {WORST['test_bpc']:g}): "
+             f"{int((runs['status'] == 'diverged').sum())}."
              if (runs["status"] == "diverged").any() else "", "\n\n"]
     for (corpus, split), part in stats.groupby(["corpus", "split"], sort=False):
         parts += [f"## {corpus}: {split} bpc\n\n",

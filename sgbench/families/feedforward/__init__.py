@@ -12,7 +12,7 @@ FAMILY = Family(
     schema="ff_metrics", budget="iterations", budget_unit="iterations",
     outputs={"runs": "feedforward_runs.csv", "curves": "feedforward_curves.csv", "table1_md": "feedforward.md",
              "table1_csv": "feedforward.csv", "unlock_md": "unlock.md", "unlock_csv": "unlock.csv"},
-    figures=("ff_test_error", "unlock_test_error"),
+    figures=("ff_test_error", "unlock_test_error", "ff_time_to_target"),
     report_tables=(("table1_md", "Table 1 layout"), ("unlock_md", "complete unlock / update probability")),
     non_result=frozenset(NON_RESULT_FIELDS), chosen_lr=True,
     cluster={"mem_mb": 16000, "runtime": 1440, "threads": 4},

@@ -22,6 +22,7 @@ from ...analysis.stats import ordered, t_interval
 from ...analysis.tables import NOT_RUN, budget_text, net_label
 from ...catalog import TABLE1_METHODS, UNLOCK_METHODS
 from .. import get
+from . import time_to_result
 from .tables import FF_CELL, table1_runs, unlock_cells
 
 
@@ -85,10 +86,45 @@ def unlock_test_error(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem:
     save(fig, stem)
 
 
+def ff_time_to_target(runs: pd.DataFrame, curves: pd.DataFrame, tier: str, stem: Path) -> None:
+    """Seconds to each target (backprop's own 25 / 50 / 100 %), one panel per net, one group of bars per
+    method; a method that some seed never brought to the target within the budget gets an ∞ mark."""
+    title = "Feed-forward: training seconds to a validation-error target"
+    table = time_to_result.stats(time_to_result.per_seed(runs, curves)) if not runs.empty else pd.DataFrame()
+    if table.empty:
+        return not_run(stem, title, tier)
+    nets = list(table.groupby(FF_CELL, sort=True))
+    fig, axes = plt.subplots(1, len(nets), figsize=(5.5 * len(nets), 3.8), squeeze=False)
+    fractions = sorted(table["fraction"].unique())
+    for ax, (cell, g) in zip(axes[0], nets):
+        methods = ordered(g["method"], TABLE1_METHODS + UNLOCK_METHODS)
+        top = max(g.loc[g["seconds"] < float("inf"), "seconds"].max() * 1.3, 1e-3)
+        width = 0.8 / len(fractions)
+        for j, f in enumerate(fractions):
+            part = g[g["fraction"] == f].set_index("method").reindex(methods)
+            xs = [i + (j - (len(fractions) - 1) / 2) * width for i in range(len(methods))]
+            finite = part["seconds"].where(part["seconds"] < float("inf"))
+            ax.bar(xs, finite.fillna(0), width, yerr=part["seconds_ci95"].where(finite.notna()).fillna(0),
+                   label=f"{100 * f:g} % target", color=sns.color_palette()[j])
+            for x, s in zip(xs, part["seconds"]):
+                if s == float("inf"):
+                    ax.text(x, top * 0.02, "∞", ha="center", va="bottom", fontsize=11)
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_ylim(0, top)
+        ax.set_title(net_label(dict(zip(FF_CELL, cell))))
+        ax.set_ylabel("training seconds to the target")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{title} (tier {tier}); ∞: not within the budget in some seed", y=1.02)
+    fig.tight_layout()
+    footnote(fig, *ff_context(runs, tier), seeds_text(runs, FF_CELL + ["method"]), "bars: mean, 95 % interval")
+    save(fig, stem)
+
+
 def draw(tier: str, tables: Path, out_dir: Path) -> list[Path]:
     """Every feed-forward figure from the tables in `tables`; returns the PNG paths."""
     style()
     read, stems = get("feedforward").figure_inputs(tables, out_dir, "runs", "curves")
     ff_test_error(read["runs"], read["curves"], tier, stems["ff_test_error"])
     unlock_test_error(read["runs"], read["curves"], tier, stems["unlock_test_error"])
+    ff_time_to_target(read["runs"], read["curves"], tier, stems["ff_time_to_target"])
     return [s.with_suffix(".png") for s in stems.values()]

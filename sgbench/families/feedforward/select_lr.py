@@ -1,9 +1,10 @@
 """`sgbench select-lr --tier T`: the fair short-budget protocol (docs/statistics.md).
 
-Trains backprop at each learning rate of the tier file's `lr_selection:` grid, at the tier's budget,
-picks the rate with the lowest mean validation error, and records the runs and the choice: in
-results/reference/lr-selection/<tier>/ and as `lr_selection: chosen:` in the tier file, which every
-feed-forward and diagnostics run of the tier then uses.
+Trains each method the block tunes (`methods:`; else backprop) at each learning rate of the tier
+file's `lr_selection:` grid, at the tier's budget -- the same trials for every method -- picks the
+rate with the lowest mean validation error (per method, or backprop's for all), and records the runs
+and the choice: in results/reference/lr-selection/<tier>/ and as `lr_selection: chosen:` in the tier
+file, which every feed-forward and diagnostics run of the tier then uses.
 """
 from __future__ import annotations
 
@@ -19,24 +20,31 @@ from ... import runtime
 from ...analysis.lr_selection import (
     SELECTION_COLUMNS,
     choose_lr,
+    choose_per_method,
     selection_markdown,
+    selection_methods,
     write_chosen,
 )
+from ...catalog import method as catalog_method
 from .config import FFConfig
 
 log = logging.getLogger(__name__)
 
 
 def selection_configs(tier: str, block: dict, threads: int = 0, data_root: str | None = None) -> dict[str, FFConfig]:
-    """{run name: config} of every (lr, net, seed) the block declares: backprop, nothing else changed."""
+    """{run name: config} of every (method, lr, net, seed) the block declares: the same trials for every
+    method, nothing but the learning rate changed."""
     configs = {}
-    for lr, layers, seed in itertools.product(block["grid"], block["layers"], block["seed"]):
+    for name in selection_methods(block):
+        catalog_method("feedforward", name)  # an unknown method: an error naming the valid ones
+    for method, lr, layers, seed in itertools.product(selection_methods(block), block["grid"], block["layers"],
+                                                      block["seed"]):
         cfg = FFConfig.from_dict({"dataset": block["dataset"], "arch": block["arch"], "layers": layers,
-                                  "method": "backprop", "seed": seed, "iterations": block["iterations"], "lr": lr,
+                                  "method": method, "seed": seed, "iterations": block["iterations"], "lr": lr,
                                   "tier": tier, "threads": threads, "data_root": data_root,
                                   **block.get("settings", {})})
         cfg.resolved()  # a bad value is an error before anything trains
-        configs[f"{block['dataset']}-{block['arch']}{layers}-backprop-lr{lr:g}-seed{seed}"] = cfg
+        configs[f"{block['dataset']}-{block['arch']}{layers}-{method}-lr{lr:g}-seed{seed}"] = cfg
     return configs
 
 
@@ -57,16 +65,18 @@ def run_selection(tier: str, tiers_dir: Path, out_root: Path, threads: int = 0, 
             raise ValueError(f"{metrics_path}: a selection run of {m['config']['iterations']} iterations, not the "
                              f"tier's {cfg.iterations}; delete {out / 'runs'} to select afresh")
         final = m.get("final", {})
-        rows.append({"dataset": m["dataset"]["variant"], "arch": cfg.arch, "layers": cfg.layers, "lr": cfg.lr,
+        rows.append({"dataset": m["dataset"]["variant"], "arch": cfg.arch, "layers": cfg.layers,
+                     "method": cfg.method, "lr": cfg.lr,
                      "seed": cfg.seed, "iterations": cfg.iterations, "status": m.get("status", "completed"),
                      "val_error": final.get("val_error"), "test_error": final.get("test_error")})
     runs = pd.DataFrame(rows, columns=SELECTION_COLUMNS)
-    lr, by_lr = choose_lr(runs)
+    lr, by_lr = choose_per_method(runs) if block.get("methods") else choose_lr(runs)
     out.mkdir(parents=True, exist_ok=True)
     runtime.atomic_write_bytes(out / "selection_runs.csv", runs.to_csv(index=False).encode())
     runtime.atomic_write_bytes(out / "selection.md", selection_markdown(tier, block, runs, by_lr, lr).encode())
     runtime.atomic_write_json(out / "selection.json", {"tier": tier, "chosen_lr": lr, "grid": block["grid"],
+                                                       "methods": selection_methods(block),
                                                        "by_lr": by_lr.to_dict("records")})
     runtime.atomic_write_bytes(tier_file, write_chosen(text, lr).encode())
-    log.info("tier %s: lr %g chosen on backprop's validation error; recorded in %s and %s", tier, lr, tier_file, out)
+    log.info("tier %s: lr %s chosen on validation error; recorded in %s and %s", tier, lr, tier_file, out)
     return lr

@@ -14,6 +14,7 @@ from ...analysis.tables import (
     late_drop,
     mean_or_none,
     pivot_markdown,
+    read_table,
     run_status,
     where,
     write_csv,
@@ -21,13 +22,15 @@ from ...analysis.tables import (
 )
 from ...catalog import TABLE1_METHODS, UNLOCK_METHODS
 from .. import get
+from . import time_to_result
 
 FF_CELL = ["dataset", "arch", "layers"]
 RUN_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "iterations",
                "batch_size", "lr", "status", "test_error", "val_error", "late_drop", "update_fraction", "steps_per_s",
                "train_time_s",
                "device", "hardware", "threads", "git_commit", "path"]
-CURVE_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "step", "test_error", "train_loss"]
+CURVE_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "step", "test_error", "train_loss",
+                 "val_error", "elapsed_s"]  # validation error and seconds: the time-to-result targets
 RUN_KEYS = CURVE_COLUMNS[:6]
 OUTPUTS = get("feedforward").outputs  # file names: the registry (sgbench/families/__init__.py)
 
@@ -114,3 +117,12 @@ def aggregate(paths, tier: str, out_dir: Path) -> pd.DataFrame:
     write_csv(out["unlock_csv"], unlock_stats(runs))
     write_text(out["unlock_md"], unlock_markdown(runs, tier))
     return runs
+
+
+def report_section(tier: str, tables: Path) -> list[str]:
+    """REPORT.md's feed-forward section: time to result (feedforward/time_to_result.py)."""
+    paths = {k: Path(tables) / OUTPUTS[k] for k in ("runs", "curves")}
+    runs = read_table(paths["runs"]) if paths["runs"].exists() else pd.DataFrame()
+    if runs.empty:
+        return ["## Time to result (feed-forward)\n", f"Tier **{tier}**: {NOT_RUN}.\n"]
+    return time_to_result.section(runs, read_table(paths["curves"]))

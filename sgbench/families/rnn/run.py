@@ -22,7 +22,7 @@ the signal measurement: how well the best linear SG could predict the exact futu
 
 The run checkpoints at every logged point (model, optimizer, carried state, stream generators,
 curriculum, curves) and a rerun resumes from it bit-exactly. A non-finite loss stops the run as
-`diverged`, with a valid metrics.json.
+`diverged`, with a valid metrics.json; so does a finite one beyond runtime.ABSURD_LOSS times chance's.
 """
 from __future__ import annotations
 
@@ -192,9 +192,10 @@ def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, state
         errors, stats = trainer.step(x, y, mask)
         errors = bits(errors)
         total = errors.sum()
-        if not math.isfinite(float(total)):
+        # chance: one bit per output bit at every step of the window (a bound: not every step is scored)
+        if runtime.absurd(float(total), cfg.T * cfg.batch_size * task.out_dim):
             run["diverged"] = {"step": run["timestep"] + cfg.T, "last_finite": _last_finite(run["curves"])}
-            log.warning("non-finite loss at time step %d: stopping (diverged)", run["diverged"]["step"])
+            log.warning("non-finite or absurd loss at time step %d: stopping (diverged)", run["diverged"]["step"])
             break
         acc.add(total, mask.sum(), stats)
         for level, seq_bits in stream.finish_window(errors):

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...analysis.stats import group_stats
+from ...analysis.stats import group_stats, scored
 from ...analysis.tables import (
     NOT_RUN,
     collect_runs,
     context_lines,
+    late_drop,
     late_mean,
     pivot_markdown,
     run_status,
@@ -20,13 +21,14 @@ from ...analysis.tables import (
     write_csv,
     write_text,
 )
-from ...catalog import RNN_METHODS
+from ...catalog import RNN_METHODS, methods
 from .. import get
 
 RNN_CELL = ["task", "T"]
 RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "status", "layout", "schedule", "timesteps", "batch_size",
                "hidden_size", "largest_length_solved", "N_solved", "R_solved", "bits_per_sequence", "levels_reached",
-               "lag_solved", "late_target_norm", "late_sg_norm", "late_cosine", "late_norm_ratio", "late_probe_cosine_exact",
+               "lag_solved", "late_drop", "late_target_norm", "late_sg_norm", "late_cosine", "late_norm_ratio",
+               "late_probe_cosine_exact",
                "late_probe_cosine_discounted", "signal_linear_cosine", "signal_sg_cosine", "timesteps_per_s",
                "train_time_s", "step_s", "activation_memory_mb", "peak_memory_mb", "device", "hardware", "threads",
                "git_commit", "path"]
@@ -54,6 +56,8 @@ def run_row(path, m: dict) -> dict:
             "largest_length_solved": f["largest_length_solved"], "N_solved": f["N_solved"],
             "R_solved": f.get("R_solved"), "bits_per_sequence": f.get("bits_per_sequence"),
             "levels_reached": len(m["curriculum"]), "late_target_norm": target_norm, "late_sg_norm": sg_norm,
+            # still improving: the curriculum length gained over the last tenth of the steps (claims' drift)
+            "late_drop": late_drop(curves["timestep"], [None if v is None else -v for v in curves["length"]]),
             "lag_solved": lag_solved(c, f),
             "late_cosine": late_mean(curves.get("boundary_target_cosine", [])),
             "late_norm_ratio": sg_norm / target_norm if target_norm > 0 else math.nan,
@@ -81,7 +85,8 @@ def collect(paths, tier: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def rnn_stats(rnn_runs: pd.DataFrame, value: str = "largest_length_solved") -> pd.DataFrame:
-    return group_stats(rnn_runs, ["task", "method", "T"], value)
+    """Seed statistics per (task, method, T); a diverged run at the value's worst (analysis.stats.scored)."""
+    return group_stats(scored(rnn_runs, value), ["task", "method", "T"], value)
 
 
 def rnn_markdown(rnn_runs: pd.DataFrame, tier: str) -> str:
@@ -128,7 +133,7 @@ def setup_text(runs: pd.DataFrame) -> str:
     return (f"Task set-up: {setups} (paper layout: the first output is due on the delimiter step, lag N; "
             "upto: each episode's length drawn from 1..level; see sgbench/tasks.py). Length: copy N vectors, "
             "repeat copy N × R output vectors."
-            + (f" Diverged runs (counted as results of their method): {len(diverged)}." if len(diverged) else ""))
+            + (f" Diverged runs (counted as results of their method, at each value's worst): {len(diverged)}." if len(diverged) else ""))
 
 
 def signal_markdown(runs: pd.DataFrame, tier: str) -> str:
@@ -145,7 +150,10 @@ def signal_markdown(runs: pd.DataFrame, tier: str) -> str:
               "probe_horizon windows (probe, runs with probe_every > 0); the run's SG and the best linear SG on "
               "[h; c] (ridge, fitted on other streams) against the exact discounted future gradient, held out.\n\n")]
     for column in SIGNAL_COLUMNS:
-        stats = group_stats(runs, ["task", "method", "T"], column).dropna(subset=["mean"])
+        # the best linear SG is measured for every method; the others exist only where an SG does (a
+        # diverged BPTT run must not score a worst SG cosine it never had)
+        measured = runs if column == "signal_linear_cosine" else runs[runs["method"].isin(methods("rnn", uses_sg=True))]
+        stats = rnn_stats(measured, column).dropna(subset=["mean"])
         if stats.empty:
             continue
         parts += [f"## {column}\n\n", pivot_markdown(stats, ["task", "method"], "T", sorted(stats["T"].unique()),
