@@ -7,6 +7,7 @@ the command line imports no torch: a runner (and torch) is imported when a run s
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import errno
 import json
@@ -149,6 +150,26 @@ def prepare_data(args) -> None:
         runtime.atomic_write_json(args.out, found)
 
 
+def check_tables(tier: str, tables: Path) -> None:
+    """`report` reads the runs tables `aggregate` wrote. A folder without any is a mistake (its report
+    would call every claim untested), and --tier must be the tier the tables' runs belong to (else
+    the report would label one tier's numbers as another's). Tables of no runs name no tier."""
+    names = [f.outputs["runs"] for f in FAMILIES]
+    if not tables.is_dir():
+        raise ValueError(f"--tables {tables}: no such folder; give the folder `sgbench aggregate --out` wrote")
+    found = [tables / n for n in names if (tables / n).is_file()]
+    if not found:
+        raise ValueError(f"--tables {tables}: holds none of the runs tables ({', '.join(names)}); run "
+                         "`sgbench aggregate` into it first, or give the folder it wrote")
+    tiers = set()
+    for path in found:
+        with open(path, newline="") as f:
+            tiers |= {row["tier"] for row in csv.DictReader(f) if row.get("tier")}
+    if tiers and tiers != {tier}:
+        raise ValueError(f"--tier {tier}: the tables in {tables} hold runs of tier {', '.join(sorted(tiers))}; "
+                         f"use --tier {' or '.join(sorted(tiers))}, or give that tier's tables")
+
+
 # What each training subcommand says in --help (the families that share a runner share its command).
 TRAIN_HELP = {
     "train-ff": ("one feed-forward run (MNIST/CIFAR-10, FCN/CNN, backprop/dni/cdni/no_bprop/unlock/cunlock)",
@@ -248,10 +269,13 @@ def main(argv=None) -> int:
             runtime.remove_stale_temps(args.out, [f"{n}.{s}" for n in family.figures for s in ("png", "pdf")])
             family.plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
         elif args.command == "select-lr":
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1 (torch CPU threads per run), got {args.threads}")
             from .families.feedforward.select_lr import run_selection
             lr = run_selection(args.tier, args.tiers, args.out, args.threads, args.data_root)
             print(f"tier {args.tier}: lr {lr:g} (recorded in {args.tiers / (args.tier + '.yaml')} and {args.out / args.tier})")
         elif args.command == "report":
+            check_tables(args.tier, args.tables)
             from .claims.render import write_report
             write_report(args.tier, args.tables, args.figures, args.out)
     except (ValueError, FileNotFoundError, MetricsError, RunError) as e:

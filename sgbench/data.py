@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .catalog import DATASETS
-from .runtime import RunError, atomic_torch_save
+from .runtime import RunError, atomic_torch_save, unreadable_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ CACHE_VERSION = 1  # bump when the decoding or the cached layout changes, so old
 
 class DataNotFoundError(RunError):
     """The data set is missing, incomplete or corrupt; the message says how to provide it."""
+
+
+class DataPermissionError(RunError):
+    """A data file the user may not read: said as that, never as missing or corrupt data."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: == on tensor fields would be ambiguous
@@ -83,8 +87,10 @@ def _reading(where):
     """Turn any low-level failure while reading `where` into a DataNotFoundError naming it."""
     try:
         yield
-    except DataNotFoundError:
+    except (DataNotFoundError, DataPermissionError):
         raise
+    except PermissionError as e:
+        raise DataPermissionError(unreadable_text(e.filename or where)) from e
     except Exception as e:  # gzip/zlib/pickle/PIL/tarfile each raise their own zoo of exceptions
         raise DataNotFoundError(f"{where}: unreadable ({type(e).__name__}: {e})") from e
 

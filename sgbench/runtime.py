@@ -32,6 +32,12 @@ class RunError(RuntimeError):
     names the fix, as one line instead of a traceback."""
 
 
+def unreadable_text(path) -> str:
+    """One line for a data file the user may not read: a permission problem, not damaged data."""
+    return (f"cannot read {path}: permission denied (a permission problem, not damaged data); get read access "
+            "to it (chmod, or ask its owner), or copy the data to a folder you can read and point --data-root at it")
+
+
 class MetricsError(ValueError):
     """A metrics file that cannot be used; the message names it and the fix."""
 
