@@ -301,3 +301,55 @@ def test_report_checks_the_tier_against_the_tables(data_root, tmp_path, capsys):
                                       "use --tier smoke, or give that tier's tables")
     assert not out.exists()
     assert main(["report", "--tier", "smoke", *flags]) == 0 and "Tier" in out.read_text()
+
+
+def test_flag_docs_are_generated_from_the_config_classes():
+    """Item 10: docs/flags.md lists every flag with the default `--help` shows (the same function makes both)."""
+    from sgbench.cli import FLAG_DOCS, flag_docs
+    assert FLAG_DOCS.read_text() == flag_docs(), (
+        "docs/flags.md is stale: python -c \"from sgbench.cli import write_flag_docs; write_flag_docs()\"")
+
+
+# How docs/runs.md states a flag's default in its prose: each pattern gives (flag, the default it claims).
+DEFAULT_CLAIMS = [
+    r"`(--[a-z][a-z-]*) ([^`|]+)` \(default[);:]",                  # `--device auto` (default)
+    r"`(--[a-z][a-z-]*) [^`]*\|[^`]*` \(default `([^`]+)`",           # `--step a|b|c` (default `eager`
+    r"\(`(--[a-z][a-z-]*)`[^)]*\)\.?\*?\*?:? `([^`]+)` \(default[);:]",  # (`--layout`, ...): `paper` (default;
+    r"`(--[a-z][a-z-]*)`,? \(?default ([0-9][^,;)]*)",                # `--microbatches`, default 4
+    r"\(`(--[a-z][a-z-]*)`\)\.\*\*[^`]*`([^`]+)` \(default\)",        # (`--late-sg`).** ... `reevaluate` (default)
+    r"`(--[a-z][a-z-]*)`(?: γ)? \(([0-9.]+),",                        # `--sg-scale` (0.1, ...
+]
+SECTION_COMMANDS = {"One run": ["train-ff"], "Complete unlock": ["train-ff"],
+                    "RNN runs": ["train-rnn", "train-charlm"], "Parallel workers": ["train-parallel"]}
+
+
+def same_value(claimed: str, default: str) -> bool:
+    claimed = claimed.strip().removesuffix("%").strip()
+    try:
+        return float(claimed) == float(default)
+    except ValueError:
+        return claimed == default
+
+
+def test_defaults_stated_in_runs_md_are_the_parsers():
+    """Item 10: docs/runs.md said `--step` defaults to `auto`; the code and --help say `eager`."""
+    from pathlib import Path
+
+    from sgbench.cli import config_flags
+    from sgbench.families import commands
+    defaults = {c: {flag: default for _, flag, default, _, _ in config_flags(f.config_class())}
+                for c, f in commands().items()}
+    text = (Path(__file__).resolve().parents[1] / "docs" / "runs.md").read_text()
+    checked, wrong = [], []
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        title = next((t for t in SECTION_COMMANDS if section.startswith(t)), None)
+        assert title, f"docs/runs.md section {section.splitlines()[0]!r}: name its command in SECTION_COMMANDS"
+        for pattern in DEFAULT_CLAIMS:
+            for m in re.finditer(pattern, section):
+                flag, claimed = m.groups()
+                command = next(c for c in SECTION_COMMANDS[title] if flag in defaults[c])
+                checked.append(flag)
+                if not same_value(claimed, defaults[command][flag].split(",")[0]):
+                    wrong.append(f"{flag}: docs/runs.md says {claimed!r}, {command} --help says {defaults[command][flag]!r}")
+    assert not wrong, wrong
+    assert len(checked) >= 10, checked  # the patterns still find the docs' claims
