@@ -107,6 +107,13 @@ def _help(dataset: str, root: Path, looked_for: list[str], problem: str) -> Data
         "offline copy in one of the layouts above."]))
 
 
+def _corrupt(dataset: str, e: DataNotFoundError) -> DataNotFoundError:
+    """One line for a data file that is there but damaged (truncated, wrong format): the fix is a good
+    copy of that file, not where to look for the data set."""
+    return DataNotFoundError(f"{dataset}: data is corrupt: {' '.join(str(e).split())}; replace that file with a good "
+                             "copy (--download fetches the data set where internet exists)")
+
+
 def _download(key: str, root: Path) -> None:
     import torchvision  # slow import, and only needed here
     cls = torchvision.datasets.MNIST if key == "mnist" else torchvision.datasets.CIFAR10
@@ -178,7 +185,7 @@ def _load_mnist(root: Path, download: bool) -> ImageData:
     try:
         return ImageData("mnist", str(d), *_read_mnist(d))
     except DataNotFoundError as e:
-        raise _help("MNIST", root, looked, f"data is corrupt: {e}") from e
+        raise _corrupt("MNIST", e) from e
 
 
 def _read_cifar_batches(d: Path) -> list[torch.Tensor]:
@@ -305,7 +312,7 @@ def _load_cifar(key: str, root: Path, download: bool, cache_dir: Path) -> ImageD
                 log.warning("original CIFAR-10 batches not found; using the lossy JPEG copy %s", src)
             return _load_jpeg(src, cache_dir)
     except DataNotFoundError as e:
-        raise _help(key, root, looked, f"data is corrupt: {e}") from e
+        raise _corrupt(key, e) from e
     note = " (--download fetches only the original, as 'cifar10')" if key == "cifar10-jpeg" else ""
     raise _help(key, root, looked, f"data set not found{note}")
 

@@ -288,16 +288,19 @@ def test_mnist_truncated_plain_idx_is_named(tmp_path):
     make_mnist(raw, gz=False)
     p = raw / "train-images-idx3-ubyte"
     p.write_bytes(p.read_bytes()[:500])
-    with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte: .* data bytes do not fit header dims"):
+    with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte: .* data bytes do not fit header dims") as e:
         load_dataset("mnist", tmp_path)
+    assert "\n" not in str(e.value) and str(e.value).endswith("replace that file with a good copy (--download "
+                                                                "fetches the data set where internet exists)")
 
 
 def test_truncated_tarball_in_the_gzip_stream_is_named(tmp_path):
     """Issue #25 item 2 for CIFAR-10: a cut inside the compressed stream (EOFError from gzip) as well."""
     tar = make_tar(make_jpeg_tree(tmp_path / "t"), tmp_path / "cifar10-jpeg.tar.gz")
     tar.write_bytes(tar.read_bytes()[:300])
-    with pytest.raises(DataNotFoundError, match="cifar10-jpeg.tar.gz.*unreadable"):
+    with pytest.raises(DataNotFoundError, match="cifar10-jpeg.tar.gz.*unreadable") as e:
         load_dataset("cifar10-jpeg", tmp_path, cache_dir=tmp_path / "c")
+    assert "\n" not in str(e.value) and "replace that file with a good copy" in str(e.value)
 
 
 @pytest.mark.parametrize("layout", ["mnist", "cifar-batches", "jpeg-tarball", "jpeg-tree"])
