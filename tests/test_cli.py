@@ -246,12 +246,13 @@ def test_batch_larger_than_the_training_set_is_refused_naming_its_size(data_root
     assert json.loads((out / "metrics.json").read_text())["config"]["batch_size"] == 410
 
 
-def test_a_run_failing_at_data_loading_leaves_no_folder(tmp_path, capsys):
-    """Item 9: it left a run folder holding only `.lock`."""
+@pytest.mark.parametrize("command", ["train-ff", "train-charlm", "train-parallel"])
+def test_a_run_failing_at_data_loading_leaves_no_folder(command, tmp_path, capsys):
+    """Item 9: it left a run folder holding only `.lock` (a parallel run: and its attempt marker)."""
     out = tmp_path / "runs" / "new" / "run"
-    assert main(["train-ff", *RUNNERS["train-ff"], "--device", "cpu", "--data-root", str(tmp_path / "nowhere"),
+    assert main([command, *RUNNERS[command], "--device", "cpu", "--data-root", str(tmp_path / "nowhere"),
                  "--out", str(out), "--quiet"]) == 2
-    assert "data set not found" in capsys.readouterr().err
+    assert "not found" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
