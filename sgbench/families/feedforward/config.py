@@ -63,7 +63,7 @@ class FFConfig(RunConfig):
 
     CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "dni_placement": PLACEMENTS,
                "tier": TIERS, "step": STEP_MODES}
-    THREADS_MIN = 0  # torch.set_num_threads needs >= 1; 0 leaves torch's default (a parallel run: 1 per worker)
+    THREADS_MIN, THREADS_NOTE = 0, "0: torch's default"  # torch.set_num_threads needs >= 1; 0 does not call it
 
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
@@ -94,8 +94,7 @@ class FFConfig(RunConfig):
             (c.probe_every >= 0, f"probe_every must be >= 0 (0: no probe), got {c.probe_every}"),
             (c.probe_every == 0 or c.method in ("dni", "cdni"),
              f"the SG probe needs method dni or cdni (got {c.method!r}); use probe_every 0"),
-            (c.threads >= c.THREADS_MIN, f"threads must be >= {c.THREADS_MIN} "
-             f"({'per worker' if c.THREADS_MIN else '0: torch' + chr(39) + 's default'}), got {c.threads}"),
+            (c.threads >= c.THREADS_MIN, f"threads must be >= {c.THREADS_MIN} ({c.THREADS_NOTE}), got {c.threads}"),
             (c.probe_size >= 2, f"probe_size must be >= 2 (batch norm needs it), got {c.probe_size}"),
             (c.seeds is None or (len(c.seeds) == len(set(c.seeds)) >= 1 and min(c.seeds) >= 0),
              f"seeds must be distinct seeds >= 0 (one run each), got {c.seeds}"),

@@ -62,7 +62,7 @@ class ParallelConfig(FFConfig):
                                         # last step's gradients (for checks against one process)
 
     CHOICES = {**FFConfig.CHOICES, "method": PARALLEL_METHODS, "late_sg": LATE_SG}
-    THREADS_MIN = 1  # each worker sets its threads
+    THREADS_MIN, THREADS_NOTE = 1, "per worker"  # each worker sets its own
 
     def resolved(self) -> "ParallelConfig":
         c = super().resolved()
@@ -85,7 +85,7 @@ class ParallelConfig(FFConfig):
              f"numbers >= 1 summing to {units}, got {c.split} for {c.method}"),
             (len(c.targets) >= 1 and all(0 < t < 100 for t in c.targets),
              f"targets are test errors in % (0 < t < 100), at least one, got {c.targets}"),
-            (c.threads >= 1, f"threads (per worker) must be >= 1, got {c.threads}"),
+            (c.threads >= 1, "threads (per worker) must be >= 1"),
             (c.peer_timeout_s >= 10, "peer_timeout_s must be >= 10"),
             (c.microbatches >= 1, f"microbatches must be >= 1, got {c.microbatches}"),
             (spec.protocol != "pipelined" or (c.batch_size % c.microbatches == 0
