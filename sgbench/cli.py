@@ -7,6 +7,7 @@ the command line imports no torch: a runner (and torch) is imported when a run s
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import errno
 import json
@@ -22,29 +23,57 @@ from .families import FAMILIES, commands, get
 from .runtime import MetricsError, RunError
 
 
+def config_flags(config_cls) -> list[tuple[str, str, str, str, str]]:
+    """(field, flag, default, choices, explanation) for each config field: the one source of what
+    `--help` says and of the flag tables in docs/flags.md (write_flag_docs), so they cannot disagree."""
+    defaults, explain = config_cls(), field_help(config_cls)
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        default = getattr(defaults, f.name)
+        default = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        choices = ", ".join(config_cls.CHOICES.get(f.name, ()))
+        rows.append((f.name, "--" + f.name.replace("_", "-"), default, choices, explain.get(f.name, "")))
+    return rows
+
+
 def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
     """One flag per config field, explained by the field's comment in its config class. Values stay
     text here: the config class checks and converts them the same way for flags, config files and
     tier settings (sgbench.config.coerce), naming the key when one is wrong."""
     hints = typing.get_type_hints(config_cls)
-    defaults = config_cls()
-    explain = field_help(config_cls)
-    for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        text = f"default: {','.join(map(str, default)) if isinstance(default, list) else default}"
-        if f.name in config_cls.CHOICES:
-            text = f"one of {', '.join(config_cls.CHOICES[f.name])}; {text}"
-        if explain.get(f.name):
-            text = f"{explain[f.name]} ({text})"
-        text = text.replace("%", "%%")  # argparse formats help with %
-        if hints[f.name] is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    for name, flag, default, choices, explanation in config_flags(config_cls):
+        text = f"one of {choices}; default: {default}" if choices else f"default: {default}"
+        text = (f"{explanation} ({text})" if explanation else text).replace("%", "%%")  # argparse formats with %
+        if hints[name] is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=text)
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=text)
     parser.add_argument("--config", type=Path, help="YAML or JSON file of config keys (flags override it)")
     parser.add_argument("--force", action="store_true",
                         help="train even if --out already holds this run's finished metrics.json (else it is skipped)")
+
+
+FLAG_DOCS = Path(__file__).resolve().parents[1] / "docs" / "flags.md"
+
+
+def flag_docs() -> str:
+    """docs/flags.md: every training command's config flags with their defaults, from config_flags."""
+    parts = ["# Every flag of the training commands and its default", "",
+             "[Back to the README](../README.md) · [Single runs](runs.md)", "",
+             "Generated from the config classes, which `sgbench <command> --help` reads too; do not edit by hand. "
+             "After changing a config field: `python -c \"from sgbench.cli import write_flag_docs; write_flag_docs()\"` "
+             "(tests/test_cli.py fails while this file is stale). Every command also takes `--out` (the run folder), "
+             "`--config FILE`, `--force` and `--quiet`."]
+    for command, family in commands().items():
+        parts += ["", f"## sgbench {command}", "", "| flag | default | what it sets |", "| --- | --- | --- |"]
+        for _, flag, default, choices, explanation in config_flags(family.config_class()):
+            what = f"{explanation} (one of {choices})" if choices else explanation
+            parts.append(f"| `{flag}` | `{default}` | {what.replace('|', chr(92) + '|')} |")
+    return "\n".join(parts) + "\n"
+
+
+def write_flag_docs(path: Path = FLAG_DOCS) -> None:
+    runtime.atomic_write_bytes(path, flag_docs().encode())
 
 
 def read_config_file(path: Path) -> dict:
@@ -149,6 +178,26 @@ def prepare_data(args) -> None:
         runtime.atomic_write_json(args.out, found)
 
 
+def check_tables(tier: str, tables: Path) -> None:
+    """`report` reads the runs tables `aggregate` wrote. A folder without any is a mistake (its report
+    would call every claim untested), and --tier must be the tier the tables' runs belong to (else
+    the report would label one tier's numbers as another's). Tables of no runs name no tier."""
+    names = [f.outputs["runs"] for f in FAMILIES]
+    if not tables.is_dir():
+        raise ValueError(f"--tables {tables}: no such folder; give the folder `sgbench aggregate --out` wrote")
+    found = [tables / n for n in names if (tables / n).is_file()]
+    if not found:
+        raise ValueError(f"--tables {tables}: holds none of the runs tables ({', '.join(names)}); run "
+                         "`sgbench aggregate` into it first, or give the folder it wrote")
+    tiers = set()
+    for path in found:
+        with open(path, newline="") as f:
+            tiers |= {row["tier"] for row in csv.DictReader(f) if row.get("tier")}
+    if tiers and tiers != {tier}:
+        raise ValueError(f"--tier {tier}: the tables in {tables} hold runs of tier {', '.join(sorted(tiers))}; "
+                         f"use --tier {' or '.join(sorted(tiers))}, or give that tier's tables")
+
+
 def add_train_commands(sub) -> None:
     for command, family in commands().items():
         p = sub.add_parser(command, help=family.command_help or family.summary,
@@ -223,12 +272,15 @@ def main(argv=None) -> int:
             runtime.remove_stale_temps(args.out, [f"{n}.{s}" for n in family.figures for s in ("png", "pdf")])
             family.plots().draw(args.tier, args.tables, args.out)  # matplotlib: only here
         elif args.command == "select-lr":
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1 (torch CPU threads per run), got {args.threads}")
             from .analysis.lr_selection import chosen_text
             from .families.feedforward.select_lr import run_selection
             lr = run_selection(args.tier, args.tiers, args.out, args.threads, args.data_root)
             print(f"tier {args.tier}: lr {chosen_text(lr)} (recorded in {args.tiers / (args.tier + '.yaml')} and "
                   f"{args.out / args.tier})")
         elif args.command == "report":
+            check_tables(args.tier, args.tables)
             from .claims.render import write_report
             write_report(args.tier, args.tables, args.figures, args.out)
     except (ValueError, FileNotFoundError, MetricsError, RunError) as e:

@@ -54,18 +54,28 @@ def _as_int(name: str, value):
                           + (" (not rounded: write the integer you mean)" if isinstance(number, float) else ""))
 
 
+# float32's range: every float setting ends up in float32 tensors (a learning rate in Adam's state, a
+# scale multiplying a gradient), where a larger magnitude overflows (torch: "value cannot be converted
+# to type float without overflow") and a smaller nonzero one silently becomes 0.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest positive (subnormal) float32
+
+
 def _as_float(name: str, value):
     """Numbers, and text that reads as one ("1e-4": PyYAML leaves exponents without a dot as text).
-    NaN and infinities are refused: no setting means them."""
+    NaN and infinities are refused: no setting means them; so are magnitudes outside float32's range."""
     if isinstance(value, bool):
         raise ConfigTypeError(f"{_key(name)}: expected a number, got the boolean {value}")
     if isinstance(value, (int, float)) or isinstance(value, str):
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an int beyond any float
             raise ConfigTypeError(f"{_key(name)}: expected a number, got {value!r}") from None
-        if math.isfinite(number):
+        if math.isfinite(number) and (number == 0 or FLOAT32_TINY <= abs(number) <= FLOAT32_MAX):
             return number
+        if math.isfinite(number):
+            raise ConfigTypeError(f"{_key(name)}: {value!r} is outside float32's range, which the run computes in "
+                                  f"(magnitudes {FLOAT32_TINY:.1e} to {FLOAT32_MAX:.1e}, or 0); give a value in it")
     raise ConfigTypeError(f"{_key(name)}: expected a finite number, got {value!r}")
 
 

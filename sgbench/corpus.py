@@ -29,8 +29,11 @@ import logging
 import os
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from .runtime import unreadable_text
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class Corpus:
 
 
 def _fix_text(what: str) -> str:
-    return (f"{what}\nPass a .tar.gz of text files, a folder of .txt files, a single text file, or 'ptb' "
+    return (f"{what} Pass a .tar.gz of text files, a folder of .txt files, a single text file, or 'ptb' "
             "(with --download where internet exists); names are looked up in the data root "
             "(--data-root or $SGBENCH_DATA).")
 
@@ -101,8 +104,11 @@ def _read_tar(path: Path) -> dict[str, str]:
         with tarfile.open(path) as tar:
             return {Path(m.name).stem: _decode(tar.extractfile(m).read(), f"{path}:{m.name}")
                     for m in tar.getmembers() if m.isfile() and _is_work(m.name)}
-    except tarfile.TarError as e:
-        raise CorpusError(_fix_text(f"{path}: not a readable tar archive ({e}).")) from e
+    except PermissionError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:  # a truncated .tar.gz: EOFError or BadGzipFile
+        raise CorpusError(_fix_text(f"{path}: not a readable tar archive, truncated or damaged "
+                                    f"({type(e).__name__}: {e}); download or copy it again.")) from e
 
 
 def _read_folder(path: Path) -> dict[str, str]:
@@ -186,6 +192,13 @@ def load_ptb(root: Path, download: bool = False) -> Corpus:
 # ---------------------------------------------------------------- entry point
 def load_corpus(corpus: str, data_root: str | os.PathLike | None = None, download: bool = False) -> Corpus:
     """The corpus named or pointed at by `corpus` (see the module docstring)."""
+    try:
+        return _load_corpus(corpus, data_root, download)
+    except PermissionError as e:  # a file the user may not read is not a damaged corpus
+        raise CorpusError(unreadable_text(e.filename or corpus)) from e
+
+
+def _load_corpus(corpus: str, data_root, download: bool) -> Corpus:
     from .data import resolve_data_root
     root = resolve_data_root(data_root)
     if corpus == "ptb":

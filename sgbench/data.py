@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .catalog import DATASETS
-from .runtime import RunError, atomic_torch_save
+from .runtime import RunError, atomic_torch_save, unreadable_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ CACHE_VERSION = 1  # bump when the decoding or the cached layout changes, so old
 
 class DataNotFoundError(RunError):
     """The data set is missing, incomplete or corrupt; the message says how to provide it."""
+
+
+class DataPermissionError(RunError):
+    """A data file the user may not read: said as that, never as missing or corrupt data."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: == on tensor fields would be ambiguous
@@ -83,8 +87,10 @@ def _reading(where):
     """Turn any low-level failure while reading `where` into a DataNotFoundError naming it."""
     try:
         yield
-    except DataNotFoundError:
+    except (DataNotFoundError, DataPermissionError):
         raise
+    except PermissionError as e:
+        raise DataPermissionError(unreadable_text(e.filename or where)) from e
     except Exception as e:  # gzip/zlib/pickle/PIL/tarfile each raise their own zoo of exceptions
         raise DataNotFoundError(f"{where}: unreadable ({type(e).__name__}: {e})") from e
 
@@ -99,6 +105,13 @@ def _help(dataset: str, root: Path, looked_for: list[str], problem: str) -> Data
         "  (a) rerun with --download (where internet exists; torchvision fetches it into the data root), or",
         "  (b) point --data-root or the SGBENCH_DATA environment variable at a folder holding an "
         "offline copy in one of the layouts above."]))
+
+
+def _corrupt(dataset: str, e: DataNotFoundError) -> DataNotFoundError:
+    """One line for a data file that is there but damaged (truncated, wrong format): the fix is a good
+    copy of that file, not where to look for the data set."""
+    return DataNotFoundError(f"{dataset}: data is corrupt: {' '.join(str(e).split())}; replace that file with a good "
+                             "copy (--download fetches the data set where internet exists)")
 
 
 def _download(key: str, root: Path) -> None:
@@ -172,7 +185,7 @@ def _load_mnist(root: Path, download: bool) -> ImageData:
     try:
         return ImageData("mnist", str(d), *_read_mnist(d))
     except DataNotFoundError as e:
-        raise _help("MNIST", root, looked, f"data is corrupt: {e}") from e
+        raise _corrupt("MNIST", e) from e
 
 
 def _read_cifar_batches(d: Path) -> list[torch.Tensor]:
@@ -299,7 +312,7 @@ def _load_cifar(key: str, root: Path, download: bool, cache_dir: Path) -> ImageD
                 log.warning("original CIFAR-10 batches not found; using the lossy JPEG copy %s", src)
             return _load_jpeg(src, cache_dir)
     except DataNotFoundError as e:
-        raise _help(key, root, looked, f"data is corrupt: {e}") from e
+        raise _corrupt(key, e) from e
     note = " (--download fetches only the original, as 'cifar10')" if key == "cifar10-jpeg" else ""
     raise _help(key, root, looked, f"data set not found{note}")
 

@@ -32,6 +32,12 @@ class RunError(RuntimeError):
     names the fix, as one line instead of a traceback."""
 
 
+def unreadable_text(path) -> str:
+    """One line for a data file the user may not read: a permission problem, not damaged data."""
+    return (f"cannot read {path}: permission denied (a permission problem, not damaged data); get read access "
+            "to it (chmod, or ask its owner), or copy the data to a folder you can read and point --data-root at it")
+
+
 class MetricsError(ValueError):
     """A metrics file that cannot be used; the message names it and the fix."""
 
@@ -128,21 +134,52 @@ def run_lock(out_dir, note: Callable[[str], object] = print):
     """Hold an exclusive lock on a run folder while a run trains in it, so that two processes never
     train the same run at once (e.g. an orphaned job of a killed Snakemake and its rerun). A second
     process waits for the first to finish (and then finds its finished run). The kernel drops the
-    lock when its holder dies, even by SIGKILL: it is never stale. File systems without locks: none."""
+    lock when its holder dies, even by SIGKILL: it is never stale. File systems without locks: none.
+
+    Nothing is left for the user to clean: the holder deletes `.lock` before it lets go (a waiter
+    that then gets the deleted file sees it is no longer the folder's `.lock` and locks a new one),
+    and the folders this call made are removed again when the run left them empty (it failed
+    before writing anything, e.g. at data loading). Only a killed holder leaves its `.lock`."""
     import fcntl
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "a+") as f:
-        try:
+    made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # deepest first
+    lock = out_dir / ".lock"
+    f = None
+    try:
+        while f is None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            f = open(lock, "a+")
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                note(f"another sgbench process is training in {out_dir}; waiting for it to finish")
-                fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
-                raise
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    note(f"another sgbench process is training in {out_dir}; waiting for it to finish")
+                    fcntl.flock(f, fcntl.LOCK_EX)
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                    raise
+            if not _is_file_at(f, lock):  # the holder we waited for deleted it as it finished
+                f.close()
+                f = None
         yield
+    finally:
+        if f is not None:
+            lock.unlink(missing_ok=True)  # while still held, so no one locks it after us
+            f.close()
+        for folder in made:
+            try:
+                folder.rmdir()  # only an empty folder: a run's files are never touched
+            except OSError:
+                break
+
+
+def _is_file_at(f, path: Path) -> bool:
+    """Whether the open file `f` is the file now at `path`."""
+    try:
+        there, mine = os.stat(path), os.fstat(f.fileno())
+    except FileNotFoundError:
+        return False
+    return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 class NonFiniteWatch:
@@ -227,8 +264,21 @@ def step_memory(device, exclude=()):
 
 
 def atomic_torch_save(path, obj) -> None:
+    """torch.save through atomic_write. A write that fails inside torch.save (a full disk) comes out
+    as torch's RuntimeError ("unexpected pos ..."), the OSError only its context: raise that OSError,
+    naming the file, so that every runner reports it as one line like any other failed write (the
+    file already there is untouched: atomic_write removed its temp file)."""
     import torch
-    atomic_write(path, lambda f: torch.save(obj, f))
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except RuntimeError as e:
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise OSError(cause.errno, cause.strerror, str(path)) from e
+        raise RunError(f"cannot write {path}: torch.save failed ({str(e).splitlines()[0].strip()}); a short write "
+                       "means a full disk: free some space, then rerun the same command (it resumes)") from e
 
 
 def load_checkpoint(path, device, expected: dict, note: Callable[[str], object]) -> dict | None:

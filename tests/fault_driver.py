@@ -7,6 +7,9 @@ FAULT / ARG:
   SIGINT N            Ctrl-C as training step N begins
   SIGKILL-in-write F:K  the K-th atomic write of file F stops half-way through its bytes: SIGKILL
   ENOSPC-in-write F:K   the same write fails half-way as on a full disk (OSError ENOSPC)
+  ENOSPC-in-torch-save F:K  the disk fills up inside the K-th torch.save of F: the file's write
+                      raises ENOSPC after 1,000 bytes, and torch.save turns that into its own
+                      RuntimeError ("unexpected pos"), as on a real full disk
   read-only -         every file or folder made under --out is refused (EACCES), as in a folder the
                       user cannot write; simulated because tests may run as root
 """
@@ -60,6 +63,37 @@ def in_write(target: str, action) -> None:
     runtime.atomic_write = atomic_write
 
 
+class FillsUp:
+    """A file whose disk is full after `room` bytes: write() raises ENOSPC (tell, flush, ... pass through)."""
+
+    def __init__(self, f, room: int = 1000):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def full_in_torch_save(target: str) -> None:
+    """The K-th atomic write of file F (F:K) hits a full disk inside torch.save."""
+    runtime = importlib.import_module(RUNTIME)
+    name, k = target.split(":")
+    original, seen = runtime.atomic_write, [0]
+
+    def atomic_write(path, write):
+        if Path(path).name == name:
+            seen[0] += 1
+            if seen[0] == int(k):
+                return original(path, lambda f: write(FillsUp(f)))
+        return original(path, write)
+    runtime.atomic_write = atomic_write
+
+
 def read_only(out: Path) -> None:
     """Refuse to create anything under `out` (which exists, empty)."""
     out = out.resolve()
@@ -98,6 +132,8 @@ def main() -> int:
         in_write(arg, kill(signal.SIGKILL))
     elif fault == "ENOSPC-in-write":
         in_write(arg, enospc)
+    elif fault == "ENOSPC-in-torch-save":
+        full_in_torch_save(arg)
     elif fault == "read-only":
         read_only(Path(args[args.index("--out") + 1]))
     else:

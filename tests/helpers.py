@@ -51,3 +51,29 @@ def tiny_ff_config(data_root, **kw):
     base = dict(dataset="mnist", layers=2, method="dni", iterations=40, batch_size=32, lr=1e-3, eval_every=10,
                 sg_hidden_layers=1, sg_hidden_dim=32, data_root=str(data_root), device="cpu", tier="smoke")
     return FFConfig(**(base | kw))
+
+
+def make_unreadable(monkeypatch, path: Path) -> None:
+    """Opening `path` fails with EACCES, as for a user without read permission on it. Simulated: tests
+    may run as root, whom file permissions do not stop. Covers open(), Path.read_bytes (io.open), gzip
+    tarfile (its own reference to the built-in open) and os.open."""
+    import builtins
+    import errno
+    import io
+    import os
+    import tarfile
+    denied, real_open = Path(path).resolve(), builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).resolve() == denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *args, **kwargs)
+    real_os_open = os.open
+
+    def guarded_os_open(file, *args, **kwargs):  # tarfile's streaming mode ("r|gz") opens with os.open
+        if isinstance(file, (str, os.PathLike)) and Path(file).resolve() == denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_os_open(file, *args, **kwargs)
+    for module, name in ((builtins, "open"), (io, "open"), (tarfile, "bltn_open")):
+        monkeypatch.setattr(module, name, guarded)
+    monkeypatch.setattr(os, "open", guarded_os_open)

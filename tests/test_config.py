@@ -49,6 +49,9 @@ def test_safe_coercions(values, field, want):
     (FFConfig, {"iterations": None}, "iterations (--iterations): a value is required, got null"),
     (RNNConfig, {"hidden_size": 32.5}, "hidden_size (--hidden-size): expected a whole number, got 32.5"),
     (ParallelConfig, {"workers": "two"}, "workers (--workers): expected a whole number, got 'two'"),
+    (FFConfig, {"lr": 1e300}, "lr (--lr): 1e+300 is outside float32's range"),  # issue #25 item 4: a tier file too
+    (RNNConfig, {"clip": "1e39"}, "clip (--clip): '1e39' is outside float32's range"),
+    (ParallelConfig, {"targets": [10, 1e-50]}, "targets (--targets): 1e-50 is outside float32's range"),
 ])
 def test_wrong_types_are_one_error_naming_the_key(cls, values, message):
     with pytest.raises(ConfigTypeError) as e:

@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 import torch
-from helpers import write_tiny_corpus
+from helpers import make_unreadable, write_tiny_corpus
 
 from sgbench.corpus import CorpusError, load_corpus, split_works
 
@@ -115,3 +115,47 @@ def test_a_corpus_name_is_looked_up_in_the_data_root(tmp_path):
     assert c.name == "shakespeare-gutenberg" and len(c.works["valid"]) == 1 and len(c.works["test"]) == 1
     with pytest.raises(CorpusError, match="not found"):
         load_corpus("shakespeare-sonnets", tmp_path)  # nothing ships with sgbench
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6])
+def test_a_truncated_tarball_is_one_error_naming_it(tmp_path, cut):
+    """Issue #25 item 2: `head -c N corpus.tar.gz` (cut in the compressed stream: EOFError from gzip,
+    which _read_tar did not catch) is one error that names the file and says it may be truncated."""
+    tar = tmp_path / "tiny.tar.gz"
+    write_tar(tar, works(12))
+    blob = tar.read_bytes()
+    tar.write_bytes(blob[:int(len(blob) * cut)])
+    with pytest.raises(CorpusError) as e:
+        load_corpus(str(tar))
+    assert str(tar) in str(e.value) and "truncated or damaged" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_truncated_plain_tar_is_one_error(tmp_path):
+    tar = tmp_path / "tiny.tar"
+    with tarfile.open(tar, "w") as t:
+        for name, text in works(12).items():
+            info = tarfile.TarInfo(f"tiny/{name}")
+            info.size = len(text.encode())
+            t.addfile(info, io.BytesIO(text.encode()))
+    tar.write_bytes(tar.read_bytes()[:1000])
+    with pytest.raises(CorpusError, match="truncated or damaged"):
+        load_corpus(str(tar))
+
+
+@pytest.mark.parametrize("layout", ["tarball", "folder", "single"])
+def test_a_corpus_file_the_user_may_not_read_is_a_permission_error(tmp_path, monkeypatch, layout):
+    """Issue #25 item 5: named as a permission problem with its path, not as a damaged corpus (nor as an
+    unwritable --out, as the command line's OSError handler said)."""
+    if layout == "tarball":
+        target = denied = tmp_path / "tiny.tar.gz"
+        write_tar(target, works(12))
+    elif layout == "folder":
+        target = write_folder(tmp_path / "tiny", works(12))
+        denied = target / "work_03.txt"
+    else:
+        target = denied = tmp_path / "one.txt"
+        target.write_text("line\n" * 100)
+    make_unreadable(monkeypatch, denied)
+    with pytest.raises(CorpusError) as e:
+        load_corpus(str(target))
+    assert str(e.value).startswith(f"cannot read {denied}: permission denied (a permission problem, not damaged")

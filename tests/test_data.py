@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_idx
+from helpers import make_unreadable, write_idx
 from PIL import Image
 
 from sgbench import data as D
@@ -280,6 +280,49 @@ def test_truncated_tarball(tmp_path):
     tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
     with pytest.raises(DataNotFoundError, match="cifar10-jpeg.tar.gz"):
         load_dataset("cifar10-jpeg", tmp_path, cache_dir=tmp_path / "c")
+
+
+def test_mnist_truncated_plain_idx_is_named(tmp_path):
+    """Issue #25 item 2 for MNIST: an uncompressed IDX file cut short is refused, naming it."""
+    raw = tmp_path / "MNIST" / "raw"
+    make_mnist(raw, gz=False)
+    p = raw / "train-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:500])
+    with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte: .* data bytes do not fit header dims") as e:
+        load_dataset("mnist", tmp_path)
+    assert "\n" not in str(e.value) and str(e.value).endswith("replace that file with a good copy (--download "
+                                                                "fetches the data set where internet exists)")
+
+
+def test_truncated_tarball_in_the_gzip_stream_is_named(tmp_path):
+    """Issue #25 item 2 for CIFAR-10: a cut inside the compressed stream (EOFError from gzip) as well."""
+    tar = make_tar(make_jpeg_tree(tmp_path / "t"), tmp_path / "cifar10-jpeg.tar.gz")
+    tar.write_bytes(tar.read_bytes()[:300])
+    with pytest.raises(DataNotFoundError, match="cifar10-jpeg.tar.gz.*unreadable") as e:
+        load_dataset("cifar10-jpeg", tmp_path, cache_dir=tmp_path / "c")
+    assert "\n" not in str(e.value) and "replace that file with a good copy" in str(e.value)
+
+
+@pytest.mark.parametrize("layout", ["mnist", "cifar-batches", "jpeg-tarball", "jpeg-tree"])
+def test_a_data_file_the_user_may_not_read_is_a_permission_error(tmp_path, monkeypatch, layout):
+    """Issue #25 item 5: one line naming the file and the permission problem, never "data is corrupt"."""
+    if layout == "mnist":
+        make_mnist(tmp_path / "MNIST" / "raw")
+        name, denied = "mnist", tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    elif layout == "cifar-batches":
+        make_cifar_batches(tmp_path)
+        name, denied = "cifar10", tmp_path / D.CIFAR_BATCHES / "data_batch_3"
+    elif layout == "jpeg-tarball":
+        name, denied = "cifar10-jpeg", make_tar(make_jpeg_tree(tmp_path / "t"), tmp_path / "cifar10-jpeg.tar.gz")
+    else:
+        tree = make_jpeg_tree(tmp_path / "cifar10-jpeg")
+        name, denied = "cifar10-jpeg", sorted((tree / "test").glob("*/*.jpg"))[0]
+    make_unreadable(monkeypatch, denied)
+    with pytest.raises(D.DataPermissionError) as e:
+        load_dataset(name, tmp_path, cache_dir=tmp_path / "c")
+    text = str(e.value)
+    assert text.startswith(f"cannot read {denied}: permission denied (a permission problem, not damaged data)")
+    assert "\n" not in text and "corrupt" not in text
 
 
 # ------------------------------------------------------------------------------- resolution, names

@@ -102,6 +102,8 @@ def straight(data_root, tmp_path_factory):
 def assert_nothing_partial_looks_complete(out: Path, schema: str = "ff_metrics") -> None:
     """After a fault: metrics.json absent or finished and valid; checkpoint absent or loadable;
     everything else a dot-named temp file (or the run lock)."""
+    if not out.exists():  # failed before writing anything: the run removed the folder it made
+        return
     metrics = out / "metrics.json"
     if metrics.exists():
         m = json.loads(metrics.read_text())
@@ -119,7 +121,7 @@ def assert_recovered(out: Path, got: dict, want: dict, resumed: bool, compare=re
     assert compare(got) == compare(want)
     assert got["meta"]["resumed"] is resumed
     assert got["timing"]["wall_time_s"] >= got["timing"]["train_time_s"]
-    assert sorted(f.name for f in out.iterdir()) == [".lock", "metrics.json"], list(out.iterdir())
+    assert sorted(f.name for f in out.iterdir()) == ["metrics.json"], list(out.iterdir())  # no .lock left
 
 
 def signal_cases() -> list:
@@ -173,6 +175,32 @@ def test_full_disk_is_one_line_error_and_rerun_completes(name, nth, data_root, t
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # the failed write cleaned up
     assert_nothing_partial_looks_complete(out)
     assert_recovered(out, rerun("feedforward", data_root, out), straight["feedforward"], resumed=True)
+
+
+@pytest.mark.parametrize("family", ["feedforward", "rnn", "charlm"])
+def test_full_disk_inside_torch_save_is_one_line_error_and_keeps_the_checkpoint(family, data_root, tmp_path, straight,
+                                                                               seq_straight):
+    """Issue #25 item 1: on a full disk torch.save raises its own RuntimeError ("unexpected pos"), not an
+    OSError; every runner reports it as the one-line full-disk error, and the last checkpoint stays intact."""
+    out = tmp_path / "run"
+    if family == "feedforward":
+        proc = run_with_fault(family, data_root, out, "ENOSPC-in-torch-save", "checkpoint.pt:2")
+    else:
+        proc = run_seq_with_fault(family, data_root, out, "ENOSPC-in-torch-save", "checkpoint.pt:2")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"sgbench: error: cannot write or read {out / 'checkpoint.pt'}: No space left on device; "
+                    "free some space, then rerun the same command (it resumes)"), proc.stderr
+    assert not list(out.glob(".*.tmp")) and not (out / "metrics.json").exists()
+    schema = get_family(family).schema
+    assert_nothing_partial_looks_complete(out, schema)
+    first = torch.load(out / "checkpoint.pt", weights_only=False)  # the first checkpoint, intact
+    assert (first["step"] == EVAL_EVERY) if family == "feedforward" else first["run"]["timestep"] > 0
+    if family == "feedforward":
+        assert_recovered(out, rerun(family, data_root, out), straight[family], resumed=True)
+    else:
+        assert_recovered(out, seq_rerun(family, data_root, out), seq_straight[family], True, seq_compare(family))
 
 
 def test_read_only_folder_is_one_line_error_and_rerun_completes(data_root, tmp_path, straight):
@@ -545,7 +573,7 @@ def test_sequence_divergence_is_recorded_once_and_resumes_to_the_same_record(fam
     out = tmp_path / "straight"
     want = seq_rerun(family, data_root, out, *extra)
     runtime.validate(want, get_family(family).schema)
-    assert want["status"] == "diverged" and sorted(f.name for f in out.iterdir()) == [".lock", "metrics.json"]
+    assert want["status"] == "diverged" and sorted(f.name for f in out.iterdir()) == ["metrics.json"]
     logged, step = want["curves"]["timestep"], want["diverged"]["step"]
     if when == "after-checkpoints":
         assert logged and logged[-1] < step and want["diverged"]["last_finite"]

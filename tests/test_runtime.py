@@ -133,3 +133,80 @@ def test_figures_are_written_atomically_with_the_umask(tmp_path, umask):
     plotting.save(plt.figure(), tmp_path / "fig")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.pdf", "fig.png"]
     assert all(mode(p) == 0o664 and p.stat().st_size > 0 for p in tmp_path.iterdir())
+
+
+LOGGED_HOLD = """
+import sys, time
+from sgbench import runtime
+folder, hold, log, name = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+with runtime.run_lock(folder):
+    open(log, "a").write(f"in {name}\\n")
+    print("locked", flush=True)
+    time.sleep(hold)
+    open(log, "a").write(f"out {name}\\n")
+"""
+
+
+def test_run_lock_leaves_no_lock_file_and_still_keeps_runs_apart(tmp_path):
+    """Issue #25 item 9: the holder deletes `.lock` as it finishes; a process that waited on the deleted
+    file must not train beside a newcomer that locked a fresh `.lock`: the three hold it one at a time."""
+    env, log, folder = dict(os.environ, PYTHONPATH=str(ROOT)), tmp_path / "log", tmp_path / "run"
+
+    def hold(name, seconds):
+        return subprocess.Popen([sys.executable, "-c", LOGGED_HOLD, str(folder), str(seconds), str(log), name],
+                                stdout=subprocess.PIPE, text=True, env=env)
+    first = hold("first", 3)
+    assert first.stdout.readline().strip() == "locked"
+    waiter = hold("waiter", 3)  # blocks on the first's .lock, which is deleted before it gets it
+    time.sleep(1.0)
+    assert first.wait(timeout=60) == 0
+    newcomer = hold("newcomer", 0)
+    assert waiter.wait(timeout=60) == 0 and newcomer.wait(timeout=60) == 0
+    lines = log.read_text().split()
+    names = lines[1::2]
+    assert lines[0::2] == ["in", "out"] * 3 and names[0::2] == names[1::2], lines  # never two inside at once
+    assert list(folder.iterdir()) == []  # no .lock left behind
+
+
+def test_run_lock_removes_the_folders_it_made_when_the_run_left_them_empty(tmp_path):
+    with pytest.raises(RuntimeError):
+        with runtime.run_lock(tmp_path / "new" / "run"):
+            raise RuntimeError("the data failed to load")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    with runtime.run_lock(tmp_path / "mine"):
+        pass
+    assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []  # the user's folder stays
+    with runtime.run_lock(tmp_path / "done"):
+        (tmp_path / "done" / "metrics.json").write_text("{}")
+    assert [p.name for p in (tmp_path / "done").iterdir()] == ["metrics.json"]
+
+
+class FillsUp:
+    """A file on a disk that is full after 1,000 bytes (tests/fault_driver.py has the same for child processes)."""
+
+    def __init__(self, f):
+        self.f, self.room = f, 1000
+
+    def write(self, data):
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_full_disk_inside_torch_save_is_the_os_error_naming_the_file(tmp_path, monkeypatch):
+    """Issue #25 item 1: torch.save turns the failed write into RuntimeError ("unexpected pos");
+    atomic_torch_save raises the OSError instead, naming the file, and the old file is untouched."""
+    path = tmp_path / "checkpoint.pt"
+    runtime.atomic_torch_save(path, {"step": 1})
+    original = runtime.atomic_write
+    monkeypatch.setattr(runtime, "atomic_write", lambda p, write: original(p, lambda f: write(FillsUp(f))))
+    with pytest.raises(OSError) as e:
+        runtime.atomic_torch_save(path, {"step": 2, "w": torch.zeros(10_000)})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert torch.load(path, weights_only=False) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]

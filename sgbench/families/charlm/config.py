@@ -56,6 +56,7 @@ class CharLMConfig(RunConfig):
              "sg_hidden_layers, sg_scale and sg_discount must be >= 0"),
             (0 <= c.bpl_lambda <= 1 and c.bpl_horizon >= 1, "bpl_lambda must be in [0, 1] and bpl_horizon >= 1"),
             (c.eval_every >= 1 and c.eval_chars >= 0, "eval_every must be >= 1 and eval_chars >= 0 (0: all)"),
+            (c.threads >= 0, f"threads must be >= 0 (0: torch's default), got {c.threads}"),
             (bool(c.corpus), "corpus must name a corpus: ptb, shakespeare-gutenberg, or a path"),
         ])
         return c

@@ -65,6 +65,7 @@ class FFConfig(RunConfig):
 
     CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "dni_placement": PLACEMENTS,
                "tier": TIERS, "step": STEP_MODES}
+    THREADS_MIN, THREADS_NOTE = 0, "0: torch's default"  # torch.set_num_threads needs >= 1; 0 does not call it
 
     def resolved(self) -> "FFConfig":
         """Check every value and fill in the derived defaults; raises ValueError naming the fix."""
@@ -96,6 +97,7 @@ class FFConfig(RunConfig):
             (c.probe_every >= 0, f"probe_every must be >= 0 (0: no probe), got {c.probe_every}"),
             (c.probe_every == 0 or c.method in PLACEABLE_METHODS,
              f"the SG probe needs method {' or '.join(PLACEABLE_METHODS)} (got {c.method!r}); use probe_every 0"),
+            (c.threads >= c.THREADS_MIN, f"threads must be >= {c.THREADS_MIN} ({c.THREADS_NOTE}), got {c.threads}"),
             (c.probe_size >= 2, f"probe_size must be >= 2 (batch norm needs it), got {c.probe_size}"),
             (c.seeds is None or (len(c.seeds) == len(set(c.seeds)) >= 1 and min(c.seeds) >= 0),
              f"seeds must be distinct seeds >= 0 (one run each), got {c.seeds}"),

@@ -132,7 +132,18 @@ def split_run_data(cfg: FFConfig, device):
     without the validation hold-out; stratified subsets for train_limit / test_limit."""
     data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
     s = split(data, cfg.train_limit, cfg.test_limit, cfg.val_size)
+    check_batch_size(cfg, data, len(s.train_y), len(s.val_y))
     return data, dataclasses.replace(s, train_x=s.train_x.to(device), train_y=s.train_y.to(device))
+
+
+def check_batch_size(cfg: FFConfig, data, n_train: int, n_val: int) -> None:
+    """A batch larger than the training set would train on the whole set each step while metrics.json
+    recorded the batch asked for: refused, naming the size (known only once the data is read)."""
+    if cfg.batch_size > n_train:
+        held = f" left after the {n_val:,}-image validation hold-out" if n_val else ""
+        limit = f" (--train-limit {cfg.train_limit})" if cfg.train_limit else ""
+        raise ValueError(f"batch_size {cfg.batch_size:,} is larger than the training set: {n_train:,} {data.name} "
+                         f"images{held}{limit}; use --batch-size {n_train} or less")
 
 
 def load_run_data(cfg: FFConfig, device):

@@ -86,6 +86,7 @@ class ParallelConfig(FFConfig):
                                         # last step's gradients (for checks against one process)
 
     CHOICES = {**FFConfig.CHOICES, "method": PARALLEL_METHODS, "late_sg": LATE_SG}
+    THREADS_MIN, THREADS_NOTE = 1, "per worker"  # each worker sets its own
 
     def resolved(self) -> "ParallelConfig":
         c = super().resolved()

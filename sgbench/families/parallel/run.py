@@ -161,12 +161,12 @@ def train_parallel(config: ParallelConfig, out_dir) -> dict:
     t_start = time.perf_counter()
     cfg = config.resolved()
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
+    data, (train_x, _), (_, test_y) = load_run_data(cfg, torch.device("cpu"))  # a data error leaves no file
     restarted = begin_attempt(out_dir)
     meta = meta | {"restarted": restarted, "resumed": False}
     if device.type == "cuda" and torch.cuda.device_count() < cfg.workers:
         log.warning("%d workers share %d GPU(s): gloo, messages staged through CPU; timings are not those of "
                     "one GPU per worker", cfg.workers, torch.cuda.device_count())
-    data, (train_x, _), (_, test_y) = load_run_data(cfg, torch.device("cpu"))
     net = build_net(dataclasses.replace(cfg, method=cfg.spec.net), data)  # as every worker builds it
     flops = unit_flops(net, data.input_shape)
     protocol = protocol_of(cfg)

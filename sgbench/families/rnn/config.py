@@ -73,6 +73,7 @@ class RNNConfig(RunConfig):
             (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
             (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
             (c.probe_every >= 0 and c.probe_horizon >= 1, "probe_every must be >= 0 (0: off) and probe_horizon >= 1"),
+            (c.threads >= 0, f"threads must be >= 0 (0: torch's default), got {c.threads}"),
             (c.probe_every == 0 or c.method != "bptt",
              "the SG probe needs a synthetic gradient: method dni, dni_aux or dni_bpl, or probe_every 0"),
         ])
