@@ -30,8 +30,9 @@ Two schedules (`Task(schedule=...)`), level L = 1, 2, ... (the curriculum's leve
 The loss is on output steps only (a mask), summed over channels: a sequence's error is its total
 binary cross-entropy in bits, the unit of [Graves14]'s curricula.
 
-`EpisodeStream` holds B independent streams, generated on the device a step at a time for all
-streams at once (no loop over streams). Streams are desynchronised: each starts at a random
+`EpisodeStream` holds B independent streams, generated on the device a window at a time for all
+streams and steps at once (`window_tensors`; the only loop over time steps finds where episodes end
+and draws the new ones, so the generator's draws are those of a step-by-step generator). Streams are desynchronised: each starts at a random
 point of its first episode (that partial episode is not scored), and episodes differ in length,
 so window boundaries fall at different phases in different streams.
 """
@@ -161,6 +162,39 @@ def step_tensors(task: Task, seq, n, r, pos):
     return x.unsqueeze(0), y.unsqueeze(0), mask.float().unsqueeze(0)
 
 
+
+def window_tensors(task: Task, bank, row, n, r, pos):
+    """step_tensors for every step of a window at once: inputs [T, B, in], targets [T, B, out], mask
+    [T, B]. bank [rows, width, bits] holds the episodes' vectors; row, n, r, pos [T, B] say which
+    episode each stream is in at each step, and where. The same elementwise operations as
+    step_tensors, so the values are identical."""
+    width = bank.shape[1]
+    reading = pos < n
+    x = torch.zeros(*pos.shape, task.in_dim, device=bank.device)
+    x[..., :task.n_bits] = bank[row, pos.clamp(max=width - 1)] * reading.unsqueeze(-1)
+    count = r.float() / task.repeat_norm if task.repeat else torch.ones_like(pos, dtype=torch.float)
+    x[..., task.n_bits] = torch.where(pos == n, count, 0.0)
+    if task.start_channel:
+        x[..., task.n_bits + 1] = (pos == 0).float()
+    d = pos - n - task.out_offset
+    writing = (d >= 0) & (d < n * r)
+    y = torch.zeros(*pos.shape, task.out_dim, device=bank.device)
+    y[..., :task.n_bits] = bank[row, (d.clamp(min=0) % n.clamp(min=1)).clamp(max=width - 1)] * writing.unsqueeze(-1)
+    mask = writing.clone()
+    if task.repeat:
+        end = d == n * r
+        y[..., task.n_bits] = end.float()
+        mask |= end
+    return x, y, mask.float()
+
+
+def _widen(seq: torch.Tensor, width: int) -> torch.Tensor:
+    """seq [B, w, bits] padded with zeros to `width` vectors (what lies past an episode's N is never read)."""
+    if seq.shape[1] >= width:
+        return seq
+    return torch.cat([seq, seq.new_zeros(seq.shape[0], width - seq.shape[1], seq.shape[2])], dim=1)
+
+
 class EpisodeStream:
     """B streams of back-to-back episodes, read T steps at a time, all on `device`.
 
@@ -188,46 +222,67 @@ class EpisodeStream:
             self.pos = (torch.rand(batch_size, generator=self.generator, device=self.device) * length).long()
             self.scored[:] = False
 
+    def _draw(self, count: int, level: int, width: int):
+        """(N, R, vectors [count, width', bits], width') of `count` new episodes: the draws of the
+        stream's generator, in this order, one call each per time step at which episodes start. The
+        vectors span the widest episode so far (width'), as one block per stream would."""
+        n, r = self.task.draw(level, count, self.generator, self.device)
+        width = max(width, int(n.max()) if self.task.schedule == "fixed" else level)
+        bits = torch.randint(0, 2, (count, width, self.task.n_bits), generator=self.generator, device=self.device)
+        return n, r, bits.float(), width
+
     def _new_episodes(self, which: torch.Tensor, level: int) -> None:
+        """Start new episodes in the streams `which` (the constructor's first episodes)."""
         idx = which.nonzero().flatten()
-        if len(idx) == 0:
-            return
-        n, r = self.task.draw(level, len(idx), self.generator, self.device)
-        nmax = int(n.max()) if self.task.schedule == "fixed" else level
-        if nmax > self.seq.shape[1]:
-            grown = torch.zeros(self.batch_size, nmax, self.task.n_bits, device=self.device)
-            grown[:, :self.seq.shape[1]] = self.seq
-            self.seq = grown
-        bits = torch.randint(0, 2, (len(idx), self.seq.shape[1], self.task.n_bits), generator=self.generator,
-                             device=self.device)
-        self.seq[idx] = bits.float()
+        n, r, bits, width = self._draw(len(idx), level, self.seq.shape[1])
+        self.seq = _widen(self.seq, width)
+        self.seq[idx] = bits
         self.n[idx], self.r[idx], self.pos[idx] = n, r, 0
         self.level[idx], self.scored[idx] = level, True
 
     def window(self, T: int, level: int):
-        xs, ys, ms, self._ends = [], [], [], []
-        for _ in range(T):
-            x, y, m = step_tensors(self.task, self.seq, self.n, self.r, self.pos)
-            xs.append(x), ys.append(y), ms.append(m)
-            self.pos += 1
-            done = self.pos >= self.task.episode_length(self.n, self.r)
-            self._ends.append((done, done & self.scored, self.level.clone()))
-            self._new_episodes(done, level)
-        return torch.cat(xs), torch.cat(ys), torch.cat(ms)
+        """The next T steps of every stream. A loop over time steps only finds where episodes end and
+        draws the new ones (the generator's draws stay in the per-step order); every tensor is then
+        built at once over [T, B]: each step's episode is a row of a bank of vectors (the streams'
+        current ones, then every episode drawn in the window)."""
+        B, steps = self.batch_size, torch.arange(T + 1, device=self.device).unsqueeze(1)
+        # per step t (row T: the start of the next window): position, N, R, level, scored, bank row
+        pos = self.pos + steps
+        n, r, lvl = (v.expand(T + 1, B).clone() for v in (self.n, self.r, self.level))
+        scored, row = self.scored.expand(T + 1, B).clone(), torch.arange(B, device=self.device).expand(T + 1, B).clone()
+        length = self.task.episode_length(n, r)
+        bank, width, done = [self.seq], self.seq.shape[1], torch.zeros(T, B, dtype=torch.bool, device=self.device)
+        rows = B
+        for t in range(T):
+            done[t] = pos[t] + 1 >= length[t]
+            idx = done[t].nonzero().flatten()
+            if len(idx) == 0:
+                continue
+            new_n, new_r, bits, width = self._draw(len(idx), level, width)
+            later = slice(t + 1, T + 1)
+            pos[later, idx] = steps[:T - t]
+            n[later, idx], r[later, idx], lvl[later, idx] = new_n, new_r, level
+            scored[later, idx] = True
+            row[later, idx] = torch.arange(rows, rows + len(idx), device=self.device)
+            length[later, idx] = self.task.episode_length(new_n, new_r)
+            bank.append(bits)
+            rows += len(idx)
+        bank = torch.cat([_widen(b, width) for b in bank])
+        self._ends = (done, done & scored[:T], lvl[:T])
+        self.pos, self.n, self.r, self.level, self.scored = pos[T], n[T], r[T], lvl[T], scored[T]
+        self.seq = bank[row[T]]
+        return window_tensors(self.task, bank, row[:T], n[:T], r[:T], pos[:T])
 
     def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float]]:
         """bits: [T, B] error of each step (0 off the output steps). Scored episodes that ended here."""
-        bits = bits.detach()
-        done_vals, done_levels, done_flags = [], [], []
-        for t, (done, scored_end, level) in enumerate(self._ends):
-            self.error += bits[t]
-            done_vals.append(self.error.clone())
-            done_levels.append(level)
-            done_flags.append(scored_end)
-            self.error = torch.where(done, 0.0, self.error)
-        flags = torch.stack(done_flags).T  # [B, T]: per stream, in time order
-        vals, levels = torch.stack(done_vals).T[flags], torch.stack(done_levels).T[flags]
-        return list(zip(levels.tolist(), vals.tolist()))
+        done, scored_end, level = self._ends
+        totals = torch.empty_like(bits)
+        for t, step_bits in enumerate(bits.detach()):  # in time order: the sums are those of a step-wise loop
+            self.error += step_bits
+            totals[t] = self.error
+            self.error = torch.where(done[t], 0.0, self.error)
+        flags = scored_end.T  # [B, T]: per stream, in time order
+        return list(zip(level.T[flags].tolist(), totals.T[flags].tolist()))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "n": self.n, "r": self.r, "pos": self.pos,

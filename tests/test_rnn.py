@@ -1,5 +1,6 @@
 """RNN runs: truncation, the SG target (scale vs discount), BP(λ), resume, divergence, end to end."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -305,3 +306,16 @@ def test_schemas_name_what_the_catalog_and_configs_name():
     assert rnn["method"]["enum"] == list(RNN_METHODS) and charlm["method"]["enum"] == list(CHARLM_METHODS)
     assert rnn["task"]["enum"] == list(TASKS) and rnn["layout"]["enum"] == list(LAYOUTS)
     assert rnn["schedule"]["enum"] == list(SCHEDULES) and rnn["streams"]["enum"] == list(STREAMS)
+
+
+REFERENCE_RUN = "results/reference/quick/runs/rnn/quick/copy-T4-bptt-seed2/metrics.json"
+
+
+@pytest.mark.slow
+def test_a_committed_reference_run_reproduces_its_numbers(tmp_path):
+    """The quick tier's committed run (made before the stream was vectorised and the checkpoints timed),
+    rerun from its resolved config: every curve, the curriculum and the final numbers are equal, bit for
+    bit on CPU (the reference was made on a 2-core AMD EPYC; another CPU may round differently)."""
+    ref = json.loads((Path(__file__).resolve().parent.parent / REFERENCE_RUN).read_text())
+    got = train_rnn(RNNConfig(**{**ref["config"], "device": "cpu"}), tmp_path / "again")
+    assert same_numbers(ref, got) and got["final"]["largest_length_solved"] == ref["final"]["largest_length_solved"]

@@ -10,6 +10,7 @@ from sgbench.tasks import (
     factor_pairs,
     repeat_copy_episode,
     single_episode,
+    step_tensors,
     window_errors,
 )
 
@@ -151,6 +152,49 @@ def test_stream_state_round_trip_continues_identically():
         wa, wb = a.window(4, 6), b.window(4, 6)
         assert all(torch.equal(u, v) for u, v in zip(wa, wb))
         assert a.finish_window(wa[2]) == b.finish_window(wb[2])
+
+
+class StepByStepStream(EpisodeStream):
+    """The reference: sgbench's first stream, one time step at a time (step_tensors per step; new
+    episodes drawn as soon as the old ones end). The vectorised window must equal it bit for bit."""
+
+    def window(self, T, level):
+        xs, ys, ms, ends = [], [], [], []
+        for _ in range(T):
+            x, y, m = step_tensors(self.task, self.seq, self.n, self.r, self.pos)
+            xs.append(x), ys.append(y), ms.append(m)
+            self.pos += 1
+            done = self.pos >= self.task.episode_length(self.n, self.r)
+            ends.append((done, done & self.scored, self.level.clone()))
+            if done.any():
+                self._new_episodes(done, level)
+        self._ends = tuple(torch.stack(e) for e in zip(*ends))
+        return torch.cat(xs), torch.cat(ys), torch.cat(ms)
+
+
+STREAM_CASES = [("copy", "paper", "upto", True), ("copy", "legacy", "fixed", True), ("copy", "paper", "upto", False),
+                ("repeat_copy", "paper", "upto", True), ("repeat_copy", "legacy", "fixed", False),
+                ("repeat_copy", "paper", "fixed", True)]
+
+
+@pytest.mark.parametrize("name, layout, schedule, desync", STREAM_CASES)
+def test_vectorised_window_equals_the_step_by_step_stream(name, layout, schedule, desync):
+    """Many seeds, window lengths from shorter than an episode to several episodes long, levels that rise
+    (the bank of vectors widens mid-window): inputs, targets, masks, scored episodes, every piece of state
+    and the generator's position are identical."""
+    task = Task(name, layout, schedule)
+    for seed in range(12):
+        T, batch = (1, 2, 3, 5, 8, 17)[seed % 6], (2, 5, 16)[seed % 3]
+        fast, slow = (cls(task, batch, seed, desync=desync, start_level=1 + seed % 3)
+                      for cls in (EpisodeStream, StepByStepStream))
+        for k in range(10):
+            level = 1 + seed % 3 + k // 2
+            a, b = fast.window(T, level), slow.window(T, level)
+            assert all(torch.equal(u, v) for u, v in zip(a, b)), (seed, k)
+            errors = torch.rand(T, batch, generator=torch.Generator().manual_seed(k)) * a[2]
+            assert fast.finish_window(errors) == slow.finish_window(errors)
+        for key, value in fast.state_dict().items():
+            assert torch.equal(value, slow.state_dict()[key]), key
 
 
 def test_window_errors_are_masked_bits_summed_over_channels():
