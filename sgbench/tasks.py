@@ -245,33 +245,32 @@ class EpisodeStream:
         draws the new ones (the generator's draws stay in the per-step order); every tensor is then
         built at once over [T, B]: each step's episode is a row of a bank of vectors (the streams'
         current ones, then every episode drawn in the window)."""
-        B, steps = self.batch_size, torch.arange(T + 1, device=self.device).unsqueeze(1)
-        # per step t (row T: the start of the next window): position, N, R, level, scored, bank row
-        pos = self.pos + steps
-        n, r, lvl = (v.expand(T + 1, B).clone() for v in (self.n, self.r, self.level))
-        scored, row = self.scored.expand(T + 1, B).clone(), torch.arange(B, device=self.device).expand(T + 1, B).clone()
-        length = self.task.episode_length(n, r)
-        bank, width, done = [self.seq], self.seq.shape[1], torch.zeros(T, B, dtype=torch.bool, device=self.device)
-        rows = B
+        B, device = self.batch_size, self.device
+        # every stream's position, N, R, level, bank row, episode length, scored: one tensor, so that a
+        # step's snapshot and a new episode's start are one operation each
+        state = torch.stack([self.pos, self.n, self.r, self.level, torch.arange(B, device=device),
+                             self.task.episode_length(self.n, self.r), self.scored.long()])
+        steps = torch.empty(T, *state.shape, dtype=torch.long, device=device)
+        done = torch.empty(T, B, dtype=torch.bool, device=device)
+        bank, width = [self.seq], self.seq.shape[1]
         for t in range(T):
-            done[t] = pos[t] + 1 >= length[t]
+            steps[t] = state
+            state[0] += 1
+            torch.ge(state[0], state[5], out=done[t])
             idx = done[t].nonzero().flatten()
-            if len(idx) == 0:
-                continue
-            new_n, new_r, bits, width = self._draw(len(idx), level, width)
-            later = slice(t + 1, T + 1)
-            pos[later, idx] = steps[:T - t]
-            n[later, idx], r[later, idx], lvl[later, idx] = new_n, new_r, level
-            scored[later, idx] = True
-            row[later, idx] = torch.arange(rows, rows + len(idx), device=self.device)
-            length[later, idx] = self.task.episode_length(new_n, new_r)
-            bank.append(bits)
-            rows += len(idx)
+            if len(idx):
+                n, r, bits, width = self._draw(len(idx), level, width)
+                rows = torch.arange(sum(map(len, bank)), sum(map(len, bank)) + len(idx), device=device)
+                state[:, idx] = torch.stack([torch.zeros_like(n), n, r, torch.full_like(n, level), rows,
+                                             self.task.episode_length(n, r), torch.ones_like(n)])
+                bank.append(bits)
         bank = torch.cat([_widen(b, width) for b in bank])
-        self._ends = (done, done & scored[:T], lvl[:T])
-        self.pos, self.n, self.r, self.level, self.scored = pos[T], n[T], r[T], lvl[T], scored[T]
-        self.seq = bank[row[T]]
-        return window_tensors(self.task, bank, row[:T], n[:T], r[:T], pos[:T])
+        pos, n, r, lvl, row, _, scored = steps.unbind(1)
+        self._ends = (done, done & scored.bool(), lvl)
+        self.pos, self.n, self.r, self.level, _, _, self.scored = state.clone().unbind(0)
+        self.scored = self.scored.bool()
+        self.seq = bank[state[4]]
+        return window_tensors(self.task, bank, row, n, r, pos)
 
     def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float]]:
         """bits: [T, B] error of each step (0 off the output steps). Scored episodes that ended here."""

@@ -183,6 +183,18 @@ def test_tiny_run_writes_valid_repeatable_metrics(tmp_path, method, task):
     assert a["timing"]["peak_memory_mb"] is None
 
 
+@pytest.mark.parametrize("every_s, saves", [(0.0, 4), (3600.0, 1)])
+def test_checkpoints_wait_checkpoint_every_s_between_logged_points(tmp_path, monkeypatch, every_s, saves):
+    """0: a checkpoint at each of the 4 logged points; an hour: only the last one (the run takes
+    seconds); the numbers do not depend on it."""
+    reference = tiny(tmp_path, "other", method="bptt", task="copy")
+    calls = []
+    original = runtime.atomic_torch_save
+    monkeypatch.setattr(runtime, "atomic_torch_save", lambda path, obj: (calls.append(path), original(path, obj)))
+    got = tiny(tmp_path, "run", method="bptt", task="copy", checkpoint_every_s=every_s)
+    assert len(calls) == saves and same_numbers(got, reference)
+
+
 @pytest.mark.parametrize("method", ["dni", "dni_bpl"])
 def test_a_killed_run_resumes_bit_exactly(tmp_path, method):
     cfg = RNNConfig(task="repeat_copy", method=method, T=3, timesteps=240, batch_size=4, hidden_size=16,

@@ -81,7 +81,7 @@ FAMILIES: tuple[Family, ...] = (
             "signal_md": "rnn_signal.md"},
            ("rnn_length_vs_T", "rnn_boundary_gradients", "rnn_curriculum"),
            (("md", "RNN largest length solved"), ("signal_md", "RNN synthetic-gradient signal")), needs_data=False,
-           non_result=frozenset({"device", "threads"})),
+           non_result=frozenset({"device", "threads", "checkpoint_every_s"})),
     Family("charlm", "character-level language modelling (bits per character) with truncated BPTT, DNI, "
            "DNI + Aux, BP(λ) ([DNI] Sec. 3.1's third task; on the corpus it names)",
            "train-charlm", "sgbench.families.charlm.config:CharLMConfig", "sgbench.families.charlm.run:train_charlm",

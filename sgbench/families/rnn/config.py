@@ -15,7 +15,7 @@ STREAMS = ("desync", "lockstep")  # sgbench.tasks.EpisodeStream(desync=...)
 
 
 # Fields that do not change the numbers a run computes.
-NON_RESULT_FIELDS = {"device", "threads"}
+NON_RESULT_FIELDS = {"device", "threads", "checkpoint_every_s"}
 
 
 @dataclass
@@ -47,7 +47,9 @@ class RNNConfig(RunConfig):
     threshold: float = 0.15             # bits per sequence to pass a level (recalled, [Graves14]-style)
     curriculum_window: int = 100        # episodes averaged for the curriculum test
     repeat_norm: float = 10.0           # repeat copy: the count channel holds R / repeat_norm
-    log_points: int = 50                # points per curve (each one also a checkpoint)
+    log_points: int = 50                # points per curve
+    checkpoint_every_s: float = 60.0    # checkpoint at a logged point once this many seconds have passed
+                                        # since the last checkpoint (0: at every logged point), and at the end
     probe_every: int = 0                # SG methods: SG fidelity probe every n time steps (0: off)
     probe_horizon: int = 8              # the probe's exact gradient: losses of this many windows ahead
     tier: str = "custom"                # label only: smoke | quick | paper | custom
@@ -72,6 +74,8 @@ class RNNConfig(RunConfig):
             (0 <= c.bpl_lambda <= 1 and c.bpl_horizon >= 1, "bpl_lambda must be in [0, 1] and bpl_horizon >= 1"),
             (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
             (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
+            (c.checkpoint_every_s >= 0, f"checkpoint_every_s must be >= 0 (0: at every logged point), "
+                                        f"got {c.checkpoint_every_s}"),
             (c.probe_every >= 0 and c.probe_horizon >= 1, "probe_every must be >= 0 (0: off) and probe_horizon >= 1"),
             (c.probe_every == 0 or c.method != "bptt",
              "the SG probe needs a synthetic gradient: method dni, dni_aux or dni_bpl, or probe_every 0"),

@@ -20,8 +20,9 @@ bptt the gradient truncation drops there. With `probe_every` > 0, SG runs also c
 fixed probe stream with the exact future gradient (sgbench.families.rnn.signal). Every run ends with
 the signal measurement: how well the best linear SG could predict the exact future gradient.
 
-The run checkpoints at every logged point (model, optimizer, carried state, stream generators,
-curriculum, curves) and a rerun resumes from it bit-exactly. A non-finite loss stops the run as
+The run checkpoints (model, optimizer, carried state, stream generators, curriculum, curves) at a
+logged point once `checkpoint_every_s` seconds have passed since the last checkpoint (0: at every
+one), and at the end; a rerun resumes from it bit-exactly. A non-finite loss stops the run as
 `diverged`, with a valid metrics.json.
 """
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, state
     log_every = max(cfg.T, cfg.timesteps // cfg.log_points)
     acc = _Interval(device)
     next_log = (run["timestep"] // log_every + 1) * log_every
-    last_print = time.perf_counter()
+    last_print = last_save = time.perf_counter()
     while run["timestep"] < cfg.timesteps:
         t0 = time.perf_counter()
         x, y, mask = stream.window(cfg.T, curriculum.level)
@@ -215,10 +216,16 @@ def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, state
         if timestep >= next_log or timestep >= cfg.timesteps:
             acc.flush_into(run["curves"], timestep, task.level(curriculum.level)["length"], run["train_time"])
             next_log += log_every
-            wall = run["wall_before"] + time.perf_counter() - t_start
-            runtime.atomic_torch_save(ckpt_path, {"config": _result_config(cfg), "run": {**run, "wall_before": wall},
-                                                  **{k: obj.state_dict() for k, obj in stateful.items()}})
-            if stop_after is not None and timestep >= stop_after:
+            stop = stop_after is not None and timestep >= stop_after
+            # a checkpoint costs a save and an fsync: at a logged point once checkpoint_every_s have
+            # passed since the last one, and at the last (what the final measurement starts from)
+            if time.perf_counter() - last_save >= cfg.checkpoint_every_s or timestep >= cfg.timesteps or stop:
+                wall = run["wall_before"] + time.perf_counter() - t_start
+                runtime.atomic_torch_save(ckpt_path, {"config": _result_config(cfg),
+                                                      "run": {**run, "wall_before": wall},
+                                                      **{k: obj.state_dict() for k, obj in stateful.items()}})
+                last_save = time.perf_counter()
+            if stop:
                 raise RunInterrupted(f"stopped after time step {timestep} (test hook)")
         if time.perf_counter() - last_print > 30 or timestep >= cfg.timesteps:
             _log_progress(timestep, cfg.timesteps, run["train_time"], run["curves"])
