@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from sgbench.families.rnn.config import RNNConfig
-from sgbench.families.rnn.run import WindowTrainer
+from sgbench.families.rnn.run import WindowTrainer, make_optimizer
 from sgbench.nets import SequenceNet
 from sgbench.runtime import resolve_device, run_metadata
 from sgbench.tasks import EpisodeStream, Task, bits
@@ -49,7 +49,7 @@ def measure(method, hidden, streams, T, level, windows, device):
     cfg = RNNConfig(method=method, hidden_size=hidden, batch_size=streams, T=T).resolved()
     torch.manual_seed(0)
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
-    trainer = WindowTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-3), cfg, device)
+    trainer = WindowTrainer(model, make_optimizer(model, cfg), cfg, device)
     stream = EpisodeStream(task, streams, 0, device, start_level=level)
 
     def one():

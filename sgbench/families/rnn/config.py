@@ -33,7 +33,9 @@ class RNNConfig(RunConfig):
     batch_size: int = 16                # parallel streams (sgbench's choice)
     hidden_size: int = 256              # LSTM units (sgbench's choice)
     forget_bias: float = 1.0            # initial forget-gate bias (sgbench's choice; a common LSTM default)
-    lr: float = 1e-3                    # Adam (sgbench's choice)
+    lr: float = 1e-3                    # Adam, the network (sgbench's choice; [BPλ]'s code: 1e-3)
+    sg_lr: float = 1e-5                 # Adam, the SG model: its own rate ([BPλ]'s code: 1e-5). At the
+                                        # network's 1e-3 the SG diverges at H = 256 (issue #24)
     clip: float = 0.0                   # clip the gradient norm of every update to this (0: off)
     sg_hidden_layers: int = 0           # 0: linear SG in the state, as in [DNI]
     sg_hidden_dim: int = 256            # SG model hidden units (with sg_hidden_layers > 0)
@@ -68,6 +70,7 @@ class RNNConfig(RunConfig):
             (c.batch_size >= 2, f"batch_size must be >= 2, got {c.batch_size}"),
             (c.hidden_size >= 1 and c.sg_hidden_dim >= 1, "hidden_size and sg_hidden_dim must be >= 1"),
             (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+            (c.sg_lr > 0, f"sg_lr (the SG model's Adam rate) must be > 0, got {c.sg_lr}"),
             (c.clip >= 0, f"clip must be >= 0 (0: off), got {c.clip}"),
             (c.sg_hidden_layers >= 0, f"sg_hidden_layers must be >= 0, got {c.sg_hidden_layers}"),
             (c.sg_scale >= 0 and c.sg_discount >= 0, "sg_scale and sg_discount must be >= 0"),

@@ -54,6 +54,16 @@ class RunInterrupted(RuntimeError):
     """Raised by the `_stop_after` test hook, as a kill would stop a run (its checkpoint is written)."""
 
 
+def make_optimizer(model: SequenceNet, cfg) -> torch.optim.Adam:
+    """Adam with two rates: the network's (cfg.lr) and the SG model's own (cfg.sg_lr). The SG regresses
+    a bootstrapped target that moves with the network; at the network's rate it can chase its own
+    bootstrap and diverge (issue #24: H = 256)."""
+    groups = [{"params": model.network_parameters(), "lr": cfg.lr}]
+    if model.boundary is not None:
+        groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr})
+    return torch.optim.Adam(groups)
+
+
 class WindowTrainer:
     """One update per window, and what crosses windows: the carried state and (dni_bpl) the windows
     the λ-return still needs. `state_dict` holds all of it, for resuming."""
@@ -157,7 +167,7 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     stream = EpisodeStream(task, cfg.batch_size, cfg.seed, device, cfg.streams == "desync")
     curriculum = Curriculum(cfg.threshold, cfg.curriculum_window)
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     trainer = WindowTrainer(model, opt, cfg, device)
     run = {"timestep": 0, "train_time": 0.0, "wall_before": 0.0, "diverged": None, "resumed": False,
            "curriculum": [dict(timestep=0, **task.level(1))],
