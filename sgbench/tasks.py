@@ -266,22 +266,23 @@ class EpisodeStream:
                 bank.append(bits)
         bank = torch.cat([_widen(b, width) for b in bank])
         pos, n, r, lvl, row, _, scored = steps.unbind(1)
-        self._ends = (done, done & scored.bool(), lvl)
+        self._ends = (done, done & scored.bool(), lvl, n * r + int(self.task.repeat))  # outputs per episode
         self.pos, self.n, self.r, self.level, _, _, self.scored = state.clone().unbind(0)
         self.scored = self.scored.bool()
         self.seq = bank[state[4]]
         return window_tensors(self.task, bank, row, n, r, pos)
 
-    def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float]]:
-        """bits: [T, B] error of each step (0 off the output steps). Scored episodes that ended here."""
-        done, scored_end, level = self._ends
+    def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float, int]]:
+        """bits: [T, B] error of each step (0 off the output steps). (level, bits, output steps) of each
+        scored episode that ended here."""
+        done, scored_end, level, outputs = self._ends
         totals = torch.empty_like(bits)
         for t, step_bits in enumerate(bits.detach()):  # in time order: the sums are those of a step-wise loop
             self.error += step_bits
             totals[t] = self.error
             self.error = torch.where(done[t], 0.0, self.error)
         flags = scored_end.T  # [B, T]: per stream, in time order
-        return list(zip(level.T[flags].tolist(), totals.T[flags].tolist()))
+        return list(zip(level.T[flags].tolist(), totals.T[flags].tolist(), outputs.T[flags].tolist()))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "n": self.n, "r": self.r, "pos": self.pos,
@@ -293,38 +294,56 @@ class EpisodeStream:
             setattr(self, key, state[key].to(self.device))
 
 
+THRESHOLD_UNITS = ("sequence", "vector")
+
+
 class Curriculum:
-    """Raise the level once the mean error of the last `window` scored episodes at the current level is
-    below `threshold` bits per sequence. Episodes of an older level do not count.
+    """Raise the level once the error of the last `window` scored episodes at the current level is below
+    `threshold`: in bits per sequence (unit `sequence`: the mean of the episodes' total errors) or in
+    bits per output vector (unit `vector`: their total error over their total output steps, as a
+    per-step loss threshold reads). Episodes of an older level do not count.
 
     The threshold 0.15 bits/sequence follows [Graves14]-style curricula as described by [DNI]
-    (recalled). Levels are 1-based; `solved` is the last level passed (0: none).
+    (recalled); [BPλ]'s code steps up when the batch loss is below 0.15 bits. Levels are 1-based;
+    `solved` is the last level passed (0: none).
     """
 
-    def __init__(self, threshold: float = 0.15, window: int = 100, max_level: int = 10_000):
-        self.threshold, self.window, self.max_level = threshold, window, max_level
+    def __init__(self, threshold: float = 0.15, window: int = 100, max_level: int = 10_000, unit: str = "sequence"):
+        if unit not in THRESHOLD_UNITS:
+            raise ValueError(f"unknown threshold unit {unit!r}; choose one of {', '.join(THRESHOLD_UNITS)}")
+        self.threshold, self.window, self.max_level, self.unit = threshold, window, max_level, unit
         self.level, self.solved = 1, 0
         self.recent: list[float] = []
+        self.outputs: list[int] = []  # output steps of each recent episode
 
-    def record(self, level: int, bits: float) -> None:
+    def record(self, level: int, bits: float, outputs: int = 1) -> None:
         if level == self.level:
             self.recent.append(bits)
-            del self.recent[:-self.window]
+            self.outputs.append(outputs)
+            del self.recent[:-self.window], self.outputs[:-self.window]
 
     def mean_error(self) -> float | None:
+        """Bits per sequence of the recent episodes (whatever the unit of the test)."""
         return sum(self.recent) / len(self.recent) if self.recent else None
 
+    def test_error(self) -> float | None:
+        """The recent episodes' error in the threshold's unit."""
+        if not self.recent:
+            return None
+        return self.mean_error() if self.unit == "sequence" else sum(self.recent) / max(1, sum(self.outputs))
+
     def maybe_advance(self) -> bool:
-        if len(self.recent) < self.window or self.mean_error() >= self.threshold or self.level >= self.max_level:
+        if len(self.recent) < self.window or self.test_error() >= self.threshold or self.level >= self.max_level:
             return False
-        self.solved, self.level, self.recent = self.level, self.level + 1, []
+        self.solved, self.level, self.recent, self.outputs = self.level, self.level + 1, [], []
         return True
 
     def state_dict(self) -> dict:
-        return {"level": self.level, "solved": self.solved, "recent": list(self.recent)}
+        return {"level": self.level, "solved": self.solved, "recent": list(self.recent), "outputs": list(self.outputs)}
 
     def load_state_dict(self, state: dict) -> None:
         self.level, self.solved, self.recent = state["level"], state["solved"], list(state["recent"])
+        self.outputs = list(state.get("outputs", [1] * len(self.recent)))
 
 
 def bits(nats: torch.Tensor) -> torch.Tensor:

@@ -137,7 +137,7 @@ def test_finish_window_scores_whole_episodes_only():
     for _ in range(6):  # N = 2: 4 steps, 2 output steps; 1 bit per output step -> 2 bits per episode
         _, _, mask = stream.window(3, 2)
         done += stream.finish_window(mask * 1.0)
-    assert done and all(d == (2, 2.0) for d in done)  # the partial first episodes are not scored
+    assert done and all(d == (2, 2.0, 2) for d in done)  # the partial first episodes are not scored
     assert len(done) < 3 * 18 // 4
 
 
@@ -165,7 +165,7 @@ class StepByStepStream(EpisodeStream):
             xs.append(x), ys.append(y), ms.append(m)
             self.pos += 1
             done = self.pos >= self.task.episode_length(self.n, self.r)
-            ends.append((done, done & self.scored, self.level.clone()))
+            ends.append((done, done & self.scored, self.level.clone(), self.n * self.r + int(self.task.repeat)))
             if done.any():
                 self._new_episodes(done, level)
         self._ends = tuple(torch.stack(e) for e in zip(*ends))
@@ -211,6 +211,19 @@ def test_curriculum_advances_below_threshold_and_not_before():
     assert not cur.maybe_advance() and cur.level == 1  # below threshold, but too few episodes yet
     cur.record(1, 0.2)  # mean 0.133 < 0.15 over a full window
     assert cur.maybe_advance() and (cur.level, cur.solved) == (2, 1)
+
+
+def test_curriculum_in_bits_per_vector_divides_by_the_output_steps():
+    """Episodes of 4 output vectors at 0.4 bits each: 0.4 bits per sequence fails 0.15 bits per
+    sequence, and 0.1 bits per vector passes 0.15 bits per vector."""
+    per_seq, per_vec = Curriculum(0.15, window=3), Curriculum(0.15, window=3, unit="vector")
+    for cur in (per_seq, per_vec):
+        for _ in range(3):
+            cur.record(1, 0.4, 4)
+    assert not per_seq.maybe_advance() and per_vec.maybe_advance() and per_vec.solved == 1
+    assert per_seq.mean_error() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="sequence, vector"):
+        Curriculum(unit="bit")
 
 
 def test_curriculum_needs_the_mean_below_threshold_at_the_current_level():

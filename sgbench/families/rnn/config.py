@@ -12,6 +12,7 @@ from ...config import RunConfig
 LAYOUTS = ("paper", "legacy")   # sgbench.tasks: where the outputs start (the lag of every dependency)
 SCHEDULES = ("upto", "fixed")   # sgbench.tasks: lengths drawn up to the level, or all at the level
 STREAMS = ("desync", "lockstep")  # sgbench.tasks.EpisodeStream(desync=...)
+THRESHOLD_UNITS = ("sequence", "vector")  # sgbench.tasks.Curriculum(unit=...)
 
 
 # Fields that do not change the numbers a run computes.
@@ -46,7 +47,8 @@ class RNNConfig(RunConfig):
     aux_weight: float = 1.0             # dni_aux: weight of the auxiliary L2 loss
     bpl_lambda: float = 0.5             # dni_bpl: λ of the λ-return (0: dni's bootstrap, 1: Monte Carlo)
     bpl_horizon: int = 4                # dni_bpl: windows the λ-return looks ahead before bootstrapping
-    threshold: float = 0.15             # bits per sequence to pass a level (recalled, [Graves14]-style)
+    threshold: float = 0.15             # error to pass a level (recalled, [Graves14]-style), in the unit:
+    threshold_unit: str = "sequence"    # sequence: bits per sequence; vector: bits per output vector
     curriculum_window: int = 100        # episodes averaged for the curriculum test
     repeat_norm: float = 10.0           # repeat copy: the count channel holds R / repeat_norm
     log_points: int = 50                # points per curve
@@ -59,7 +61,7 @@ class RNNConfig(RunConfig):
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
     CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS, "layout": LAYOUTS, "schedule": SCHEDULES,
-               "streams": STREAMS}
+               "streams": STREAMS, "threshold_unit": THRESHOLD_UNITS}
 
     def resolved(self) -> RNNConfig:
         """Check every value; raises ValueError naming the fix."""

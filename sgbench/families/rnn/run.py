@@ -165,7 +165,7 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
     task = Task(cfg.task, cfg.layout, cfg.schedule, cfg.repeat_norm)
     stream = EpisodeStream(task, cfg.batch_size, cfg.seed, device, cfg.streams == "desync")
-    curriculum = Curriculum(cfg.threshold, cfg.curriculum_window)
+    curriculum = Curriculum(cfg.threshold, cfg.curriculum_window, unit=cfg.threshold_unit)
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
     opt = make_optimizer(model, cfg)
     trainer = WindowTrainer(model, opt, cfg, device)
@@ -208,8 +208,8 @@ def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, state
             log.warning("non-finite loss at time step %d: stopping (diverged)", run["diverged"]["step"])
             break
         acc.add(total, mask.sum(), stats)
-        for level, seq_bits in stream.finish_window(errors):
-            curriculum.record(level, seq_bits)
+        for level, seq_bits, outputs in stream.finish_window(errors):
+            curriculum.record(level, seq_bits, outputs)
             acc.add_sequence(level == curriculum.level, seq_bits)
         run["timestep"] += cfg.T
         if curriculum.maybe_advance():
