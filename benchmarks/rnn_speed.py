@@ -5,18 +5,33 @@ truncated BPTT must hold, A1 of the question); and what episode generation alone
     python benchmarks/rnn_speed.py                      # bptt, dni; hidden 64, 256; 16 / 64 / 256 streams
     python benchmarks/rnn_speed.py --methods bptt --hidden 256 --streams 64 --T 2,8,32,128,512   # A1
     python benchmarks/rnn_speed.py --device cuda --windows 400
+    python benchmarks/rnn_speed.py --against 0e3aa4e --methods bptt,dni --hidden 64 --streams 16 --T 4 --rounds 3
+                                                        # the runner at a revision vs the working tree
 
 Each cell runs the runner's own pieces (sgbench.tasks.EpisodeStream, the family's WindowTrainer) on
 copy at a fixed level, T steps per window, after a warm-up. A benchmark that prints a table, not a
 test: nothing here asserts a speed.
+
+`--against REV` times the whole training loop instead (sgbench.families.rnn.run._train: windows,
+updates, curriculum, logging, checkpoints; not the set-up or the final signal measurement) of the
+code at git revision REV (checked out once with `git worktree add` under /tmp) and of the working
+tree, each in its own process on one thread, in alternating rounds (base, new, base, new, ...) so
+that a change in the machine's load falls on both; it prints each round's steps/s, the medians and
+their ratio.
 """
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from sgbench.families.rnn.config import RNNConfig
-from sgbench.families.rnn.run import WindowTrainer
+from sgbench.families.rnn.run import WindowTrainer, make_optimizer
 from sgbench.nets import SequenceNet
 from sgbench.runtime import resolve_device, run_metadata
 from sgbench.tasks import EpisodeStream, Task, bits
@@ -34,7 +49,7 @@ def measure(method, hidden, streams, T, level, windows, device):
     cfg = RNNConfig(method=method, hidden_size=hidden, batch_size=streams, T=T).resolved()
     torch.manual_seed(0)
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
-    trainer = WindowTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-3), cfg, device)
+    trainer = WindowTrainer(model, make_optimizer(model, cfg), cfg, device)
     stream = EpisodeStream(task, streams, 0, device, start_level=level)
 
     def one():
@@ -58,6 +73,78 @@ def measure(method, hidden, streams, T, level, windows, device):
     return rate, 1e3 * (time.perf_counter() - t0) / windows, trainer.memory["activation_memory_mb"]
 
 
+ROOT = Path(__file__).resolve().parent.parent
+# The child of --against: train one run with the code on PYTHONPATH and print the training loop's
+# steps/s. It uses only train_rnn, RNNConfig and run._train, which every revision since the
+# runner's first has.
+CHILD = """
+import json, sys, time, torch
+import sgbench.families.rnn.run as run
+from sgbench.families.rnn.config import RNNConfig
+torch.set_num_threads(1)
+spent, original = [0.0], run._train
+def timed(*args, **kwargs):
+    t0 = time.perf_counter()
+    try:
+        return original(*args, **kwargs)
+    finally:
+        spent[0] += time.perf_counter() - t0
+run._train = timed
+cfg = RNNConfig(**json.loads(sys.argv[1]))
+metrics = run.train_rnn(cfg, sys.argv[2])
+print(json.dumps({"steps_per_s": cfg.timesteps / spent[0], "length": metrics["final"]["largest_length_solved"],
+                  "sgbench": run.__file__}))
+"""
+
+
+def base_checkout(rev: str) -> Path:
+    """A checkout of `rev` under /tmp (made once; reused while it is at the same commit)."""
+    commit = subprocess.run(["git", "rev-parse", rev], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    path = Path(f"/tmp/sgbench-base-{commit[:12]}")
+    if not path.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True,
+                       capture_output=True)
+    return path
+
+
+def time_child(root: Path, cfg: dict, out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg), str(out)], env=env, cwd=root, check=True,
+                          capture_output=True, text=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["sgbench"].startswith(str(root)), f"the child imported {result['sgbench']}, not {root}"
+    return result
+
+
+def compare(args):
+    """Steps/s of the training loop at `args.against` and in the working tree, alternating."""
+    import tempfile
+    base = base_checkout(args.against)
+    print(f"# {args.against} ({base}) vs the working tree ({ROOT}); copy, {args.timesteps} time steps, "
+          f"one thread, {args.rounds} alternating rounds; load {os.getloadavg()[0]:.2f}")
+    print(f"{'method':8} {'hidden':>6} {'streams':>7} {'T':>4} {'base steps/s':>13} {'new steps/s':>12} "
+          f"{'ratio':>6}  rounds (base/new)  lengths (base/new)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in args.methods.split(","):
+            for hidden in map(int, args.hidden.split(",")):
+                for streams in map(int, args.streams.split(",")):
+                    for T in map(int, args.T.split(",")):
+                        cfg = {"method": method, "hidden_size": hidden, "batch_size": streams, "T": T,
+                               "timesteps": args.timesteps, "device": "cpu", "threads": 1, "tier": "custom"}
+                        runs = {"base": [], "new": []}
+                        for r in range(args.rounds):
+                            for name, root in (("base", base), ("new", ROOT)):
+                                runs[name].append(time_child(root, cfg, Path(tmp) / f"{name}-{method}-{r}"))
+                        b, n = (statistics.median(x["steps_per_s"] for x in runs[k]) for k in ("base", "new"))
+                        rounds = " ".join(f"{x['steps_per_s']:.0f}/{y['steps_per_s']:.0f}"
+                                          for x, y in zip(runs["base"], runs["new"]))
+                        lengths = f"{runs['base'][0]['length']}/{runs['new'][0]['length']}"
+                        print(f"{method:8} {hidden:6d} {streams:7d} {T:4d} {b:13.0f} {n:12.0f} {n / b:6.2f}  "
+                              f"{rounds}  {lengths}", flush=True)
+    print(f"# load after: {os.getloadavg()[0]:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="bptt,dni")
@@ -68,7 +155,13 @@ def main():
     ap.add_argument("--windows", type=int, default=100, help="timed windows per cell")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--against", metavar="REV", help="time the training loop at git revision REV and in the "
+                    "working tree, back to back (one thread each)")
+    ap.add_argument("--timesteps", type=int, default=30_000, help="--against: time steps per run")
+    ap.add_argument("--rounds", type=int, default=3, help="--against: alternating rounds per cell")
     args = ap.parse_args()
+    if args.against:
+        return compare(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

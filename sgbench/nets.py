@@ -252,6 +252,11 @@ class SequenceNet(nn.Module):
     def initial_state(self, batch: int, device) -> torch.Tensor:
         return torch.zeros(batch, 2 * self.hidden, device=device)
 
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Everything the optimizer moves at the network's rate: all but the SG model's parameters."""
+        sg = {id(p) for p in self.boundary.parameters()} if self.boundary is not None else set()
+        return [p for p in self.parameters() if id(p) not in sg]
+
     def synthetic_gradient(self, state: torch.Tensor) -> torch.Tensor:
         """The SG model's per-example gradient at a state (graph to the SG parameters, not the state)."""
         return self.boundary.synthetic_gradient(state)

@@ -30,8 +30,9 @@ Two schedules (`Task(schedule=...)`), level L = 1, 2, ... (the curriculum's leve
 The loss is on output steps only (a mask), summed over channels: a sequence's error is its total
 binary cross-entropy in bits, the unit of [Graves14]'s curricula.
 
-`EpisodeStream` holds B independent streams, generated on the device a step at a time for all
-streams at once (no loop over streams). Streams are desynchronised: each starts at a random
+`EpisodeStream` holds B independent streams, generated on the device a window at a time for all
+streams and steps at once (`window_tensors`; the only loop over time steps finds where episodes end
+and draws the new ones, so the generator's draws are those of a step-by-step generator). Streams are desynchronised: each starts at a random
 point of its first episode (that partial episode is not scored), and episodes differ in length,
 so window boundaries fall at different phases in different streams.
 """
@@ -161,6 +162,39 @@ def step_tensors(task: Task, seq, n, r, pos):
     return x.unsqueeze(0), y.unsqueeze(0), mask.float().unsqueeze(0)
 
 
+
+def window_tensors(task: Task, bank, row, n, r, pos):
+    """step_tensors for every step of a window at once: inputs [T, B, in], targets [T, B, out], mask
+    [T, B]. bank [rows, width, bits] holds the episodes' vectors; row, n, r, pos [T, B] say which
+    episode each stream is in at each step, and where. The same elementwise operations as
+    step_tensors, so the values are identical."""
+    width = bank.shape[1]
+    reading = pos < n
+    x = torch.zeros(*pos.shape, task.in_dim, device=bank.device)
+    x[..., :task.n_bits] = bank[row, pos.clamp(max=width - 1)] * reading.unsqueeze(-1)
+    count = r.float() / task.repeat_norm if task.repeat else torch.ones_like(pos, dtype=torch.float)
+    x[..., task.n_bits] = torch.where(pos == n, count, 0.0)
+    if task.start_channel:
+        x[..., task.n_bits + 1] = (pos == 0).float()
+    d = pos - n - task.out_offset
+    writing = (d >= 0) & (d < n * r)
+    y = torch.zeros(*pos.shape, task.out_dim, device=bank.device)
+    y[..., :task.n_bits] = bank[row, (d.clamp(min=0) % n.clamp(min=1)).clamp(max=width - 1)] * writing.unsqueeze(-1)
+    mask = writing.clone()
+    if task.repeat:
+        end = d == n * r
+        y[..., task.n_bits] = end.float()
+        mask |= end
+    return x, y, mask.float()
+
+
+def _widen(seq: torch.Tensor, width: int) -> torch.Tensor:
+    """seq [B, w, bits] padded with zeros to `width` vectors (what lies past an episode's N is never read)."""
+    if seq.shape[1] >= width:
+        return seq
+    return torch.cat([seq, seq.new_zeros(seq.shape[0], width - seq.shape[1], seq.shape[2])], dim=1)
+
+
 class EpisodeStream:
     """B streams of back-to-back episodes, read T steps at a time, all on `device`.
 
@@ -188,46 +222,67 @@ class EpisodeStream:
             self.pos = (torch.rand(batch_size, generator=self.generator, device=self.device) * length).long()
             self.scored[:] = False
 
+    def _draw(self, count: int, level: int, width: int):
+        """(N, R, vectors [count, width', bits], width') of `count` new episodes: the draws of the
+        stream's generator, in this order, one call each per time step at which episodes start. The
+        vectors span the widest episode so far (width'), as one block per stream would."""
+        n, r = self.task.draw(level, count, self.generator, self.device)
+        width = max(width, int(n.max()) if self.task.schedule == "fixed" else level)
+        bits = torch.randint(0, 2, (count, width, self.task.n_bits), generator=self.generator, device=self.device)
+        return n, r, bits.float(), width
+
     def _new_episodes(self, which: torch.Tensor, level: int) -> None:
+        """Start new episodes in the streams `which` (the constructor's first episodes)."""
         idx = which.nonzero().flatten()
-        if len(idx) == 0:
-            return
-        n, r = self.task.draw(level, len(idx), self.generator, self.device)
-        nmax = int(n.max()) if self.task.schedule == "fixed" else level
-        if nmax > self.seq.shape[1]:
-            grown = torch.zeros(self.batch_size, nmax, self.task.n_bits, device=self.device)
-            grown[:, :self.seq.shape[1]] = self.seq
-            self.seq = grown
-        bits = torch.randint(0, 2, (len(idx), self.seq.shape[1], self.task.n_bits), generator=self.generator,
-                             device=self.device)
-        self.seq[idx] = bits.float()
+        n, r, bits, width = self._draw(len(idx), level, self.seq.shape[1])
+        self.seq = _widen(self.seq, width)
+        self.seq[idx] = bits
         self.n[idx], self.r[idx], self.pos[idx] = n, r, 0
         self.level[idx], self.scored[idx] = level, True
 
     def window(self, T: int, level: int):
-        xs, ys, ms, self._ends = [], [], [], []
-        for _ in range(T):
-            x, y, m = step_tensors(self.task, self.seq, self.n, self.r, self.pos)
-            xs.append(x), ys.append(y), ms.append(m)
-            self.pos += 1
-            done = self.pos >= self.task.episode_length(self.n, self.r)
-            self._ends.append((done, done & self.scored, self.level.clone()))
-            self._new_episodes(done, level)
-        return torch.cat(xs), torch.cat(ys), torch.cat(ms)
+        """The next T steps of every stream. A loop over time steps only finds where episodes end and
+        draws the new ones (the generator's draws stay in the per-step order); every tensor is then
+        built at once over [T, B]: each step's episode is a row of a bank of vectors (the streams'
+        current ones, then every episode drawn in the window)."""
+        B, device = self.batch_size, self.device
+        # every stream's position, N, R, level, bank row, episode length, scored: one tensor, so that a
+        # step's snapshot and a new episode's start are one operation each
+        state = torch.stack([self.pos, self.n, self.r, self.level, torch.arange(B, device=device),
+                             self.task.episode_length(self.n, self.r), self.scored.long()])
+        steps = torch.empty(T, *state.shape, dtype=torch.long, device=device)
+        done = torch.empty(T, B, dtype=torch.bool, device=device)
+        bank, width = [self.seq], self.seq.shape[1]
+        for t in range(T):
+            steps[t] = state
+            state[0] += 1
+            torch.ge(state[0], state[5], out=done[t])
+            idx = done[t].nonzero().flatten()
+            if len(idx):
+                n, r, bits, width = self._draw(len(idx), level, width)
+                rows = torch.arange(sum(map(len, bank)), sum(map(len, bank)) + len(idx), device=device)
+                state[:, idx] = torch.stack([torch.zeros_like(n), n, r, torch.full_like(n, level), rows,
+                                             self.task.episode_length(n, r), torch.ones_like(n)])
+                bank.append(bits)
+        bank = torch.cat([_widen(b, width) for b in bank])
+        pos, n, r, lvl, row, _, scored = steps.unbind(1)
+        self._ends = (done, done & scored.bool(), lvl, n * r + int(self.task.repeat))  # outputs per episode
+        self.pos, self.n, self.r, self.level, _, _, self.scored = state.clone().unbind(0)
+        self.scored = self.scored.bool()
+        self.seq = bank[state[4]]
+        return window_tensors(self.task, bank, row, n, r, pos)
 
-    def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float]]:
-        """bits: [T, B] error of each step (0 off the output steps). Scored episodes that ended here."""
-        bits = bits.detach()
-        done_vals, done_levels, done_flags = [], [], []
-        for t, (done, scored_end, level) in enumerate(self._ends):
-            self.error += bits[t]
-            done_vals.append(self.error.clone())
-            done_levels.append(level)
-            done_flags.append(scored_end)
-            self.error = torch.where(done, 0.0, self.error)
-        flags = torch.stack(done_flags).T  # [B, T]: per stream, in time order
-        vals, levels = torch.stack(done_vals).T[flags], torch.stack(done_levels).T[flags]
-        return list(zip(levels.tolist(), vals.tolist()))
+    def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float, int]]:
+        """bits: [T, B] error of each step (0 off the output steps). (level, bits, output steps) of each
+        scored episode that ended here."""
+        done, scored_end, level, outputs = self._ends
+        totals = torch.empty_like(bits)
+        for t, step_bits in enumerate(bits.detach()):  # in time order: the sums are those of a step-wise loop
+            self.error += step_bits
+            totals[t] = self.error
+            self.error = torch.where(done[t], 0.0, self.error)
+        flags = scored_end.T  # [B, T]: per stream, in time order
+        return list(zip(level.T[flags].tolist(), totals.T[flags].tolist(), outputs.T[flags].tolist()))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "n": self.n, "r": self.r, "pos": self.pos,
@@ -239,38 +294,56 @@ class EpisodeStream:
             setattr(self, key, state[key].to(self.device))
 
 
+THRESHOLD_UNITS = ("sequence", "vector")
+
+
 class Curriculum:
-    """Raise the level once the mean error of the last `window` scored episodes at the current level is
-    below `threshold` bits per sequence. Episodes of an older level do not count.
+    """Raise the level once the error of the last `window` scored episodes at the current level is below
+    `threshold`: in bits per sequence (unit `sequence`: the mean of the episodes' total errors) or in
+    bits per output vector (unit `vector`: their total error over their total output steps, as a
+    per-step loss threshold reads). Episodes of an older level do not count.
 
     The threshold 0.15 bits/sequence follows [Graves14]-style curricula as described by [DNI]
-    (recalled). Levels are 1-based; `solved` is the last level passed (0: none).
+    (recalled); [BPλ]'s code steps up when the batch loss is below 0.15 bits. Levels are 1-based;
+    `solved` is the last level passed (0: none).
     """
 
-    def __init__(self, threshold: float = 0.15, window: int = 100, max_level: int = 10_000):
-        self.threshold, self.window, self.max_level = threshold, window, max_level
+    def __init__(self, threshold: float = 0.15, window: int = 100, max_level: int = 10_000, unit: str = "sequence"):
+        if unit not in THRESHOLD_UNITS:
+            raise ValueError(f"unknown threshold unit {unit!r}; choose one of {', '.join(THRESHOLD_UNITS)}")
+        self.threshold, self.window, self.max_level, self.unit = threshold, window, max_level, unit
         self.level, self.solved = 1, 0
         self.recent: list[float] = []
+        self.outputs: list[int] = []  # output steps of each recent episode
 
-    def record(self, level: int, bits: float) -> None:
+    def record(self, level: int, bits: float, outputs: int = 1) -> None:
         if level == self.level:
             self.recent.append(bits)
-            del self.recent[:-self.window]
+            self.outputs.append(outputs)
+            del self.recent[:-self.window], self.outputs[:-self.window]
 
     def mean_error(self) -> float | None:
+        """Bits per sequence of the recent episodes (whatever the unit of the test)."""
         return sum(self.recent) / len(self.recent) if self.recent else None
 
+    def test_error(self) -> float | None:
+        """The recent episodes' error in the threshold's unit."""
+        if not self.recent:
+            return None
+        return self.mean_error() if self.unit == "sequence" else sum(self.recent) / max(1, sum(self.outputs))
+
     def maybe_advance(self) -> bool:
-        if len(self.recent) < self.window or self.mean_error() >= self.threshold or self.level >= self.max_level:
+        if len(self.recent) < self.window or self.test_error() >= self.threshold or self.level >= self.max_level:
             return False
-        self.solved, self.level, self.recent = self.level, self.level + 1, []
+        self.solved, self.level, self.recent, self.outputs = self.level, self.level + 1, [], []
         return True
 
     def state_dict(self) -> dict:
-        return {"level": self.level, "solved": self.solved, "recent": list(self.recent)}
+        return {"level": self.level, "solved": self.solved, "recent": list(self.recent), "outputs": list(self.outputs)}
 
     def load_state_dict(self, state: dict) -> None:
         self.level, self.solved, self.recent = state["level"], state["solved"], list(state["recent"])
+        self.outputs = list(state.get("outputs", [1] * len(self.recent)))
 
 
 def bits(nats: torch.Tensor) -> torch.Tensor:

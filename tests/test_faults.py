@@ -362,7 +362,8 @@ def test_every_snakemake_here_uses_the_safe_default_profile(tmp_path):
 # per update (sgbench.families.rnn.run.WindowTrainer), checkpoint at every logged point (RNN) or
 # evaluation (char-LM), and promise a bit-exact resume: after a plain rerun every number in metrics.json
 # equals the uninterrupted run's (all of it less timing, meta and the timed curve). A "step" here is a
-# window: the fault fires as that window's update begins.
+# window: the fault fires as that window's update begins. The RNN runs checkpoint at every logged point
+# (--checkpoint-every-s 0; by default they wait a minute between checkpoints).
 
 SEQ_DRAW = random.Random(1818)
 SEQ_FLAGS = {
@@ -372,7 +373,7 @@ SEQ_FLAGS = {
     "rnn": ["train-rnn", "--task", "copy", "--method", "dni_bpl", "--T", "3", "--timesteps", "600",
             "--batch-size", "4", "--hidden-size", "16", "--log-points", "10", "--threshold", "20",
             "--curriculum-window", "10", "--probe-every", "90", "--device", "cpu", "--threads", "1",
-            "--tier", "smoke"],
+            "--tier", "smoke", "--checkpoint-every-s", "0"],
     # a generated corpus in the data folder (helpers.write_tiny_corpus); dni_aux: the auxiliary head as well
     "charlm": ["train-charlm", "--corpus", "shakespeare-gutenberg", "--method", "dni_aux", "--T", "5",
                "--timesteps", "300", "--batch-size", "4", "--hidden-size", "16", "--embed-dim", "8",

@@ -10,6 +10,7 @@ from sgbench.tasks import (
     factor_pairs,
     repeat_copy_episode,
     single_episode,
+    step_tensors,
     window_errors,
 )
 
@@ -136,7 +137,7 @@ def test_finish_window_scores_whole_episodes_only():
     for _ in range(6):  # N = 2: 4 steps, 2 output steps; 1 bit per output step -> 2 bits per episode
         _, _, mask = stream.window(3, 2)
         done += stream.finish_window(mask * 1.0)
-    assert done and all(d == (2, 2.0) for d in done)  # the partial first episodes are not scored
+    assert done and all(d == (2, 2.0, 2) for d in done)  # the partial first episodes are not scored
     assert len(done) < 3 * 18 // 4
 
 
@@ -153,6 +154,49 @@ def test_stream_state_round_trip_continues_identically():
         assert a.finish_window(wa[2]) == b.finish_window(wb[2])
 
 
+class StepByStepStream(EpisodeStream):
+    """The reference: sgbench's first stream, one time step at a time (step_tensors per step; new
+    episodes drawn as soon as the old ones end). The vectorised window must equal it bit for bit."""
+
+    def window(self, T, level):
+        xs, ys, ms, ends = [], [], [], []
+        for _ in range(T):
+            x, y, m = step_tensors(self.task, self.seq, self.n, self.r, self.pos)
+            xs.append(x), ys.append(y), ms.append(m)
+            self.pos += 1
+            done = self.pos >= self.task.episode_length(self.n, self.r)
+            ends.append((done, done & self.scored, self.level.clone(), self.n * self.r + int(self.task.repeat)))
+            if done.any():
+                self._new_episodes(done, level)
+        self._ends = tuple(torch.stack(e) for e in zip(*ends))
+        return torch.cat(xs), torch.cat(ys), torch.cat(ms)
+
+
+STREAM_CASES = [("copy", "paper", "upto", True), ("copy", "legacy", "fixed", True), ("copy", "paper", "upto", False),
+                ("repeat_copy", "paper", "upto", True), ("repeat_copy", "legacy", "fixed", False),
+                ("repeat_copy", "paper", "fixed", True)]
+
+
+@pytest.mark.parametrize("name, layout, schedule, desync", STREAM_CASES)
+def test_vectorised_window_equals_the_step_by_step_stream(name, layout, schedule, desync):
+    """Many seeds, window lengths from shorter than an episode to several episodes long, levels that rise
+    (the bank of vectors widens mid-window): inputs, targets, masks, scored episodes, every piece of state
+    and the generator's position are identical."""
+    task = Task(name, layout, schedule)
+    for seed in range(12):
+        T, batch = (1, 2, 3, 5, 8, 17)[seed % 6], (2, 5, 16)[seed % 3]
+        fast, slow = (cls(task, batch, seed, desync=desync, start_level=1 + seed % 3)
+                      for cls in (EpisodeStream, StepByStepStream))
+        for k in range(10):
+            level = 1 + seed % 3 + k // 2
+            a, b = fast.window(T, level), slow.window(T, level)
+            assert all(torch.equal(u, v) for u, v in zip(a, b)), (seed, k)
+            errors = torch.rand(T, batch, generator=torch.Generator().manual_seed(k)) * a[2]
+            assert fast.finish_window(errors) == slow.finish_window(errors)
+        for key, value in fast.state_dict().items():
+            assert torch.equal(value, slow.state_dict()[key]), key
+
+
 def test_window_errors_are_masked_bits_summed_over_channels():
     logits, y = torch.zeros(2, 1, 8), torch.ones(2, 1, 8)
     err = window_errors(logits, y, torch.tensor([[0.0], [1.0]]))
@@ -167,6 +211,19 @@ def test_curriculum_advances_below_threshold_and_not_before():
     assert not cur.maybe_advance() and cur.level == 1  # below threshold, but too few episodes yet
     cur.record(1, 0.2)  # mean 0.133 < 0.15 over a full window
     assert cur.maybe_advance() and (cur.level, cur.solved) == (2, 1)
+
+
+def test_curriculum_in_bits_per_vector_divides_by_the_output_steps():
+    """Episodes of 4 output vectors at 0.4 bits each: 0.4 bits per sequence fails 0.15 bits per
+    sequence, and 0.1 bits per vector passes 0.15 bits per vector."""
+    per_seq, per_vec = Curriculum(0.15, window=3), Curriculum(0.15, window=3, unit="vector")
+    for cur in (per_seq, per_vec):
+        for _ in range(3):
+            cur.record(1, 0.4, 4)
+    assert not per_seq.maybe_advance() and per_vec.maybe_advance() and per_vec.solved == 1
+    assert per_seq.mean_error() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="sequence, vector"):
+        Curriculum(unit="bit")
 
 
 def test_curriculum_needs_the_mean_below_threshold_at_the_current_level():

@@ -25,6 +25,7 @@ class CharLMConfig(RunConfig):
     embed_dim: int = 32                 # character embedding (sgbench's choice)
     forget_bias: float = 1.0
     lr: float = 1e-3                    # Adam (sgbench's choice)
+    sg_lr: float = 1e-5                 # Adam, the SG model (as the RNN family's: sgbench.families.rnn.config)
     clip: float = 1.0                   # gradient-norm clipping (sgbench's choice; 0: off)
     sg_hidden_layers: int = 0           # 0: linear SG in the state, as in [DNI]
     sg_hidden_dim: int = 256
@@ -52,6 +53,7 @@ class CharLMConfig(RunConfig):
             (c.batch_size >= 2, f"batch_size must be >= 2, got {c.batch_size}"),
             (min(c.hidden_size, c.embed_dim, c.sg_hidden_dim) >= 1, "hidden_size, embed_dim, sg_hidden_dim must be >= 1"),
             (c.lr > 0 and c.clip >= 0, "lr must be > 0 and clip >= 0 (0: off)"),
+            (c.sg_lr > 0, f"sg_lr (the SG model's Adam rate) must be > 0, got {c.sg_lr}"),
             (c.sg_hidden_layers >= 0 and c.sg_scale >= 0 and c.sg_discount >= 0,
              "sg_hidden_layers, sg_scale and sg_discount must be >= 0"),
             (0 <= c.bpl_lambda <= 1 and c.bpl_horizon >= 1, "bpl_lambda must be in [0, 1] and bpl_horizon >= 1"),

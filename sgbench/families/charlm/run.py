@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ... import runtime
 from ...corpus import load_corpus
 from ...nets import SequenceNet
-from ..rnn.run import RunInterrupted, WindowTrainer, resume
+from ..rnn.run import RunInterrupted, WindowTrainer, make_optimizer, resume
 from .config import NON_RESULT_FIELDS, CharLMConfig
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
     train_ids, valid_ids, test_ids = (corpus.encode(t).to(device) for t in (corpus.train, corpus.valid, corpus.test))
     model = SequenceNet(cfg.embed_dim, corpus.vocab_size, cfg, embed=corpus.vocab_size, family="charlm").to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     trainer = WindowTrainer(model, opt, cfg, device, errors_fn=char_errors)
     streams = TextStreams(train_ids, cfg.batch_size)
     run = {"timestep": 0, "train_time": 0.0, "wall_before": 0.0, "diverged": None, "resumed": False,

@@ -12,10 +12,11 @@ from ...config import RunConfig
 LAYOUTS = ("paper", "legacy")   # sgbench.tasks: where the outputs start (the lag of every dependency)
 SCHEDULES = ("upto", "fixed")   # sgbench.tasks: lengths drawn up to the level, or all at the level
 STREAMS = ("desync", "lockstep")  # sgbench.tasks.EpisodeStream(desync=...)
+THRESHOLD_UNITS = ("sequence", "vector")  # sgbench.tasks.Curriculum(unit=...)
 
 
 # Fields that do not change the numbers a run computes.
-NON_RESULT_FIELDS = {"device", "threads"}
+NON_RESULT_FIELDS = {"device", "threads", "checkpoint_every_s"}
 
 
 @dataclass
@@ -33,7 +34,9 @@ class RNNConfig(RunConfig):
     batch_size: int = 16                # parallel streams (sgbench's choice)
     hidden_size: int = 256              # LSTM units (sgbench's choice)
     forget_bias: float = 1.0            # initial forget-gate bias (sgbench's choice; a common LSTM default)
-    lr: float = 1e-3                    # Adam (sgbench's choice)
+    lr: float = 1e-3                    # Adam, the network (sgbench's choice; [BPλ]'s code: 1e-3)
+    sg_lr: float = 1e-5                 # Adam, the SG model: its own rate ([BPλ]'s code: 1e-5). At the
+                                        # network's 1e-3 the SG diverges at H = 256 (issue #24)
     clip: float = 0.0                   # clip the gradient norm of every update to this (0: off)
     sg_hidden_layers: int = 0           # 0: linear SG in the state, as in [DNI]
     sg_hidden_dim: int = 256            # SG model hidden units (with sg_hidden_layers > 0)
@@ -44,10 +47,13 @@ class RNNConfig(RunConfig):
     aux_weight: float = 1.0             # dni_aux: weight of the auxiliary L2 loss
     bpl_lambda: float = 0.5             # dni_bpl: λ of the λ-return (0: dni's bootstrap, 1: Monte Carlo)
     bpl_horizon: int = 4                # dni_bpl: windows the λ-return looks ahead before bootstrapping
-    threshold: float = 0.15             # bits per sequence to pass a level (recalled, [Graves14]-style)
+    threshold: float = 0.15             # error to pass a level (recalled, [Graves14]-style), in the unit:
+    threshold_unit: str = "sequence"    # sequence: bits per sequence; vector: bits per output vector
     curriculum_window: int = 100        # episodes averaged for the curriculum test
     repeat_norm: float = 10.0           # repeat copy: the count channel holds R / repeat_norm
-    log_points: int = 50                # points per curve (each one also a checkpoint)
+    log_points: int = 50                # points per curve
+    checkpoint_every_s: float = 60.0    # checkpoint at a logged point once this many seconds have passed
+                                        # since the last checkpoint (0: at every logged point), and at the end
     probe_every: int = 0                # SG methods: SG fidelity probe every n time steps (0: off)
     probe_horizon: int = 8              # the probe's exact gradient: losses of this many windows ahead
     tier: str = "custom"                # label only: smoke | quick | paper | custom
@@ -55,7 +61,7 @@ class RNNConfig(RunConfig):
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
     CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS, "layout": LAYOUTS, "schedule": SCHEDULES,
-               "streams": STREAMS}
+               "streams": STREAMS, "threshold_unit": THRESHOLD_UNITS}
 
     def resolved(self) -> RNNConfig:
         """Check every value; raises ValueError naming the fix."""
@@ -66,12 +72,15 @@ class RNNConfig(RunConfig):
             (c.batch_size >= 2, f"batch_size must be >= 2, got {c.batch_size}"),
             (c.hidden_size >= 1 and c.sg_hidden_dim >= 1, "hidden_size and sg_hidden_dim must be >= 1"),
             (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+            (c.sg_lr > 0, f"sg_lr (the SG model's Adam rate) must be > 0, got {c.sg_lr}"),
             (c.clip >= 0, f"clip must be >= 0 (0: off), got {c.clip}"),
             (c.sg_hidden_layers >= 0, f"sg_hidden_layers must be >= 0, got {c.sg_hidden_layers}"),
             (c.sg_scale >= 0 and c.sg_discount >= 0, "sg_scale and sg_discount must be >= 0"),
             (0 <= c.bpl_lambda <= 1 and c.bpl_horizon >= 1, "bpl_lambda must be in [0, 1] and bpl_horizon >= 1"),
             (c.threshold > 0 and c.curriculum_window >= 1, "threshold must be > 0 and curriculum_window >= 1"),
             (c.repeat_norm > 0 and c.log_points >= 1, "repeat_norm must be > 0 and log_points >= 1"),
+            (c.checkpoint_every_s >= 0, f"checkpoint_every_s must be >= 0 (0: at every logged point), "
+                                        f"got {c.checkpoint_every_s}"),
             (c.probe_every >= 0 and c.probe_horizon >= 1, "probe_every must be >= 0 (0: off) and probe_horizon >= 1"),
             (c.threads >= 0, f"threads must be >= 0 (0: torch's default), got {c.threads}"),
             (c.probe_every == 0 or c.method != "bptt",

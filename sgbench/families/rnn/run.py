@@ -20,8 +20,9 @@ bptt the gradient truncation drops there. With `probe_every` > 0, SG runs also c
 fixed probe stream with the exact future gradient (sgbench.families.rnn.signal). Every run ends with
 the signal measurement: how well the best linear SG could predict the exact future gradient.
 
-The run checkpoints at every logged point (model, optimizer, carried state, stream generators,
-curriculum, curves) and a rerun resumes from it bit-exactly. A non-finite loss stops the run as
+The run checkpoints (model, optimizer, carried state, stream generators, curriculum, curves) at a
+logged point once `checkpoint_every_s` seconds have passed since the last checkpoint (0: at every
+one), and at the end; a rerun resumes from it bit-exactly. A non-finite loss stops the run as
 `diverged`, with a valid metrics.json; so does a finite one beyond runtime.ABSURD_LOSS times chance's.
 """
 from __future__ import annotations
@@ -51,6 +52,16 @@ PROBE_CURVES = ("probe_timestep", "probe_cosine_exact", "probe_cosine_discounted
 
 class RunInterrupted(RuntimeError):
     """Raised by the `_stop_after` test hook, as a kill would stop a run (its checkpoint is written)."""
+
+
+def make_optimizer(model: SequenceNet, cfg) -> torch.optim.Adam:
+    """Adam with two rates: the network's (cfg.lr) and the SG model's own (cfg.sg_lr). The SG regresses
+    a bootstrapped target that moves with the network; at the network's rate it can chase its own
+    bootstrap and diverge (issue #24: H = 256)."""
+    groups = [{"params": model.network_parameters(), "lr": cfg.lr}]
+    if model.boundary is not None:
+        groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr})
+    return torch.optim.Adam(groups)
 
 
 class WindowTrainer:
@@ -154,9 +165,9 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
     task = Task(cfg.task, cfg.layout, cfg.schedule, cfg.repeat_norm)
     stream = EpisodeStream(task, cfg.batch_size, cfg.seed, device, cfg.streams == "desync")
-    curriculum = Curriculum(cfg.threshold, cfg.curriculum_window)
+    curriculum = Curriculum(cfg.threshold, cfg.curriculum_window, unit=cfg.threshold_unit)
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     trainer = WindowTrainer(model, opt, cfg, device)
     run = {"timestep": 0, "train_time": 0.0, "wall_before": 0.0, "diverged": None, "resumed": False,
            "curriculum": [dict(timestep=0, **task.level(1))],
@@ -185,7 +196,7 @@ def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, state
     log_every = max(cfg.T, cfg.timesteps // cfg.log_points)
     acc = _Interval(device)
     next_log = (run["timestep"] // log_every + 1) * log_every
-    last_print = time.perf_counter()
+    last_print = last_save = time.perf_counter()
     while run["timestep"] < cfg.timesteps:
         t0 = time.perf_counter()
         x, y, mask = stream.window(cfg.T, curriculum.level)
@@ -198,8 +209,8 @@ def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, state
             log.warning("non-finite or absurd loss at time step %d: stopping (diverged)", run["diverged"]["step"])
             break
         acc.add(total, mask.sum(), stats)
-        for level, seq_bits in stream.finish_window(errors):
-            curriculum.record(level, seq_bits)
+        for level, seq_bits, outputs in stream.finish_window(errors):
+            curriculum.record(level, seq_bits, outputs)
             acc.add_sequence(level == curriculum.level, seq_bits)
         run["timestep"] += cfg.T
         if curriculum.maybe_advance():
@@ -216,10 +227,16 @@ def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, state
         if timestep >= next_log or timestep >= cfg.timesteps:
             acc.flush_into(run["curves"], timestep, task.level(curriculum.level)["length"], run["train_time"])
             next_log += log_every
-            wall = run["wall_before"] + time.perf_counter() - t_start
-            runtime.atomic_torch_save(ckpt_path, {"config": _result_config(cfg), "run": {**run, "wall_before": wall},
-                                                  **{k: obj.state_dict() for k, obj in stateful.items()}})
-            if stop_after is not None and timestep >= stop_after:
+            stop = stop_after is not None and timestep >= stop_after
+            # a checkpoint costs a save and an fsync: at a logged point once checkpoint_every_s have
+            # passed since the last one, and at the last (what the final measurement starts from)
+            if time.perf_counter() - last_save >= cfg.checkpoint_every_s or timestep >= cfg.timesteps or stop:
+                wall = run["wall_before"] + time.perf_counter() - t_start
+                runtime.atomic_torch_save(ckpt_path, {"config": _result_config(cfg),
+                                                      "run": {**run, "wall_before": wall},
+                                                      **{k: obj.state_dict() for k, obj in stateful.items()}})
+                last_save = time.perf_counter()
+            if stop:
                 raise RunInterrupted(f"stopped after time step {timestep} (test hook)")
         if time.perf_counter() - last_print > 30 or timestep >= cfg.timesteps:
             _log_progress(timestep, cfg.timesteps, run["train_time"], run["curves"])
