@@ -223,7 +223,10 @@ def test_report_states_tier_budget_and_every_verdict(tmp_path):
     assert "**inconclusive at this tier**" in rows["| A7"] and "no unlock runs beside No Bprop" in rows["| A7"]
     assert "**inconclusive at this tier**" in rows["| Q2"] and "no (task, T) with both DNI and BPTT" in rows["| Q2"]
     assert "**refuted**" in rows["| A6"]                       # here every SG step is as slow as backprop's
-    assert "Learning rate: tier `quick`" in text
+    assert "Learning rate: tuning ruleset **backprop-only choice** (the older one): tier `quick`" in text
+    # the committed quick tier chose its rate on backprop alone: F1 / F2 / F4 say so beside the verdict
+    caveat = "was chosen on backprop alone (the older ruleset), so this verdict measures that protocol as much as DNI"
+    assert all(caveat in rows[f"| {c}"] for c in ("F1", "F2", "F4")) and caveat not in rows["| F3"]
     assert "(figures/quick/ff_test_error.png)" in text and "(tables/quick/feedforward.md)" in text
 
 

@@ -341,11 +341,13 @@ CLAIMS = (
     Record("F1", "feedforward", "DNI and cDNI train every net far below the No-Bprop baseline (last layer only).",
            _table1, Comparison("ff", SG_METHODS, "no_bprop", "test_error", "<", 0.0,
                                "data set / net / depth cell measured with No Bprop"),
-           missing="no cell with No Bprop and DNI or cDNI"),
+           missing="no cell with No Bprop and DNI or cDNI", tuned=True),
     Record("F2", "feedforward", "On MNIST, DNI and cDNI end within about 2.5 points of backprop at every depth.",
            _table1, Comparison("ff", SG_METHODS, "backprop", "test_error", "within", F2_MAX_GAP, MNIST,
                                where=lambda key: key[0] == "mnist", competence=BACKPROP_COMPETENT),
-           missing="no MNIST cell with backprop and DNI or cDNI"),
+           missing="no MNIST cell with backprop and DNI or cDNI", tuned=True,
+           note="the claim is about the error a method ends at, not how soon it gets there, so the final test "
+           "error stays its metric (time to result is A4's)"),
     Record("F3", "feedforward", "With 4 or more layers, conditioning the SG on the label (cDNI) is at least as "
            "good as DNI.", _table1, Comparison("ff", ("cdni",), "dni", "test_error", "<=", F3_SLACK,
                                                "cell with ≥ 4 hidden layers measured with both",
@@ -355,7 +357,7 @@ CLAIMS = (
            rule=check_f4, rule_words="for each data set's FCN measured at ≥ 2 depths: the DNI − backprop gap at the "
            "deepest depth minus the same gap at the shallowest > 0 (95 % interval of that growth above 0; FCN only: "
            "[DNI]'s CNN gaps, 0.1 and 0.1 points on MNIST in Table 1, recalled, are within rounding); judged only "
-           f"when {BACKPROP_COMPETENT.words} at both depths"),
+           f"when {BACKPROP_COMPETENT.words} at both depths", tuned=True),
     Record("R1", "rnn", "With the same truncation T, DNI learns longer copy / repeat-copy sequences than BPTT "
            "(about twice as long).", _rnn,
            Comparison("rnn", RNN_SG_METHODS, "bptt", "largest_length_solved", ">", 0.0,
