@@ -345,7 +345,7 @@ def test_a4_without_curves_has_no_cell():
 
 
 def test_no_method_reaching_a_target_has_no_power():
-    """Q1: single-process backprop reached none of the declared targets (every time ∞): no headline target,
+    """Q1 (and P2): single-process backprop reached none of the declared targets (every time ∞): no headline target,
     so 'never' says nothing about the SG method; a baseline that misses it in a seed is not competent."""
     inf = math.inf
     none = point("Q1").check(M(par_=[("backprop", [inf] * 3, 1), ("cdni", [inf] * 3, 2)]))
@@ -353,6 +353,8 @@ def test_no_method_reaching_a_target_has_no_power():
     weak = point("Q1").check(M(par_=[("backprop", [1.0, inf, 1.2], 1), ("cdni", [2.0, 2.1, 2.2], 2)]))
     assert weak.verdict == INCONCLUSIVE and "the baseline did not train at this tier: single-process backprop " \
         "reached the target in 2/3 seeds" in weak.reason
+    p2 = check("P2", M(par_=[("backprop", [inf] * 3), ("cdni", [inf] * 3)]))      # locked pipeline, K = 2
+    assert p2.verdict == INCONCLUSIVE and "no power: neither method reached the target" in p2.reason
     from sgbench.claims.gate import at_floor
     frame = pd.DataFrame({"seconds_to_target": [inf, inf]})
     assert at_floor("seconds_to_target", (), frame, frame).startswith("no power: neither method reached")

@@ -34,7 +34,7 @@ from ..analysis.stats import (
 )
 from ..analysis.tables import net_label
 from ..catalog import TABLE1_METHODS, UNLOCK_METHODS, methods
-from .gate import BACKPROP_COMPETENT, BPTT_COMPETENT, at_floor
+from .gate import BACKPROP_COMPETENT, BPTT_COMPETENT, NO_POWER, at_floor
 from .records import (  # noqa: F401  (Measured and the cells are used through rules by tests and answers)
     FF_CELL,
     Comparison,
@@ -303,6 +303,11 @@ def check_p2(m: Measured) -> Check:
             sg, locked = (seed_values(rows[y], "time_to_target_s").fillna(math.inf) for y in (x, "backprop"))
             label, names = f"{rows['_label']}, {x}", (x, "locked backprop")
             never_sg, never_locked = bool((sg == math.inf).any()), bool((locked == math.inf).any())
+            if (sg == math.inf).all() and (locked == math.inf).all():   # no headline target: nothing to compare
+                ev.append(Evidence(key + (x,), label, f"neither {x} nor locked backprop reached the target in any "
+                                   "seed", None, Decision(UNDECIDED, f"{NO_POWER}: neither method reached the target "
+                                                          "within the budget in any seed")))
+                continue
             if never_sg or never_locked:
                 state = FAILS if never_sg else HOLDS
                 ev.append(Evidence(key + (x,), label, f"{x} {'never' if never_sg else 'reaches'} vs locked backprop "
