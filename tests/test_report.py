@@ -337,3 +337,8 @@ def test_time_to_result_targets_come_from_backprops_curve_and_never_drop_a_seed(
     assert table.loc[("dni", 0.25), "ratio_seconds"] == pytest.approx(1.5)       # 1.5 s vs backprop 1.0 s
     md = time_to_result.markdown(table.reset_index())
     assert "∞ (1/2)" in md and "∞ (0/2)" in md and "400 ± 0; 4.0 ± 0.0 s; 1.00× (2/2)" in md
+    # a DNI seed that diverged before its first evaluation logged nothing: it is ∞ in its cell, not dropped
+    runs = pd.concat([runs, pd.DataFrame([runs.iloc[-1].to_dict() | {"seed": 2}])], ignore_index=True)
+    table = time_to_result.stats(time_to_result.per_seed(runs, curves)).set_index(["method", "fraction"])
+    assert table.loc[("dni", 0.25), "n"] == 3 and table.loc[("dni", 0.25), "reached"] == 2
+    assert table.loc[("dni", 0.25), "iterations"] == math.inf
