@@ -257,10 +257,6 @@ POINT_CASES = [
     ("A3", M(diag_=[("cdni", "every", 0.0, B), ("cdni", "every", 0.3, A)]), SUPPORTED),
     ("A3", M(diag_=[("cdni", "every", 0.0, A), ("cdni", "every", 0.3, B)]), REFUTED),
     ("A3", M(diag_=[("cdni", "every", 0.0, A), ("cdni", "every", 0.3, WIDE_T)]), INCONCLUSIVE),
-    ("A4", M([(3, "backprop", A), (3, "dni", A)], steps_per_s=FAST), SUPPORTED),
-    ("A4", M([(3, "backprop", A), (3, "cdni", A)], steps_per_s=SLOW), REFUTED),
-    ("A4", M([(3, "backprop", A), (3, "cdni", A)], steps_per_s={"backprop": [200, 10, 100], "cdni": [20, 210, 100]}),
-     INCONCLUSIVE),
     ("A5", M(rnn_=RNN_WIN), SUPPORTED),
     ("A5", M(rnn_=[("copy", "bptt", 2, [4, 5, 5], COS), ("copy", "dni", 2, [1, 1, 2], COS)]), REFUTED),
     ("A5", M(rnn_=[("copy", "bptt", 2, [4, 8, 5], COS), ("copy", "dni", 2, [8, 4, 9], COS)]), INCONCLUSIVE),
@@ -286,6 +282,83 @@ def test_each_point_supported_refuted_inconclusive(point_id, m, expected):
 def test_a_point_without_data_at_this_tier_says_so(point_id):
     c = next(p for p in answers.POINTS if p.id == point_id).check(M())
     assert c.verdict == INCONCLUSIVE and "no cell" in c.reason
+
+
+# ---------------------------------------------------------------- time to result (A4, Q1; issue #23 item 3)
+
+BP_ERRORS = [8.0, 5.0, 3.0, 2.0]          # backprop's validation error at steps 100 .. 400 (every seed)
+
+
+def timed(methods: dict, stop: dict | None = None) -> rules.Measured:
+    """MNIST FCN-3 runs of 400 iterations, evaluated at steps 100 .. 400, from {method: (errors, seconds per
+    100 steps, one per seed)}; `stop`: {(method, seed): the last step logged} (a run that diverged first)."""
+    runs, curves = [], []
+    for method, (errors, pace) in methods.items():
+        for seed, per in enumerate(pace):
+            last = (stop or {}).get((method, seed), 400)
+            runs.append({"dataset": "mnist", "arch": "fcn", "layers": 3, "method": method, "update_prob": 1.0,
+                         "seed": seed, "iterations": 400, "test_error": errors[-1], "late_drop": 0.0,
+                         "status": "completed" if last == 400 else "diverged"})
+            curves += [{"dataset": "mnist", "arch": "fcn", "layers": 3, "method": method, "update_prob": 1.0,
+                        "seed": seed, "step": step, "val_error": e, "test_error": e, "elapsed_s": per * step / 100}
+                       for step, e in zip((100, 200, 300, 400), errors) if step <= last]
+    return rules.measured_from_runs(pd.DataFrame(runs), rnn([]), ff_curves=pd.DataFrame(curves))
+
+
+def point(point_id):
+    return next(p for p in answers.POINTS if p.id == point_id)
+
+
+@pytest.mark.parametrize("sg, expected", [
+    ((BP_ERRORS, [3.0, 3.3, 2.9]), SUPPORTED),           # the same curve, three times the seconds per step
+    (([50.0] * 4, [0.1, 0.1, 0.1]), SUPPORTED),          # fast steps that never reach a target: ∞ counts
+    ((BP_ERRORS, [0.3, 0.35, 0.32]), REFUTED),           # the same curve in a third of the time
+    ((BP_ERRORS, [0.5, 2.0, 1.1]), INCONCLUSIVE),        # faster in one seed, slower in another
+])
+def test_a4_reads_the_seconds_to_backprops_own_targets(sg, expected):
+    m = timed({"backprop": (BP_ERRORS, [1.0, 1.0, 1.0]), "cdni": sg})
+    c = point("A4").check(m)
+    assert c.verdict == expected, (c.reason, [(e.label, e.numbers, e.decision) for e in c.evidence])
+    assert len(c.evidence) == 3 and "target 50 % (val ≤ 5.00 %)" in c.evidence[1].label   # one cell per target
+    if expected == REFUTED:
+        assert "ratio 0.32× [" in c.deciding().numbers and "geometric mean" in c.deciding().numbers
+    if sg[0][0] == 50.0:
+        assert "cdni ∞ (0/3 within budget)" in c.deciding().numbers and c.deciding().decision.margin == math.inf
+
+
+def test_a4_is_not_judged_where_backprop_misses_its_own_target():
+    """A backprop seed that diverged at step 100 never reaches the later targets: those cells are the
+    baseline not training; the 25 % target (reached by every seed at step 100) still decides."""
+    m = timed({"backprop": (BP_ERRORS, [1.0, 1.0, 1.0]), "cdni": (BP_ERRORS, [3.0, 3.3, 2.9])},
+              stop={("backprop", 2): 100})
+    c = point("A4").check(m)
+    states = {e.label.split(", ")[1]: e.decision for e in c.evidence}
+    assert states["target 25 % (val ≤ 8.00 %)"].state == stats.HOLDS
+    assert "the baseline did not train at this tier: backprop reached its own target in 2/3 seeds" in \
+        states["target 50 % (val ≤ 5.00 %)"].reason
+    assert c.verdict == INCONCLUSIVE and "backprop reached its own target in 2/3" in c.reason
+
+
+def test_a4_without_curves_has_no_cell():
+    c = point("A4").check(M([(3, "backprop", A), (3, "cdni", A)]))
+    assert c.verdict == INCONCLUSIVE and "no cell: no feed-forward curves" in c.reason
+
+
+def test_no_method_reaching_a_target_has_no_power():
+    """Q1 (and P2): single-process backprop reached none of the declared targets (every time ∞): no headline target,
+    so 'never' says nothing about the SG method; a baseline that misses it in a seed is not competent."""
+    inf = math.inf
+    none = point("Q1").check(M(par_=[("backprop", [inf] * 3, 1), ("cdni", [inf] * 3, 2)]))
+    assert none.verdict == INCONCLUSIVE and "no power: neither method reached the target" in none.reason
+    weak = point("Q1").check(M(par_=[("backprop", [1.0, inf, 1.2], 1), ("cdni", [2.0, 2.1, 2.2], 2)]))
+    assert weak.verdict == INCONCLUSIVE and "the baseline did not train at this tier: single-process backprop " \
+        "reached the target in 2/3 seeds" in weak.reason
+    p2 = check("P2", M(par_=[("backprop", [inf] * 3), ("cdni", [inf] * 3)]))      # locked pipeline, K = 2
+    assert p2.verdict == INCONCLUSIVE and "no power: neither method reached the target" in p2.reason
+    from sgbench.claims.gate import at_floor
+    frame = pd.DataFrame({"seconds_to_target": [inf, inf]})
+    assert at_floor("seconds_to_target", (), frame, frame).startswith("no power: neither method reached")
+    assert at_floor("seconds_to_target", (), frame, pd.DataFrame({"seconds_to_target": [1.0, inf]})) == ""
 
 
 # ---------------------------------------------------------------- the learning-rate protocol
@@ -361,6 +434,13 @@ def test_the_report_says_which_learning_rate_protocol_a_tier_used(tmp_path):
     quick = protocol_text("quick", runs, tmp_path)
     assert "fair short-budget protocol: lr **0.001**" in quick and "validation error" in quick and "3e-05" in quick
     assert "sgbench select-lr --tier long" in protocol_text("long", runs, tmp_path)
+    # the ruleset by name, per tier; only the backprop-only choice puts the caveat beside F1 / F2 / F4
+    from sgbench.analysis.lr_selection import backprop_alone
+    (tmp_path / "fair.yaml").write_text(f"description: f\n{block}chosen: {{backprop: 1.0e-3, dni: 1.0e-4}}}}\n")
+    assert "tuning ruleset **backprop-only choice**" in quick
+    assert "tuning ruleset **the same budget per method**" in protocol_text("fair", runs, tmp_path)
+    assert "tuning ruleset **[DNI]'s settings**" in protocol_text("paper", runs, tmp_path)
+    assert [backprop_alone(t, tmp_path) for t in ("quick", "fair", "paper", "long")] == [1e-3, None, None, None]
 
 
 def test_the_cell_shown_is_the_one_behind_the_verdict():
@@ -442,6 +522,8 @@ def test_ids_are_unique_and_every_record_generates_its_check_and_words():
 
 # What the hand-written rules of 0e3aa4e (before the records) said on the committed runs; the gated
 # cells (RNN, both methods at the floor: R1, R3, Q2, A1, A5 at the quick tier) are left out.
+# A4 now reads time to result (seconds to backprop's own targets) instead of steps per second: the same
+# verdicts, supported at quick (every SG method slower or never there) and inconclusive at long (load noise).
 BEFORE = {
     "quick": {"F1": INCONCLUSIVE, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": REPRODUCED, "R2": INCONCLUSIVE,
               "C1": INCONCLUSIVE, "U1": INCONCLUSIVE, "RU1": REPRODUCED, "P1": CONTRADICTED, "P2": CONTRADICTED,
@@ -458,10 +540,9 @@ TABLES = {"quick": "results/reference/quick/tables/quick", "long": "results/refe
 def test_each_record_gives_the_old_rules_verdict_on_the_committed_runs(tier, record_id):
     from pathlib import Path
 
-    from sgbench.claims.render import load_runs
-    runs = load_runs(Path(__file__).parent.parent / TABLES[tier])
-    m = rules.measured_from_runs(runs["feedforward"], runs["rnn"], runs["parallel"], runs["diagnostics"],
-                                 runs["charlm"])
+    from sgbench.claims.render import load_runs, measured
+    tables = Path(__file__).parent.parent / TABLES[tier]
+    m = measured(load_runs(tables), tables)
     record = next(r for r in list(rules.CLAIMS) + list(answers.POINTS) if r.id == record_id)
     assert record.check(m).verdict == BEFORE[tier][record_id]
 

@@ -223,7 +223,10 @@ def test_report_states_tier_budget_and_every_verdict(tmp_path):
     assert "**inconclusive at this tier**" in rows["| A7"] and "no unlock runs beside No Bprop" in rows["| A7"]
     assert "**inconclusive at this tier**" in rows["| Q2"] and "no (task, T) with both DNI and BPTT" in rows["| Q2"]
     assert "**refuted**" in rows["| A6"]                       # here every SG step is as slow as backprop's
-    assert "Learning rate: tier `quick`" in text
+    assert "Learning rate: tuning ruleset **backprop-only choice** (the older one): tier `quick`" in text
+    # the committed quick tier chose its rate on backprop alone: F1 / F2 / F4 say so beside the verdict
+    caveat = "was chosen on backprop alone (the older ruleset), so this verdict measures that protocol as much as DNI"
+    assert all(caveat in rows[f"| {c}"] for c in ("F1", "F2", "F4")) and caveat not in rows["| F3"]
     assert "(figures/quick/ff_test_error.png)" in text and "(tables/quick/feedforward.md)" in text
 
 
@@ -334,3 +337,8 @@ def test_time_to_result_targets_come_from_backprops_curve_and_never_drop_a_seed(
     assert table.loc[("dni", 0.25), "ratio_seconds"] == pytest.approx(1.5)       # 1.5 s vs backprop 1.0 s
     md = time_to_result.markdown(table.reset_index())
     assert "∞ (1/2)" in md and "∞ (0/2)" in md and "400 ± 0; 4.0 ± 0.0 s; 1.00× (2/2)" in md
+    # a DNI seed that diverged before its first evaluation logged nothing: it is ∞ in its cell, not dropped
+    runs = pd.concat([runs, pd.DataFrame([runs.iloc[-1].to_dict() | {"seed": 2}])], ignore_index=True)
+    table = time_to_result.stats(time_to_result.per_seed(runs, curves)).set_index(["method", "fraction"])
+    assert table.loc[("dni", 0.25), "n"] == 3 and table.loc[("dni", 0.25), "reached"] == 2
+    assert table.loc[("dni", 0.25), "iterations"] == math.inf

@@ -113,13 +113,21 @@ def tier_config(tier: str, tiers_dir: Path = TIERS_DIR) -> dict | None:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
+def backprop_alone(tier: str, tiers_dir: Path = TIERS_DIR) -> float | None:
+    """The rate when the tier's feed-forward runs used the older ruleset (backprop alone tuned, its rate
+    applied to every method), else None (the same budget per method, [DNI]'s settings, or none chosen)."""
+    chosen = ((tier_config(tier, tiers_dir) or {}).get("lr_selection") or {}).get("chosen")
+    return None if chosen is None or isinstance(chosen, dict) else float(chosen)
+
+
 def protocol_text(tier: str, ff_runs: pd.DataFrame, tiers_dir: Path = TIERS_DIR) -> str:
     """Which learning-rate protocol a tier used, for the report."""
     block = (tier_config(tier, tiers_dir) or {}).get("lr_selection")
     used = sorted(ff_runs["lr"].dropna().unique()) if "lr" in ff_runs and not ff_runs.empty else []
     used_text = ", ".join(f"{v:g}" for v in used) or "none (no feed-forward runs)"
     if not block:
-        return (f"tier `{tier}` keeps [DNI]'s settings (Adam, the paper's learning rate, /10 at 60 % and 80 % of "
+        return (f"tuning ruleset **[DNI]'s settings** (nothing tuned): tier `{tier}` keeps [DNI]'s settings (Adam, "
+                f"the paper's learning rate, /10 at 60 % and 80 % of "
                 f"the run); its feed-forward runs used lr {used_text}.")
     grid = ", ".join(f"{v:g}" for v in block["grid"])
     if block.get("chosen") is None:
@@ -127,13 +135,15 @@ def protocol_text(tier: str, ff_runs: pd.DataFrame, tiers_dir: Path = TIERS_DIR)
                 f"run `sgbench select-lr --tier {tier}`. Its feed-forward runs used lr {used_text}.")
     if isinstance(block["chosen"], dict):
         trials = len(block["grid"]) * len(block["layers"]) * len(block["seed"])
-        return (f"tier `{tier}` gives every method the same tuning budget (AlgoPerf's external tuning): each of "
+        return (f"tuning ruleset **the same budget per method**: tier `{tier}` gives every method the same tuning "
+                f"budget (AlgoPerf's external tuning): each of "
                 f"{', '.join(block['chosen'])} got the same {trials} trials -- every rate of the pre-declared grid "
                 f"{grid} on the same nets and seeds at this tier's budget, nothing else tuned -- and uses the rate "
                 f"with its own lowest mean validation error: lr **{chosen_text(block['chosen'])}** "
                 f"({SELECTION_DIR}/{tier}/; docs/statistics.md).")
     chosen = float(block["chosen"])
-    text = (f"tier `{tier}` uses the fair short-budget protocol: lr **{chosen:g}**, chosen from {grid} on "
+    text = (f"tuning ruleset **backprop-only choice** (the older one): tier `{tier}` uses the fair short-budget "
+            f"protocol: lr **{chosen:g}**, chosen from {grid} on "
             f"backprop's validation error at this tier's budget ({SELECTION_DIR}/{tier}/; docs/statistics.md), "
             "for every method (backprop alone tuned: a rate that suits backprop can stall an SG method).")
     stray = [v for v in used if abs(v - chosen) > 1e-12 * chosen]

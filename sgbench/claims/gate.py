@@ -14,6 +14,7 @@ validation bpc fallen). Torch-free.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,6 +46,10 @@ FLOORS: dict[str, tuple[Callable[[tuple], float], str]] = {
     "largest_length_solved": (rnn_floor, "<="),
     "lag_solved": (rnn_floor, "<="),
     "test_error": (lambda key: CHANCE_ERROR, ">="),
+    # time to result: a seed that never reached the target is ∞; no compared method reaching it in any
+    # seed says nothing about which is faster
+    "seconds_to_target": (lambda key: math.inf, ">="),
+    "iterations_to_target": (lambda key: math.inf, ">="),
 }
 
 
@@ -58,6 +63,8 @@ def at_floor(metric: str, key: tuple, *groups: pd.DataFrame) -> str:
     at = (values <= bound) if side == "<=" else (values >= bound)
     if values.empty or not at.all():
         return ""
+    if bound == math.inf:
+        return f"{NO_POWER}: neither method reached the target within the budget in any seed"
     return f"{NO_POWER}: both methods at the floor ({metric} {SYMBOL[side]} {bound:g} in every seed)"
 
 
@@ -108,3 +115,23 @@ BACKPROP_COMPETENT = Competence(
     "backprop", "test_error", "<=",
     f"backprop's mean test error is at most [DNI]'s Table 1 backprop error + {BACKPROP_MARGIN:g} points (recalled)",
     paper_backprop_error)
+
+
+@dataclass(frozen=True)
+class ReachesTarget:
+    """Time to result's competence: the reference method reaches, in every seed within the budget, the
+    target it set itself (its own curve's, feedforward/time_to_result.py). A seed that stopped first
+    (diverged) misses it: then 'not within budget' for another method says nothing about that method."""
+    method: str
+    metric: str
+    words: str
+
+    def reason(self, reference: dict, key: tuple, values: pd.Series | None) -> str:
+        if values is None or values.dropna().empty or (values < math.inf).all():
+            return ""
+        return (f"{BASELINE_NOT_COMPETENT}: {self.method} reached its own target in "
+                f"{int((values < math.inf).sum())}/{len(values)} seeds ({self.words})")
+
+
+BACKPROP_REACHES = ReachesTarget("backprop", "seconds_to_target",
+                                 "backprop reaches the target, set from its own curve, in every seed within the budget")

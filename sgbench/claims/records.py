@@ -16,13 +16,15 @@ import pandas as pd
 from ..analysis.reference import load_reference
 from ..analysis.stats import METRICS, UNDECIDED, Decision
 from ..analysis.tables import net_label
-from .gate import SYMBOL, Competence, at_floor
+from ..families.feedforward import time_to_result
+from .gate import SYMBOL, Competence, ReachesTarget, at_floor
 from .verdicts import (
     CONTRADICTED,
     REPRODUCED,
     Check,
     Evidence,
     compare,
+    compare_ratio,
     every_cell,
     seed_values,
     some_cell,
@@ -44,6 +46,7 @@ class Measured:
     diag: pd.DataFrame | None = None
     exact: bool = False
     charlm: pd.DataFrame | None = None  # char-LM runs: test bits per character by corpus / method / T
+    ff_curves: pd.DataFrame | None = None  # feed-forward curves (val_error, elapsed_s): time to result
     reference: dict = field(default_factory=load_reference, repr=False)
 
 
@@ -51,12 +54,14 @@ def _or_empty(df: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns=columns) if df is None or df.empty else df
 
 
-def measured_from_runs(ff_runs, rnn_runs, par_runs=None, diag_runs=None, charlm_runs=None) -> Measured:
+def measured_from_runs(ff_runs, rnn_runs, par_runs=None, diag_runs=None, charlm_runs=None,
+                       ff_curves=None) -> Measured:
     return Measured(_or_empty(ff_runs, FF_CELL + ["method", "update_prob", "seed", "test_error"]),
                     _or_empty(rnn_runs, ["task", "method", "T", "seed", "largest_length_solved"]),
                     _or_empty(par_runs, FF_CELL + ["method", "workers", "seed"]),
                     _or_empty(diag_runs, FF_CELL + ["method", "seed", "test_error"]),
-                    charlm=_or_empty(charlm_runs, ["corpus", "method", "T", "seed", "test_bpc"]))
+                    charlm=_or_empty(charlm_runs, ["corpus", "method", "T", "seed", "test_bpc"]),
+                    ff_curves=None if ff_curves is None or ff_curves.empty else ff_curves)
 
 
 def base_dataset(name: str) -> str:
@@ -125,8 +130,26 @@ def warmup_cells(diag: pd.DataFrame | None) -> dict[tuple, dict]:
     return cells
 
 
+def time_cells(ff: pd.DataFrame, curves: pd.DataFrame | None) -> dict[tuple, dict]:
+    """Time to result (feedforward/time_to_result.py), per (base data set, arch, layers, fraction of
+    backprop's budget): {method: per-seed seconds_to_target / iterations_to_target (∞: not within budget)}."""
+    cells: dict[tuple, dict] = {}
+    if curves is None or ff.empty:
+        return cells
+    hits = time_to_result.per_seed(ff, curves).rename(
+        columns={"seconds": "seconds_to_target", "iterations": "iterations_to_target"})
+    for (dataset, arch, layers, f, target, method), g in hits.groupby(
+            FF_CELL + ["fraction", "target", "method"], sort=True):
+        key = (base_dataset(dataset), arch, int(layers), float(f))
+        label = (f"{net_label({'dataset': dataset, 'arch': arch, 'layers': layers})}, target {100 * f:g} % "
+                 f"(val ≤ {target:.2f} %)")
+        cells.setdefault(key, {"_label": label})[method] = g
+    return cells
+
+
 CELLS: dict[str, Callable[[Measured], dict]] = {
     "ff": lambda m: ff_cells(m.ff),
+    "time": lambda m: time_cells(m.ff, m.ff_curves),
     "rnn": lambda m: rnn_cells(m.rnn),
     "charlm": lambda m: charlm_cells(m.charlm),
     "placement": lambda m: placement_cells(m.diag),
@@ -151,10 +174,15 @@ class Comparison:
     scope: str
     where: Callable[[tuple], bool] = lambda key: True
     improving: bool = True            # read the runs' late_drop: still improving makes a cell undecided
-    competence: Competence | None = None
+    competence: Competence | ReachesTarget | None = None
+    ratio: bool = False               # a time to target: ratio of the one to the other (compare_ratio), ∞ counts
     extra: Callable[[pd.Series, pd.Series], str] | None = None  # a note shown with the numbers (not judged)
 
     def words(self) -> str:
+        if self.ratio:
+            sides = " and ".join(f"{x} / {self.against}" for x in self.methods)
+            return (f"{sides}: {METRICS[self.metric].means}, ratio {SYMBOL[self.side]} {self.threshold:g} (95 % "
+                    "interval of the geometric mean over seeds; a seed not within the budget is ∞ and counts)")
         sides = " and ".join(f"{x} − {self.against}" for x in self.methods)
         bound = (f"within ±{self.threshold:g} (the whole 95 % interval)" if self.side == "within"
                  else f"{SYMBOL[self.side]} {self.threshold:g} (95 % interval)")
@@ -175,9 +203,12 @@ class Comparison:
         label = f"{rows['_label']}, {x}" if several else rows["_label"]
         a, b = rows[x], rows[self.against]
         extra = self.extra(seed_values(a, self.metric), seed_values(b, self.metric)) if self.extra else ""
-        e = compare(key + (x,) if several else key, label, a, b, self.metric, self.side, self.threshold, m.exact,
-                    (names.get(x, x), names.get(self.against, self.against)), improving=self.improving,
-                    extra=extra)
+        cell, pair = key + (x,) if several else key, (names.get(x, x), names.get(self.against, self.against))
+        if self.ratio:   # a time to target: the ratio, ∞ where a seed missed it (verdicts.compare_ratio)
+            e = compare_ratio(cell, label, a, b, self.metric, self.side, self.threshold, pair)
+        else:
+            e = compare(cell, label, a, b, self.metric, self.side, self.threshold, m.exact, pair,
+                        improving=self.improving, extra=extra)
         reason = "" if m.exact else gate_reason(m, key, rows, self, a, b)
         return dataclasses.replace(e, decision=Decision(UNDECIDED, reason)) if reason else e
 
@@ -216,6 +247,9 @@ class Record:
     rule: Callable[[Measured], Check] | None = None
     rule_words: str = ""
     answers: dict = field(default_factory=dict)  # verdict -> one-line plain answer (points)
+    # the verdict compares an SG method with backprop / No Bprop at the tier's learning rate, so it measures
+    # the tuning ruleset too (issue #23): the report says so where backprop alone chose the rate
+    tuned: bool = False
 
     def check(self, m: Measured) -> Check:
         if self.rule is not None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runtime
-from ..analysis.lr_selection import protocol_text
+from ..analysis.lr_selection import backprop_alone, protocol_text
 from ..analysis.reference import load_reference
 from ..analysis.stats import CI_TEXT
 from ..analysis.tables import NOT_RUN, budget_text, read_table
-from ..families import FAMILIES
+from ..families import FAMILIES, get
 from ..families.parallel.tables import RUN_COLUMNS as PARALLEL_RUN_COLUMNS
 from .answers import POINTS
 from .records import Measured, Record, measured_from_runs
@@ -58,6 +58,23 @@ def load_runs(tables: Path) -> dict[str, pd.DataFrame]:
     """Every registered family's runs table (empty where the tables folder has none)."""
     return {f.name: read_table(tables / f.outputs["runs"]) if (tables / f.outputs["runs"]).exists() else pd.DataFrame()
             for f in FAMILIES}
+
+
+def measured(runs: dict[str, pd.DataFrame], tables: Path) -> Measured:
+    """Every family's runs (load_runs), with the feed-forward curves that time to result reads (A4)."""
+    curves = Path(tables) / get("feedforward").outputs["curves"]
+    par = runs.get("parallel", pd.DataFrame())
+    return measured_from_runs(runs.get("feedforward", pd.DataFrame()), runs.get("rnn", pd.DataFrame()),
+                              pd.DataFrame(columns=PARALLEL_RUN_COLUMNS) if par.empty else par,
+                              runs.get("diagnostics"), runs.get("charlm"),
+                              read_table(curves) if curves.exists() else None)
+
+
+def tuning_caveat(tier: str) -> str:
+    """Beside F1 / F2 / F4 when backprop alone chose the tier's rate (issue #23's motivation)."""
+    lr = backprop_alone(tier)
+    return "" if lr is None else (f" The learning rate ({lr:g}) was chosen on backprop alone (the older ruleset), "
+                                  "so this verdict measures that protocol as much as DNI.")
 
 
 def families_table(runs: dict[str, pd.DataFrame]) -> str:
@@ -108,7 +125,9 @@ def signal_lines(m: Measured) -> list[str]:
 
 
 def verdict_table(outcomes: list[Outcome], tier: str, reference: dict) -> list[str]:
-    """One row per claim: [DNI]'s value, ours for the deciding cell, the verdict, the rule on [DNI]'s numbers."""
+    """One row per claim: [DNI]'s value, ours for the deciding cell, the verdict (with the tuning caveat of a
+    record that reads the tier's learning rate), the rule on [DNI]'s numbers."""
+    caveat = tuning_caveat(tier)
     lines = [f"| claim | in short | [DNI] | ours (tier {tier}; 95 % interval of the difference) | verdict | "
              "why inconclusive | rule on [DNI]'s numbers |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -116,7 +135,9 @@ def verdict_table(outcomes: list[Outcome], tier: str, reference: dict) -> list[s
         decided = o.ours.deciding()
         ours = f"{decided.label}: {decided.numbers}" if decided else "—"
         paper = "; ".join(filter(None, (o.claim.paper(reference), paper_for(o, decided.key if decided else None))))
-        lines.append(f"| {o.claim.id} | {o.claim.says} | {paper} | {ours} | **{o.ours.verdict}** | {why(o.ours)} | "
+        note = f".{caveat}" if o.claim.tuned and caveat else ""
+        lines.append(f"| {o.claim.id} | {o.claim.says} | {paper} | {ours} | **{o.ours.verdict}**{note} | "
+                     f"{why(o.ours)} | "
                      f"{rule_on_paper(o)} |")
     return lines + ["", "Each row shows the cell behind the verdict: the first where the rule fails, else the first "
                     "undecided one, else the one whose interval clears the threshold by least; every cell is listed "
@@ -234,9 +255,7 @@ def render(tier: str, runs: dict[str, pd.DataFrame], tables: Path, figures: Path
     protocol), verdicts, rules, per-claim evidence, each family's own section, tables, figures, sources. `runs`: each family's runs table (load_runs)."""
     reference = load_reference()
     ff_runs, rnn_runs = runs.get("feedforward", pd.DataFrame()), runs.get("rnn", pd.DataFrame())
-    par_runs = runs.get("parallel", pd.DataFrame())
-    par_runs = pd.DataFrame(columns=PARALLEL_RUN_COLUMNS) if par_runs.empty else par_runs
-    ours = measured_from_runs(ff_runs, rnn_runs, par_runs, runs.get("diagnostics"), runs.get("charlm"))
+    ours = measured(runs, tables)
     outcomes = evaluate(ours, measured_from_paper(reference))
     parts = [f"# sgbench replication report: tier `{tier}`\n",
              "Replication of [DNI] (Jaderberg et al., *Decoupled Neural Interfaces using Synthetic Gradients*, "

@@ -34,7 +34,7 @@ from ..analysis.stats import (
 )
 from ..analysis.tables import net_label
 from ..catalog import TABLE1_METHODS, UNLOCK_METHODS, methods
-from .gate import BACKPROP_COMPETENT, BPTT_COMPETENT, at_floor
+from .gate import BACKPROP_COMPETENT, BPTT_COMPETENT, NO_POWER, at_floor
 from .records import (  # noqa: F401  (Measured and the cells are used through rules by tests and answers)
     FF_CELL,
     Comparison,
@@ -303,6 +303,11 @@ def check_p2(m: Measured) -> Check:
             sg, locked = (seed_values(rows[y], "time_to_target_s").fillna(math.inf) for y in (x, "backprop"))
             label, names = f"{rows['_label']}, {x}", (x, "locked backprop")
             never_sg, never_locked = bool((sg == math.inf).any()), bool((locked == math.inf).any())
+            if (sg == math.inf).all() and (locked == math.inf).all():   # no headline target: nothing to compare
+                ev.append(Evidence(key + (x,), label, f"neither {x} nor locked backprop reached the target in any "
+                                   "seed", None, Decision(UNDECIDED, f"{NO_POWER}: neither method reached the target "
+                                                          "within the budget in any seed")))
+                continue
             if never_sg or never_locked:
                 state = FAILS if never_sg else HOLDS
                 ev.append(Evidence(key + (x,), label, f"{x} {'never' if never_sg else 'reaches'} vs locked backprop "
@@ -341,11 +346,13 @@ CLAIMS = (
     Record("F1", "feedforward", "DNI and cDNI train every net far below the No-Bprop baseline (last layer only).",
            _table1, Comparison("ff", SG_METHODS, "no_bprop", "test_error", "<", 0.0,
                                "data set / net / depth cell measured with No Bprop"),
-           missing="no cell with No Bprop and DNI or cDNI"),
+           missing="no cell with No Bprop and DNI or cDNI", tuned=True),
     Record("F2", "feedforward", "On MNIST, DNI and cDNI end within about 2.5 points of backprop at every depth.",
            _table1, Comparison("ff", SG_METHODS, "backprop", "test_error", "within", F2_MAX_GAP, MNIST,
                                where=lambda key: key[0] == "mnist", competence=BACKPROP_COMPETENT),
-           missing="no MNIST cell with backprop and DNI or cDNI"),
+           missing="no MNIST cell with backprop and DNI or cDNI", tuned=True,
+           note="the claim is about the error a method ends at, not how soon it gets there, so the final test "
+           "error stays its metric (time to result is A4's)"),
     Record("F3", "feedforward", "With 4 or more layers, conditioning the SG on the label (cDNI) is at least as "
            "good as DNI.", _table1, Comparison("ff", ("cdni",), "dni", "test_error", "<=", F3_SLACK,
                                                "cell with ≥ 4 hidden layers measured with both",
@@ -355,7 +362,7 @@ CLAIMS = (
            rule=check_f4, rule_words="for each data set's FCN measured at ≥ 2 depths: the DNI − backprop gap at the "
            "deepest depth minus the same gap at the shallowest > 0 (95 % interval of that growth above 0; FCN only: "
            "[DNI]'s CNN gaps, 0.1 and 0.1 points on MNIST in Table 1, recalled, are within rounding); judged only "
-           f"when {BACKPROP_COMPETENT.words} at both depths"),
+           f"when {BACKPROP_COMPETENT.words} at both depths", tuned=True),
     Record("R1", "rnn", "With the same truncation T, DNI learns longer copy / repeat-copy sequences than BPTT "
            "(about twice as long).", _rnn,
            Comparison("rnn", RNN_SG_METHODS, "bptt", "largest_length_solved", ">", 0.0,

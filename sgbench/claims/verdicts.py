@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from ..analysis.stats import (
@@ -146,3 +147,42 @@ def compare(key, label, a: pd.DataFrame, b: pd.DataFrame, metric: str, side: str
                f"difference {est.text()}{extra}")
     return Evidence(key, label, numbers, est, decide(est, side, threshold, d, still))
 
+
+
+def never_text(values: pd.Series) -> str:
+    """'k/n within budget' for a time to target (∞: that seed never reached it)."""
+    return f"{int((values < math.inf).sum())}/{len(values)} within budget"
+
+
+def time_summary(values: pd.Series) -> str:
+    """A method's seconds to a target: 'mean ± ci s' over seeds, or ∞ when a seed never reached it."""
+    if (values == math.inf).any():
+        return f"∞ ({never_text(values)})"
+    est = mean_of(values)
+    low, high = est.interval()
+    spread = "" if math.isnan(low) else f" ± {(high - low) / 2:.1f}"
+    return f"{est.mean:.1f}{spread} s ({never_text(values)})"
+
+
+def compare_ratio(key, label, a: pd.DataFrame, b: pd.DataFrame, metric: str, side: str, threshold: float,
+                  names=("a", "b")) -> Evidence:
+    """mean(a) / mean(b) of a time to target (seconds or iterations) against `threshold`, as one cell's
+    evidence. The ratio is the geometric mean over seeds (the difference of the log times: paired over
+    shared seeds, else Welch) with its 95 % interval, so a time ten times shorter weighs as much as one ten
+    times longer. A seed that never reached the target within the budget is ∞, a result, never dropped:
+    a method with such a seed is slower than one that reached it in every seed (decided, margin ∞)."""
+    va, vb = seed_values(a, metric), seed_values(b, metric)
+    never_a, never_b = bool((va == math.inf).any()), bool((vb == math.inf).any())
+    head = f"{names[0]} {time_summary(va)} vs {names[1]} {time_summary(vb)}"
+    if never_a or never_b:
+        if never_a and never_b:
+            return Evidence(key, label, f"{head}; ratio undefined", None,
+                            Decision(UNDECIDED, "both methods missed the target in some seed"))
+        slower = side in (">", ">=")          # the claim: a takes longer than b
+        state = HOLDS if never_a == slower else FAILS
+        return Evidence(key, label, f"{head}; ratio {'∞' if never_a else '0'}", None, Decision(state, "", math.inf))
+    est = difference(np.log(va), np.log(vb))
+    low, high = est.interval()
+    interval = "no interval" if math.isnan(low) else f"{math.exp(low):.2f}×, {math.exp(high):.2f}×"
+    numbers = f"{head}; ratio {math.exp(est.mean):.2f}× [{interval}] ({est.n}; geometric mean over seeds)"
+    return Evidence(key, label, numbers, est, decide(est, side, math.log(threshold)))

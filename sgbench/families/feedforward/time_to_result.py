@@ -44,17 +44,15 @@ def targets(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_seed(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """Every run at p = 1 (every method), every target of its cell: iterations and seconds (∞: never)."""
+    """Every run at p = 1 (every method), every target of its cell: iterations and seconds (∞: never). A run
+    with no logged evaluation (diverged before its first) is ∞ too: it is in its cell, not dropped."""
     column, goals, rows = error_column(curves), targets(runs, curves), []
     if goals.empty:
         return pd.DataFrame(columns=COLUMNS)
-    full = runs[runs["update_prob"] == 1.0]
-    for key, curve in curves[curves["update_prob"] == 1.0].groupby(FF_CELL + ["method", "seed"], sort=True):
-        cell = dict(zip(FF_CELL, key[:3]))
-        if full[(full[FF_CELL + ["method", "seed"]] == pd.Series(key, index=FF_CELL + ["method", "seed"])).all(
-                axis=1)].empty:
-            continue
-        curve = curve.sort_values("step")
+    keys = FF_CELL + ["method", "seed"]
+    logged = dict(tuple(curves[curves["update_prob"] == 1.0].groupby(keys, sort=True)))
+    for key in runs[runs["update_prob"] == 1.0][keys].drop_duplicates().sort_values(keys).itertuples(index=False):
+        cell, curve = dict(zip(FF_CELL, key[:3])), logged.get(tuple(key), curves.iloc[:0]).sort_values("step")
         elapsed = curve["elapsed_s"] if "elapsed_s" in curve else [math.nan] * len(curve)
         mine = goals[(goals[FF_CELL] == pd.Series(cell)).all(axis=1)]
         for f, target in mine[["fraction", "target"]].itertuples(index=False):
