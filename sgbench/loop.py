@@ -51,7 +51,8 @@ class Hooks:
     def evaluate(self, run: dict) -> dict | None:
         raise NotImplementedError
 
-    def detail(self, curves) -> str:
+    def detail(self, curves) -> str | None:
+        """The progress line's detail (None: no progress lines from this process)."""
         return ""
 
 
@@ -130,7 +131,9 @@ def train(hooks: Hooks, run: dict, ckpt: Checkpoint, total: int, *, checkpoint_e
 
 
 def _progress(hooks: Hooks, run: dict, counter: str, total: int) -> None:
-    log.info(runtime.progress_line(run[counter], total, run["train_time"], hooks.detail(run["curves"])))
+    detail = hooks.detail(run["curves"])
+    if detail is not None:  # None: this process prints none (a parallel worker that keeps no curves)
+        log.info(runtime.progress_line(run[counter], total, run["train_time"], detail))
 
 
 def rate(done: int, seconds: float) -> float | None:
