@@ -16,8 +16,9 @@ test: nothing here asserts a speed.
 updates, curriculum, logging, checkpoints; not the set-up or the final signal measurement) of the
 code at git revision REV (checked out once with `git worktree add` under /tmp) and of the working
 tree, each in its own process on one thread, in alternating rounds (base, new, base, new, ...) so
-that a change in the machine's load falls on both; it prints each round's steps/s, the medians and
-their ratio.
+that a change in the machine's load falls on both; it prints the medians of steps per second of
+wall time and per second of the process's CPU time (steadier on a shared machine, where a run
+waits for a core), their ratios, and each round's wall-time rate.
 """
 import argparse
 import json
@@ -82,18 +83,19 @@ import json, sys, time, torch
 import sgbench.families.rnn.run as run
 from sgbench.families.rnn.config import RNNConfig
 torch.set_num_threads(1)
-spent, original = [0.0], run._train
+spent, original = [0.0, 0.0], run._train
 def timed(*args, **kwargs):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         return original(*args, **kwargs)
     finally:
         spent[0] += time.perf_counter() - t0
+        spent[1] += time.process_time() - c0
 run._train = timed
 cfg = RNNConfig(**json.loads(sys.argv[1]))
 metrics = run.train_rnn(cfg, sys.argv[2])
-print(json.dumps({"steps_per_s": cfg.timesteps / spent[0], "length": metrics["final"]["largest_length_solved"],
-                  "sgbench": run.__file__}))
+print(json.dumps({"steps_per_s": cfg.timesteps / spent[0], "steps_per_cpu_s": cfg.timesteps / spent[1],
+                  "length": metrics["final"]["largest_length_solved"], "sgbench": run.__file__}))
 """
 
 
@@ -124,7 +126,7 @@ def compare(args):
     print(f"# {args.against} ({base}) vs the working tree ({ROOT}); copy, {args.timesteps} time steps, "
           f"one thread, {args.rounds} alternating rounds; load {os.getloadavg()[0]:.2f}")
     print(f"{'method':8} {'hidden':>6} {'streams':>7} {'T':>4} {'base steps/s':>13} {'new steps/s':>12} "
-          f"{'ratio':>6}  rounds (base/new)  lengths (base/new)")
+          f"{'ratio':>6} {'base /cpu-s':>12} {'new /cpu-s':>11} {'ratio':>6}  rounds (base/new)  lengths (base/new)")
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             for hidden in map(int, args.hidden.split(",")):
@@ -132,16 +134,20 @@ def compare(args):
                     for T in map(int, args.T.split(",")):
                         cfg = {"method": method, "hidden_size": hidden, "batch_size": streams, "T": T,
                                "timesteps": args.timesteps, "device": "cpu", "threads": 1, "tier": "custom"}
+                        # the working tree trains the SG at the network's rate, as revisions before
+                        # issue #24 did (one Adam), so that both sides compute the same run
+                        same = {"base": cfg, "new": {**cfg, "sg_lr": 1e-3}}
                         runs = {"base": [], "new": []}
                         for r in range(args.rounds):
                             for name, root in (("base", base), ("new", ROOT)):
-                                runs[name].append(time_child(root, cfg, Path(tmp) / f"{name}-{method}-{r}"))
-                        b, n = (statistics.median(x["steps_per_s"] for x in runs[k]) for k in ("base", "new"))
+                                runs[name].append(time_child(root, same[name], Path(tmp) / f"{name}-{method}-{r}"))
+                        b, n, bc, nc = (statistics.median(x[key] for x in runs[k]) for key in
+                                        ("steps_per_s", "steps_per_cpu_s") for k in ("base", "new"))
                         rounds = " ".join(f"{x['steps_per_s']:.0f}/{y['steps_per_s']:.0f}"
                                           for x, y in zip(runs["base"], runs["new"]))
                         lengths = f"{runs['base'][0]['length']}/{runs['new'][0]['length']}"
-                        print(f"{method:8} {hidden:6d} {streams:7d} {T:4d} {b:13.0f} {n:12.0f} {n / b:6.2f}  "
-                              f"{rounds}  {lengths}", flush=True)
+                        print(f"{method:8} {hidden:6d} {streams:7d} {T:4d} {b:13.0f} {n:12.0f} {n / b:6.2f} "
+                              f"{bc:12.0f} {nc:11.0f} {nc / bc:6.2f}  {rounds}  {lengths}", flush=True)
     print(f"# load after: {os.getloadavg()[0]:.2f}")
 
 

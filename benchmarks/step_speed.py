@@ -261,7 +261,7 @@ def step_counts(arch, layers, method, shape, batch, sg_hidden_layers=None, place
             nets.append(FeedForwardNet(arch, layers, method, shape, sg=SGSpec(hidden_layers=sg_hidden_layers),
                                        placement=placement))
         if mode == "stacked":
-            if fast.stack_blockers(nets[0]):
+            if fast.net_stack_blockers(nets[0]):
                 out["stacked_kernels"] = None
                 continue
             stacked = fast.StackedFCN(nets)

@@ -216,8 +216,8 @@ class StackedBatchNorm1d(nn.Module):
 class _StackedInject(torch.autograd.Function):
     """sgbench.dni's inject-in-backward boundary for S seeds at once: identity on h (S, B, ...); in
     backward h gets each seed's synthetic gradient (scale * sg / B) in place of the arriving one, and
-    each seed's SG is regressed towards its own arriving gradient (per-example: times B; BootstrapL2,
-    the mean over that seed's elements)."""
+    each seed's SG learns from its own arriving gradient through the boundary's rule (sgbench.dni:
+    its target and loss, applied to each seed's slice as to a single run's boundary)."""
 
     @staticmethod
     def forward(ctx, h, sg, boundary):
@@ -228,21 +228,23 @@ class _StackedInject(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (sg,) = ctx.saved_tensors
-        boundary, batch = ctx.boundary, grad_out.shape[1]
-        diff = sg - grad_out * batch
-        boundary.last_sg_loss = diff.detach().pow(2).flatten(1).mean(1)
-        grad_h = sg.detach() * (boundary.scale / batch)
-        return grad_h, diff * (2.0 * boundary.sg_loss_weight / sg[0].numel()), None
+        boundary, rule = ctx.boundary, ctx.boundary.rule
+        loss, grad_sg = torch.func.vmap(lambda s, g: rule.loss(s, rule.target(g)))(sg, grad_out)
+        boundary.last_sg_loss = loss.detach()
+        grad_h = sg.detach() * (boundary.scale / grad_out.shape[1])
+        return grad_h, grad_sg * boundary.sg_loss_weight, None
 
 
 class StackedDNI(nn.Module):
-    """S DNI boundaries (synthetic mode, learning their SG) of S seeds: see sgbench.dni.DNI."""
+    """S DNI boundaries (synthetic mode, learning their SG) of S seeds: see sgbench.dni.DNI. Their rule
+    is the first boundary's (a seed group is one config: every seed's boundary has the same rule)."""
 
     def __init__(self, boundaries: list[DNI]):
         super().__init__()
         first = boundaries[0]
         self.sg_model = stack_modules([b.sg_model for b in boundaries])
         self.conditioned, self.scale, self.sg_loss_weight = first.conditioned, first.scale, first.sg_loss_weight
+        self.rule = first.rule
         self.last_sg_loss = None
 
     def forward(self, h, context=None):
@@ -287,16 +289,25 @@ def stack_modules(modules: list[nn.Module]) -> nn.Module:
     raise TypeError(f"batched seeds have no stacked form of {type(first).__name__} (FCN layers only)")
 
 
-def stack_blockers(net) -> list[str]:
-    """Why the seeds of this net's run cannot be stacked (empty: they can)."""
+def stack_blockers(arch: str, method: str, every_boundary: bool, probe: bool = False) -> list[str]:
+    """Why the seeds of a run cannot be stacked (empty: they can): the one list of reasons, for a config
+    before training (sgbench.families.feedforward.seeds) and for the nets handed to StackedFCN."""
     reasons = []
-    if any(isinstance(m, nn.Conv2d) for m in net.modules()):
+    if arch != "fcn":
         reasons.append("only FCNs are stacked (the CNN has convolutions)")
-    if net.method not in STACKED_METHODS:
-        reasons.append(f"method {net.method!r} (stacked: {', '.join(STACKED_METHODS)})")
-    if net.boundaries is not None and not all(net.placed):
+    if method not in STACKED_METHODS:
+        reasons.append(f"method {method!r} (stacked: {', '.join(STACKED_METHODS)})")
+    if not every_boundary:
         reasons.append("DNIs at only some boundaries (dni_placement)")
+    if probe:
+        reasons.append("the fidelity probe (probe_every)")
     return reasons
+
+
+def net_stack_blockers(net) -> list[str]:
+    """stack_blockers for a built FeedForwardNet."""
+    arch = "cnn" if any(isinstance(m, nn.Conv2d) for m in net.modules()) else "fcn"
+    return stack_blockers(arch, net.method, net.boundaries is None or all(net.placed))
 
 
 class StackedFCN(nn.Module):
@@ -308,7 +319,7 @@ class StackedFCN(nn.Module):
 
     def __init__(self, nets: list):
         super().__init__()
-        blockers = sorted({r for net in nets for r in stack_blockers(net)})
+        blockers = sorted({r for net in nets for r in net_stack_blockers(net)})
         if blockers:
             raise ValueError(f"cannot train these seeds as one batch: {'; '.join(blockers)}; run one seed per job")
         first = nets[0]

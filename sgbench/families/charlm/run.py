@@ -14,7 +14,6 @@ runtime.ABSURD_LOSS times chance's, stops the run as diverged.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -22,10 +21,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ... import runtime
+from ... import loop, runtime
 from ...corpus import load_corpus
 from ...nets import SequenceNet
-from ..rnn.run import RunInterrupted, WindowTrainer, make_optimizer, resume
+from ..rnn.run import WindowTrainer, crossed, make_optimizer, sequence_model_size
 from .config import NON_RESULT_FIELDS, CharLMConfig
 
 log = logging.getLogger(__name__)
@@ -91,104 +90,85 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
     opt = make_optimizer(model, cfg)
     trainer = WindowTrainer(model, opt, cfg, device, errors_fn=char_errors)
     streams = TextStreams(train_ids, cfg.batch_size)
-    run = {"timestep": 0, "train_time": 0.0, "wall_before": 0.0, "diverged": None, "resumed": False,
-           "curves": {k: [] for k in CURVES}}
-    ckpt_path = out_dir / "checkpoint.pt"
+    run = loop.new_run("timestep", {k: [] for k in CURVES})
     stateful = {"model": model, "opt": opt, "streams": streams, "trainer": trainer}
-    run["resumed"] = resume(ckpt_path, _result_config(cfg), device, stateful, run)
+    ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS)},
+                           stateful, device, "timestep", t_start)
+    ckpt.resume(run)
     log.info("train-charlm %s/%s T=%d seed %d on %s: %d chars train, vocabulary %d, %d time steps x %d streams",
              corpus.name, cfg.method, cfg.T, cfg.seed, device, len(train_ids), corpus.vocab_size, cfg.timesteps,
              cfg.batch_size)
-    _train(cfg, trainer, streams, valid_ids, run, ckpt_path, stateful, _stop_after, t_start, device)
+    loop.train(TextRun(cfg, trainer, streams, valid_ids, device), run, ckpt, cfg.timesteps, stop_after=_stop_after)
     model.eval()
     diverged = run["diverged"] is not None
     final = {"valid_bpc": None if diverged else evaluate_bpc(model, valid_ids),
              "test_bpc": None if diverged else evaluate_bpc(model, test_ids),
              "best_valid_bpc": min((v for v in run["curves"]["valid_bpc"] if v is not None), default=None)}
-    metrics = _metrics(cfg, corpus, model, trainer, run, final, meta,
-                       run["wall_before"] + time.perf_counter() - t_start)
-    runtime.validate(metrics, "charlm_metrics")
-    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
-    ckpt_path.unlink(missing_ok=True)
+    body = {"dataset": {"name": corpus.name, "source": corpus.source, "vocab_size": corpus.vocab_size,
+                        "chars": {"train": len(corpus.train), "valid": len(corpus.valid), "test": len(corpus.test)},
+                        "works": corpus.works},
+            "model": sequence_model_size(model), "curves": run["curves"], "final": final,
+            "timing": {"timesteps_per_s": loop.rate(run["timestep"], run["train_time"]),
+                       **trainer.cost(run["timestep"], run["train_time"])}}
+    metrics = loop.write_metrics(out_dir, "charlm_metrics", "charlm", cfg, body, diverged=run["diverged"],
+                                 meta={**meta, "resumed": run["resumed"]}, wall=ckpt.wall(run),
+                                 train_time=run["train_time"])
+    ckpt.remove()
     log.info("%s: %s test bpc %s -> %s", metrics["status"], corpus.name, final["test_bpc"], out_dir / "metrics.json")
     return metrics
 
 
-def _train(cfg, trainer, streams, valid_ids, run, ckpt_path, stateful, stop_after, t_start, device):
-    bits_sum, chars, stats_sum, stats_n = 0.0, 0, torch.zeros(3, device=device), torch.zeros(3, device=device)
-    next_eval = (run["timestep"] // cfg.eval_every + 1) * cfg.eval_every
-    while run["timestep"] < cfg.timesteps:
-        t0 = time.perf_counter()
-        trainer.model.train()
-        x, y, mask = streams.window(cfg.T)
-        errors, stats = trainer.step(x, y, mask)
+class TextRun(loop.Hooks):
+    """The char-LM window step (divergence against a uniform guess), and validation bpc every eval_every
+    time steps (an absurd one is divergence too: a sane training loss with absurd weights)."""
+
+    def __init__(self, cfg, trainer, streams, valid_ids, device):
+        self.cfg, self.trainer, self.streams, self.valid_ids = cfg, trainer, streams, valid_ids
+        self.bits_sum, self.chars = 0.0, 0
+        self.stats_sum, self.stats_n = torch.zeros(3, device=device), torch.zeros(3, device=device)
+
+    def step(self, run: dict) -> dict | None:
+        cfg, model = self.cfg, self.trainer.model
+        model.train()
+        x, y, mask = self.streams.window(cfg.T)
+        errors, stats = self.trainer.step(x, y, mask)
         total = float(errors.sum())
-        if runtime.absurd(total, errors.numel() * math.log(trainer.model.head.out_features)):  # nats; chance: uniform
-            _diverge(run, run["timestep"] + cfg.T, "or absurd loss")
-            return
-        bits_sum, chars = bits_sum + total / math.log(2.0), chars + errors.numel()
+        if runtime.absurd(total, errors.numel() * math.log(model.head.out_features)):  # nats; chance: uniform
+            return _diverged(run, run["timestep"] + cfg.T)
+        self.bits_sum, self.chars = self.bits_sum + total / math.log(2.0), self.chars + errors.numel()
         ok = torch.isfinite(stats)
-        stats_sum[:len(stats)] += torch.where(ok, stats, 0.0)
-        stats_n[:len(stats)] += ok
+        self.stats_sum[:len(stats)] += torch.where(ok, stats, 0.0)
+        self.stats_n[:len(stats)] += ok
         run["timestep"] += cfg.T
-        run["train_time"] += time.perf_counter() - t0
-        if run["timestep"] >= next_eval or run["timestep"] >= cfg.timesteps:
-            trainer.model.eval()
-            valid = evaluate_bpc(trainer.model, valid_ids, cfg.eval_chars)
-            if runtime.absurd(valid, math.log2(trainer.model.head.out_features)):  # sane training loss, absurd weights
-                _diverge(run, run["timestep"], "or absurd validation bpc")
-                return
-            c = run["curves"]
-            c["timestep"].append(run["timestep"])
-            c["train_bpc"].append(bits_sum / chars)
-            c["valid_bpc"].append(valid)
-            for k, s, n in zip(("boundary_target_norm", "boundary_sg_norm", "boundary_target_cosine"), stats_sum,
-                               stats_n):
-                c[k].append(float(s / n) if n > 0 else None)
-            c["elapsed_s"].append(round(run["train_time"], 3))
-            bits_sum, chars = 0.0, 0
-            stats_sum.zero_(), stats_n.zero_()
-            next_eval += cfg.eval_every
-            log.info(runtime.progress_line(run["timestep"], cfg.timesteps, run["train_time"],
-                                           f"train bpc {c['train_bpc'][-1]:.3f} valid bpc {c['valid_bpc'][-1]:.3f}"))
-            wall = run["wall_before"] + time.perf_counter() - t_start
-            runtime.atomic_torch_save(ckpt_path, {"config": _result_config(cfg), "run": {**run, "wall_before": wall},
-                                                  **{k: obj.state_dict() for k, obj in stateful.items()}})
-            if stop_after is not None and run["timestep"] >= stop_after:
-                raise RunInterrupted(f"stopped after time step {run['timestep']} (test hook)")
+        return None
+
+    def eval_due(self, done: int) -> bool:
+        return crossed(done, self.cfg.T, self.cfg.eval_every)
+
+    def evaluate(self, run: dict) -> dict | None:
+        model = self.trainer.model
+        model.eval()
+        valid = evaluate_bpc(model, self.valid_ids, self.cfg.eval_chars)
+        if runtime.absurd(valid, math.log2(model.head.out_features)):  # sane training loss, absurd weights
+            return _diverged(run, run["timestep"])
+        c = run["curves"]
+        c["timestep"].append(run["timestep"])
+        c["train_bpc"].append(self.bits_sum / self.chars)
+        c["valid_bpc"].append(valid)
+        for k, s, n in zip(("boundary_target_norm", "boundary_sg_norm", "boundary_target_cosine"), self.stats_sum,
+                           self.stats_n):
+            c[k].append(float(s / n) if n > 0 else None)
+        c["elapsed_s"].append(round(run["train_time"], 3))
+        self.bits_sum, self.chars = 0.0, 0
+        self.stats_sum.zero_(), self.stats_n.zero_()
+        return None
+
+    def detail(self, curves: dict) -> str:
+        return f"train bpc {curves['train_bpc'][-1]:.3f} valid bpc {curves['valid_bpc'][-1]:.3f}" \
+            if curves["timestep"] else ""
 
 
-def _diverge(run: dict, step: int, what: str) -> None:
-    """Stop as diverged at `step`, with the last logged (finite) point."""
+def _diverged(run: dict, step: int) -> dict:
+    """The diverged record at `step`, with the last logged (finite) point."""
     c = run["curves"]
-    run["diverged"] = {"step": step, "last_finite": {k: c[k][-1] for k in ("train_bpc", "valid_bpc")}
-                       if c["timestep"] else {}}
-    log.warning("non-finite %s at time step %d: stopping (diverged)", what, step)
-
-
-def _result_config(cfg) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
-
-
-def _metrics(cfg, corpus, model, trainer, run, final, meta, wall) -> dict:
-    metrics = {
-        "schema": "sgbench.charlm_metrics/1",
-        "status": "diverged" if run["diverged"] else "completed",
-        "experiment": "charlm",
-        "tier": cfg.tier,
-        "config": dataclasses.asdict(cfg),
-        "dataset": {"name": corpus.name, "source": corpus.source, "vocab_size": corpus.vocab_size,
-                    "chars": {"train": len(corpus.train), "valid": len(corpus.valid), "test": len(corpus.test)},
-                    "works": corpus.works},
-        "model": {"parameters": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("boundary")),
-                  "sg_parameters": sum(p.numel() for p in model.boundary.parameters()) if model.boundary else 0},
-        "curves": run["curves"],
-        "final": final,
-        "timing": {"wall_time_s": round(wall, 3), "train_time_s": round(run["train_time"], 3),
-                   "timesteps_per_s": round(run["timestep"] / run["train_time"], 3) if run["train_time"] else None,
-                   **trainer.cost(run["timestep"], run["train_time"])},
-        "meta": {**meta, "resumed": run["resumed"]},
-    }
-    if run["diverged"]:
-        metrics["diverged"] = run["diverged"]
-    return metrics
+    return runtime.diverged_record(step, {k: c[k][-1] for k in ("train_bpc", "valid_bpc")} if c["timestep"] else {})

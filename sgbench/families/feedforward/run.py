@@ -30,14 +30,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 import torch
 
-from ... import fast, runtime
+from ... import fast, loop, runtime
 from ...data import as_input, load_dataset, resolve_data_root, split
 from ...fidelity import ff_fidelity
 from ...nets import FeedForwardNet, SGSpec
+from ...loop import RunInterrupted  # noqa: F401  (the runner's test hook; tests import it from here)
 from ...unlock import InputSpec
 from .config import NON_RESULT_FIELDS, FFConfig
 
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 PROBE_KEYS = ("cosine", "rel_error", "norm_ratio")  # per boundary, see sgbench.probe
 # The update-mask generator's seed is the run seed plus this, so it never coincides with a batch stream's.
 UPDATE_SEED_OFFSET = 2**32
-
-
-class RunInterrupted(RuntimeError):
-    """Raised by the `_stop_after` test hook, standing in for a killed process."""
 
 
 class BatchStream:
@@ -166,19 +162,6 @@ def lr_schedule(opt, cfg: FFConfig):
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)
 
 
-def _result_config(cfg: FFConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
-
-
-def _resume(ckpt_path: Path, cfg: FFConfig, device, stateful: dict) -> dict | None:
-    """Load model/optimizer/schedule/batch-stream state from a checkpoint of the same config, if any."""
-    ckpt = runtime.load_checkpoint(ckpt_path, device, {"config": _result_config(cfg)}, log.warning)
-    if ckpt is not None:
-        runtime.restore(ckpt, stateful)
-        log.info("resuming from %s at step %d", ckpt_path, ckpt["step"])
-    return ckpt
-
-
 def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> dict:
     """Train one feed-forward run; returns the metrics dict also written to out_dir/metrics.json.
 
@@ -191,128 +174,138 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
 
     data, s = split_run_data(cfg, device)
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (s.train_x, s.train_y), (s.val_x, s.val_y), (s.test_x, s.test_y)
     model = build_net(cfg, data).to(device)
     step_mode = fast.resolve_step(cfg.step, cfg, device)  # eager unless asked (sgbench.fast)
     opt = fast.make_optimizer(model.trainable_parameters(), cfg.lr, step_mode, device)
     sched = lr_schedule(opt, cfg)
-    stream = BatchStream(len(train_y), cfg.batch_size, cfg.seed)
+    stream = BatchStream(len(s.train_y), cfg.batch_size, cfg.seed)
     schedule = UpdateSchedule(cfg.layers + 1, cfg.update_prob, cfg.update_periods, cfg.seed)
-    n_boundaries = 0 if model.boundaries is None else len(model.boundaries)
-    n_inputs = 0 if model.input_models is None else len(model.input_models)
+    run = loop.new_run("step", new_curves(cfg, model))
+    stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream, "schedule": schedule}
+    ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS)},
+                           stateful, device, "step", t_start)
+    ckpt.resume(run)
+    # after the resume: a fused step copies the stream's restored order to the device
+    hooks = SingleRun(cfg, model, s, device, fast.Stepper(step_mode, model, opt, stream, s.train_x, s.train_y,
+                                                          schedule, train_step), sched)
+    log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries, %d input models",
+             data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations,
+             hooks.n_boundaries, hooks.n_inputs)
+    model.train()
+    loop.train(hooks, run, ckpt, cfg.iterations, stop_after=_stop_after)
+
+    curves, diverged = run["curves"], run["diverged"]
+    final_error = test_error(model, s.test_x, s.test_y, device) if diverged else curves["test_error"][-1]
+    final_val = (test_error(model, s.val_x, s.val_y, device) if len(s.val_y) else None) if diverged \
+        else curves["val_error"][-1]
+    final = _final(curves, final_error, final_val, diverged) | \
+        {"update_fraction": update_fractions(schedule, model, run["step"])}
+    metrics = ff_metrics(cfg, out_dir, data, s, model, curves, final, run, step_mode,
+                         meta | {"resumed": run["resumed"]}, ckpt.wall(run))
+    ckpt.remove()
+    log.info("%s: test error %.2f%%, %.1f steps/s -> %s", metrics["status"], metrics["final"]["test_error"],
+             metrics["timing"]["steps_per_s"] or 0, out_dir / "metrics.json")
+    return metrics
+
+
+def new_curves(cfg: FFConfig, model) -> dict:
+    n_boundaries, n_inputs = len(model.boundaries or []), len(model.input_models or [])
     curves = {"step": [], "train_loss": [], "test_error": [], "val_error": [], "lr": [], "elapsed_s": [],
               "sg_loss": [[] for _ in range(n_boundaries)], "input_loss": [[] for _ in range(n_inputs)]}
     if cfg.probe_every:
         curves |= {"probe_step": [], **{f"probe_{k}": [[] for _ in range(n_boundaries)] for k in PROBE_KEYS}}
-        probe_x, probe_y = as_input(train_x[:cfg.probe_size]), train_y[:cfg.probe_size]
-    warmup_steps = round(cfg.warmup * cfg.iterations)
-    step, train_time, earlier_wall = 0, 0.0, 0.0
-    ckpt_path = out_dir / "checkpoint.pt"
-    stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream, "schedule": schedule}
-    resumed = _resume(ckpt_path, cfg, device, stateful)
-    if resumed:
-        curves, step, train_time = resumed["curves"], resumed["step"], resumed["train_time"]
-        # wall time of the earlier attempts up to their last checkpoint (older checkpoints: train time)
-        earlier_wall = resumed.get("wall_time", train_time)
-    meta["resumed"] = resumed is not None
-    watch = runtime.NonFiniteWatch(device)
-    diverged = None
-    stepper = fast.Stepper(step_mode, model, opt, stream, train_x, train_y, schedule, train_step)
+    return curves
 
-    log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries, %d input models",
-             data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations, n_boundaries,
-             n_inputs)
-    loss_sum = torch.zeros((), device=device)
-    sg_sum = torch.zeros(n_boundaries, device=device)
-    input_sum = torch.zeros(n_inputs, device=device)
-    since, last_log = 0, time.perf_counter()
-    model.train()
-    while step < cfg.iterations:
-        t0 = time.perf_counter()
+
+class SingleRun(loop.Hooks):
+    """The feed-forward step and evaluation of one run: losses summed on the device between evaluations,
+    the divergence watch, warm-up, the fidelity probe, test and validation error."""
+
+    def __init__(self, cfg: FFConfig, model, s, device, stepper, sched):
+        self.cfg, self.model, self.s, self.device, self.stepper, self.sched = cfg, model, s, device, stepper, sched
+        self.n_boundaries = 0 if model.boundaries is None else len(model.boundaries)
+        self.n_inputs = 0 if model.input_models is None else len(model.input_models)
+        self.warmup_steps = round(cfg.warmup * cfg.iterations)
+        self.watch = runtime.NonFiniteWatch(device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.sg_sum = torch.zeros(self.n_boundaries, device=device)
+        self.input_sum = torch.zeros(self.n_inputs, device=device)
+        self.since = 0
+        if cfg.probe_every:
+            self.probe_x, self.probe_y = as_input(s.train_x[:cfg.probe_size]), s.train_y[:cfg.probe_size]
+
+    def eval_due(self, step: int) -> bool:
+        return step % self.cfg.eval_every == 0
+
+    def _probe_due(self, step: int) -> bool:
+        return bool(self.cfg.probe_every) and (step % self.cfg.probe_every == 0 or step == self.cfg.iterations)
+
+    def step(self, run: dict) -> dict | None:
+        cfg, model = self.cfg, self.model
         if cfg.warmup:
-            model.set_exact(step < warmup_steps)
-        loss = stepper(step + 1)
-        sched.step()
-        step, since = step + 1, since + 1
-        loss_sum += loss.detach()
+            model.set_exact(run["step"] < self.warmup_steps)
+        loss = self.stepper(run["step"] + 1)
+        self.sched.step()
+        run["step"] += 1
+        step, self.since = run["step"], self.since + 1
+        self.loss_sum += loss.detach()
         for i, b in enumerate(model.boundaries or []):
             if b.last_sg_loss is not None:
-                sg_sum[i] += b.last_sg_loss
+                self.sg_sum[i] += b.last_sg_loss
         for i, input_loss in enumerate(model.last_input_losses):
-            input_sum[i] += input_loss
-        watch.observe(step, _step_losses(loss, model))
-        if watch.due(step) or step % cfg.eval_every == 0 or step == cfg.iterations or \
-                (cfg.probe_every and step % cfg.probe_every == 0):
-            fast.sync(device)  # before the host reads the device: the steps still queued on a GPU are training time
-        train_time += time.perf_counter() - t0
-        if (watch.due(step) or step % cfg.eval_every == 0 or step == cfg.iterations) and watch.diverged_at():
-            diverged = _divergence(watch, curves)
-            log.warning("non-finite loss at step %d: stopping (status diverged)", diverged["step"])
-            break
+            self.input_sum[i] += input_loss
+        self.watch.observe(step, _step_losses(loss, model))
+        look = self.watch.due(step) or self.eval_due(step) or step == cfg.iterations
+        if look or self._probe_due(step):
+            fast.sync(self.device)  # before the host reads the device: the steps still queued on a GPU are training time
+        if look and self.watch.diverged_at():
+            return _divergence(self.watch, run["curves"])
+        return None
 
-        if cfg.probe_every and (step % cfg.probe_every == 0 or step == cfg.iterations):
-            curves["probe_step"].append(step)
-            for i, row in enumerate(ff_fidelity(model, probe_x, probe_y)):
+    def after_step(self, run: dict) -> None:
+        if self._probe_due(run["step"]):
+            curves = run["curves"]
+            curves["probe_step"].append(run["step"])
+            for i, row in enumerate(ff_fidelity(self.model, self.probe_x, self.probe_y)):
                 for k in PROBE_KEYS:
                     curves[f"probe_{k}"][i].append(None if row is None else row[k])
-        if step % cfg.eval_every == 0 or step == cfg.iterations:
-            err = test_error(model, test_x, test_y, device)
-            curves["step"].append(step)
-            curves["train_loss"].append(float(loss_sum) / since)
-            curves["test_error"].append(err)
-            curves["val_error"].append(test_error(model, val_x, val_y, device) if len(val_y) else None)
-            curves["lr"].append(float(sched.get_last_lr()[0]))  # a tensor when captured
-            curves["elapsed_s"].append(round(train_time, 3))
-            for i in range(n_boundaries):  # None where no DNI sits (dni_placement)
-                curves["sg_loss"][i].append(float(sg_sum[i]) / since if model.placed[i] else None)
-            for i in range(n_inputs):
-                curves["input_loss"][i].append(float(input_sum[i]) / since)
-            loss_sum.zero_(), sg_sum.zero_(), input_sum.zero_()
-            since = 0
-            _log_progress(step, cfg.iterations, train_time, curves)
-            runtime.atomic_torch_save(ckpt_path, {
-                "config": _result_config(cfg), "curves": curves, "step": step, "train_time": train_time,
-                "wall_time": earlier_wall + time.perf_counter() - t_start,
-                **{name: obj.state_dict() for name, obj in stateful.items()}})
-            last_log = time.perf_counter()
-            if _stop_after is not None and step >= _stop_after:
-                raise RunInterrupted(f"stopped after step {step} (test hook)")
-        elif time.perf_counter() - last_log > 60:
-            _log_progress(step, cfg.iterations, train_time, curves)
-            last_log = time.perf_counter()
 
-    final_error = test_error(model, test_x, test_y, device) if diverged else curves["test_error"][-1]
-    final_val = (test_error(model, val_x, val_y, device) if len(val_y) else None) if diverged \
-        else curves["val_error"][-1]
-    metrics = {
-        "schema": "sgbench.ff_metrics/1",
-        "status": "diverged" if diverged else "completed",
-        "experiment": "feedforward",
-        "tier": cfg.tier,
-        "config": dataclasses.asdict(cfg),
+    def evaluate(self, run: dict) -> None:
+        curves, s, device, since = run["curves"], self.s, self.device, self.since
+        curves["step"].append(run["step"])
+        curves["train_loss"].append(float(self.loss_sum) / since)
+        curves["test_error"].append(test_error(self.model, s.test_x, s.test_y, device))
+        curves["val_error"].append(test_error(self.model, s.val_x, s.val_y, device) if len(s.val_y) else None)
+        curves["lr"].append(float(self.sched.get_last_lr()[0]))  # a tensor when captured
+        curves["elapsed_s"].append(round(run["train_time"], 3))
+        for i in range(self.n_boundaries):  # None where no DNI sits (dni_placement)
+            curves["sg_loss"][i].append(float(self.sg_sum[i]) / since if self.model.placed[i] else None)
+        for i in range(self.n_inputs):
+            curves["input_loss"][i].append(float(self.input_sum[i]) / since)
+        self.loss_sum.zero_(), self.sg_sum.zero_(), self.input_sum.zero_()
+        self.since = 0
+        return None
+
+    def detail(self, curves: dict) -> str:
+        return f"loss {curves['train_loss'][-1]:.4f} test error {curves['test_error'][-1]:.2f}%" if curves["step"] else ""
+
+
+def ff_metrics(cfg: FFConfig, out_dir, data, s, net, curves: dict, final: dict, run: dict, step_mode: str,
+               meta: dict, wall: float) -> dict:
+    """metrics.json of a feed-forward run (one seed; a seed group writes one per seed)."""
+    body = {
         "dataset": {"requested": cfg.dataset, "variant": data.name, "source": data.source,
-                    "n_train": len(train_y), "n_val": len(val_y), "n_test": len(test_y)},
-        "model": {"parameters": sum(p.numel() for p in model.model_parameters()),
-                  "sg_parameters": sum(p.numel() for p in model.sg_parameters()),
-                  "input_parameters": sum(p.numel() for p in model.input_parameters()),
-                  "boundaries": n_boundaries, "dni_boundaries": sum(model.placed)},
+                    "n_train": len(s.train_y), "n_val": len(s.val_y), "n_test": len(s.test_y)},
+        "model": {"parameters": sum(p.numel() for p in net.model_parameters()),
+                  "sg_parameters": sum(p.numel() for p in net.sg_parameters()),
+                  "input_parameters": sum(p.numel() for p in net.input_parameters()),
+                  "boundaries": len(net.boundaries or []), "dni_boundaries": sum(net.placed)},
         "curves": curves,
-        "final": _final(curves, final_error, final_val, diverged) | {"update_fraction": update_fractions(schedule, model, step)},
-        "timing": {"wall_time_s": round(earlier_wall + time.perf_counter() - t_start, 3),
-                   "train_time_s": round(train_time, 3),
-                   "steps_per_s": round(step / train_time, 3) if train_time > 0 else None,
-                   "step": step_mode},
-        "meta": meta,
+        "final": final,
+        "timing": {"steps_per_s": loop.rate(run["step"], run["train_time"]), "step": step_mode},
     }
-    if diverged:
-        metrics["diverged"] = diverged
-    metrics = runtime.json_safe(metrics)
-    runtime.validate(metrics, "ff_metrics")
-    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
-    ckpt_path.unlink(missing_ok=True)
-    log.info("%s: test error %.2f%%, %.1f steps/s -> %s", metrics["status"], metrics["final"]["test_error"],
-             metrics["timing"]["steps_per_s"] or 0, out_dir / "metrics.json")
-    return metrics
+    return loop.write_metrics(out_dir, "ff_metrics", "feedforward", cfg, body, diverged=run["diverged"], meta=meta,
+                              wall=wall, train_time=run["train_time"])
 
 
 def update_fractions(schedule: UpdateSchedule, model, steps: int) -> list[float]:
@@ -349,8 +342,3 @@ def _final(curves: dict, test_error_now: float, val_error_now: float | None, div
                 "sg_loss": [None for _ in curves["sg_loss"]], "input_loss": [None for _ in curves["input_loss"]]}
     return {"test_error": curves["test_error"][-1], "val_error": val_error_now, "train_loss": curves["train_loss"][-1],
             "sg_loss": [c[-1] for c in curves["sg_loss"]], "input_loss": [c[-1] for c in curves["input_loss"]]}
-
-
-def _log_progress(step: int, total: int, train_time: float, curves: dict) -> None:
-    last = f"loss {curves['train_loss'][-1]:.4f} test error {curves['test_error'][-1]:.2f}%" if curves["step"] else ""
-    log.info(runtime.progress_line(step, total, train_time, last))

@@ -19,17 +19,9 @@ from pathlib import Path
 
 import torch
 
-from ... import fast, runtime
-from .config import FFConfig
-from .run import (
-    BatchStream,
-    _result_config,
-    build_net,
-    lr_schedule,
-    split_run_data,
-    test_error,
-    train_ff,
-)
+from ... import fast, loop, runtime
+from .config import NON_RESULT_FIELDS, FFConfig
+from .run import BatchStream, build_net, ff_metrics, lr_schedule, split_run_data, test_error, train_ff
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +37,13 @@ def seed_dirs(out, seeds: list[int]) -> list[Path]:
     return [Path(text.format(seed=s)) if "{seed}" in text else Path(out) / f"seed{s}" for s in seeds]
 
 
-def stack_refusals(cfg: FFConfig) -> list[str]:
-    """What in this config keeps its seeds from training as one batch (empty: nothing)."""
-    reasons = [r for r, bad in [
-        ("arch cnn (only FCNs stack)", cfg.arch != "fcn"),
-        (f"method {cfg.method} (stacked: {', '.join(fast.STACKED_METHODS)})", cfg.method not in fast.STACKED_METHODS),
-        ("dni_placement other than every", cfg.dni_placement != "every"),
-        ("the fidelity probe (probe_every)", cfg.probe_every > 0),
-    ] if bad]
-    return reasons + fast.capture_blockers(cfg)
-
-
 def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     """Train config.seeds as one batch; returns each seed's metrics (also written, see the module doc)."""
     t_start = time.perf_counter()
     seeds = list(config.seeds)
     cfg = dataclasses.replace(config.resolved(), seed=seeds[0], seeds=None)
-    refusals = stack_refusals(cfg)
+    refusals = fast.stack_blockers(cfg.arch, cfg.method, cfg.dni_placement == "every", cfg.probe_every > 0) + \
+        fast.capture_blockers(cfg)
     if refusals or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds} cannot train as one batch: "
                          f"{'; '.join(refusals) or 'a seed is repeated'}; run one seed per job")
@@ -70,8 +52,6 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     mode = fast.resolve_step(cfg.step, cfg, device)
     mode = "fused" if mode == "eager" else mode  # stacked seeds have no eager form (same arithmetic)
     data, sp = split_run_data(cfg, device)
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (sp.train_x, sp.train_y), (sp.val_x, sp.val_y), \
-        (sp.test_x, sp.test_y)
     nets = []
     for s in seeds:  # each seed's initialisation is its single run's
         torch.manual_seed(s)
@@ -79,72 +59,78 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     stacked = fast.StackedFCN(nets).to(device)
     opt = fast.make_optimizer(stacked.trainable_parameters(), cfg.lr, mode, device)
     sched = lr_schedule(opt, cfg)
-    streams = [BatchStream(len(train_y), cfg.batch_size, s) for s in seeds]
+    streams = [BatchStream(len(sp.train_y), cfg.batch_size, s) for s in seeds]
     n_b = len(nets[0].boundaries or [])
-    curves = [{"step": [], "train_loss": [], "test_error": [], "val_error": [], "lr": [], "elapsed_s": [],
-               "sg_loss": [[] for _ in range(n_b)], "input_loss": []} for _ in seeds]
-    ckpt_path = dirs[0] / "checkpoint-seeds.pt"
-    group_config = {"config": _result_config(cfg), "seeds": list(seeds)}
-    step, train_time, earlier_wall = 0, 0.0, 0.0
-    resumed = _resume(ckpt_path, group_config, device, stacked, opt, sched, streams)
-    if resumed:
-        curves, step, train_time = resumed["curves"], resumed["step"], resumed["train_time"]
-        earlier_wall = resumed["wall_time"]  # of the earlier attempts, up to their last checkpoint
-    meta["resumed"] = resumed is not None
-    stepper = fast.StackedStepper(mode, stacked, opt, streams, train_x, train_y)
+    run = loop.new_run("step", [{"step": [], "train_loss": [], "test_error": [], "val_error": [], "lr": [],
+                                 "elapsed_s": [], "sg_loss": [[] for _ in range(n_b)], "input_loss": []}
+                                for _ in seeds])
+    stateful = {"stacked": stacked, "opt": opt, "sched": sched, **{f"stream{i}": s for i, s in enumerate(streams)}}
+    ckpt = loop.Checkpoint(dirs[0] / "checkpoint-seeds.pt",
+                           {"config": loop.result_config(cfg, NON_RESULT_FIELDS), "seeds": list(seeds)},
+                           stateful, device, "step", t_start)
+    ckpt.resume(run)
+    # after the resume: the stepper copies each stream's restored order to the device
+    hooks = StackedRun(cfg, nets, stacked, sp, device, fast.StackedStepper(mode, stacked, opt, streams, sp.train_x,
+                                                                           sp.train_y), sched)
     log.info("train-ff %s/%s-%d/%s seeds %s as one batch on %s (%s step), %d iterations", data.name, cfg.arch,
              cfg.layers, cfg.method, seeds, device, mode, cfg.iterations)
-    since = 0
     stacked.train()
-    while step < cfg.iterations:
-        t0 = time.perf_counter()
-        stepper()
-        sched.step()
-        step, since = step + 1, since + 1
-        train_time += time.perf_counter() - t0
-        if step % cfg.eval_every == 0 or step == cfg.iterations:
-            t0 = time.perf_counter()
-            losses, sg_losses = stepper.take(since)  # reads the device: waits for the queued steps
-            train_time += time.perf_counter() - t0
-            since = 0
-            stacked.unstack_into(nets)
-            for s, net in enumerate(nets):
-                c = curves[s]
-                c["step"].append(step)
-                c["train_loss"].append(losses[s])
-                c["test_error"].append(test_error(net, test_x, test_y, device))
-                c["val_error"].append(test_error(net, val_x, val_y, device) if len(val_y) else None)
-                c["lr"].append(float(sched.get_last_lr()[0]))
-                c["elapsed_s"].append(round(train_time, 3))
-                for i in range(n_b):
-                    c["sg_loss"][i].append(sg_losses[s][i])
-            runtime.atomic_torch_save(ckpt_path, group_config | {
-                "curves": curves, "step": step, "train_time": train_time,
-                "wall_time": earlier_wall + time.perf_counter() - t_start, "stacked": stacked.state_dict(),
-                "opt": opt.state_dict(), "sched": sched.state_dict(), "streams": [s.state_dict() for s in streams]})
-            log.info(runtime.progress_line(step, cfg.iterations, train_time,
-                                           "test error " + " ".join(f"{c['test_error'][-1]:.2f}%" for c in curves)))
+    loop.train(hooks, run, ckpt, cfg.iterations)
     results = []
     for s, seed in enumerate(seeds):
+        curves = run["curves"][s]
         seed_cfg = dataclasses.replace(cfg, seed=seed)  # seeds=None: each file describes its own run
-        results.append(_write_metrics(seed_cfg, dirs[s], data, nets[s], curves[s], (len(train_y), len(val_y), len(test_y)),
-                                      train_time, earlier_wall + time.perf_counter() - t_start,
-                                      meta | {"seeds_in_job": list(seeds)}, mode))
-    ckpt_path.unlink(missing_ok=True)
+        final = {"test_error": curves["test_error"][-1], "val_error": curves["val_error"][-1],
+                 "train_loss": curves["train_loss"][-1], "sg_loss": [c[-1] for c in curves["sg_loss"]],
+                 "input_loss": [],
+                 # every layer that trains updates at every step (stacked runs have no asynchronous updates)
+                 "update_fraction": [float(any(p.requires_grad for p in g)) for g in nets[s].layer_parameters()]}
+        seed_run = run | {"diverged": _divergence(curves)}
+        results.append(ff_metrics(seed_cfg, dirs[s], data, sp, nets[s], curves, final, seed_run, mode,
+                                  meta | {"resumed": run["resumed"], "seeds_in_job": list(seeds)}, ckpt.wall(run)))
+    ckpt.remove()
     return results
 
 
-def _resume(path: Path, group_config: dict, device, stacked, opt, sched, streams) -> dict | None:
-    """The group's checkpoint, loaded into the stacked model, optimizer, schedule and streams, if it was
-    made by the same config and seeds (else None: start afresh)."""
-    ckpt = runtime.load_checkpoint(path, device, group_config, log.warning)
-    if ckpt is None:
+class StackedRun(loop.Hooks):
+    """Stacked seeds as a form of the run's step: one update trains every seed; each evaluation writes
+    the stacked weights back into each seed's net and appends a point to each seed's curves."""
+
+    def __init__(self, cfg: FFConfig, nets, stacked, sp, device, stepper, sched):
+        self.cfg, self.nets, self.stacked, self.sp, self.device = cfg, nets, stacked, sp, device
+        self.stepper, self.sched, self.since = stepper, sched, 0
+        self.n_b = len(nets[0].boundaries or [])
+
+    def eval_due(self, step: int) -> bool:
+        return step % self.cfg.eval_every == 0
+
+    def step(self, run: dict) -> None:
+        self.stepper()
+        self.sched.step()
+        run["step"], self.since = run["step"] + 1, self.since + 1
+        return None  # a stacked seed that diverges is marked at its evaluation, not stopped (_divergence)
+
+    def evaluate(self, run: dict) -> None:
+        t0 = time.perf_counter()
+        losses, sg_losses = self.stepper.take(self.since)  # reads the device: waits for the queued steps
+        run["train_time"] += time.perf_counter() - t0
+        self.since = 0
+        self.stacked.unstack_into(self.nets)
+        sp, device = self.sp, self.device
+        for s, net in enumerate(self.nets):
+            c = run["curves"][s]
+            c["step"].append(run["step"])
+            c["train_loss"].append(losses[s])
+            c["test_error"].append(test_error(net, sp.test_x, sp.test_y, device))
+            c["val_error"].append(test_error(net, sp.val_x, sp.val_y, device) if len(sp.val_y) else None)
+            c["lr"].append(float(self.sched.get_last_lr()[0]))
+            c["elapsed_s"].append(round(run["train_time"], 3))
+            for i in range(self.n_b):
+                c["sg_loss"][i].append(sg_losses[s][i])
         return None
-    runtime.restore(ckpt, {"stacked": stacked, "opt": opt, "sched": sched})
-    for stream, state in zip(streams, ckpt["streams"]):
-        stream.load_state_dict(state)
-    log.info("resuming seeds %s from %s at step %d", group_config["seeds"], path, ckpt["step"])
-    return ckpt
+
+    def detail(self, curves: list) -> str:
+        return "test error " + " ".join(f"{c['test_error'][-1]:.2f}%" for c in curves) if curves[0]["step"] else ""
 
 
 def _divergence(curves: dict) -> dict | None:
@@ -157,39 +143,3 @@ def _divergence(curves: dict) -> dict | None:
     last = {"train_loss": curves["train_loss"][bad[0] - 1] if bad[0] else None,
             "test_error": curves["test_error"][bad[0] - 1] if bad[0] else None}
     return runtime.diverged_record(curves["step"][bad[0]], last)
-
-
-def _write_metrics(cfg: FFConfig, out_dir: Path, data, net, curves: dict, sizes: tuple[int, int, int],
-                   train_time: float, wall_time: float, meta: dict, mode: str) -> dict:
-    """One seed's metrics.json, in the single run's form (timing: the whole group's, shared: a step
-    trains every seed of the job, meta.seeds_in_job)."""
-    n_b = len(net.boundaries or [])
-    diverged = _divergence(curves)
-    metrics = {
-        "schema": "sgbench.ff_metrics/1",
-        "status": "diverged" if diverged else "completed",
-        "experiment": "feedforward",
-        "tier": cfg.tier,
-        "config": dataclasses.asdict(cfg),
-        "dataset": {"requested": cfg.dataset, "variant": data.name, "source": data.source,
-                    "n_train": sizes[0], "n_val": sizes[1], "n_test": sizes[2]},
-        "model": {"parameters": sum(p.numel() for p in net.model_parameters()),
-                  "sg_parameters": sum(p.numel() for p in net.sg_parameters()),
-                  "input_parameters": 0, "boundaries": n_b, "dni_boundaries": sum(net.placed)},
-        "curves": curves,
-        "final": {"test_error": curves["test_error"][-1], "val_error": curves["val_error"][-1],
-                  "train_loss": curves["train_loss"][-1],
-                  "sg_loss": [c[-1] for c in curves["sg_loss"]], "input_loss": [],
-                  # every layer that trains updates at every step (stacked runs have no asynchronous updates)
-                  "update_fraction": [float(any(p.requires_grad for p in g)) for g in net.layer_parameters()]},
-        "timing": {"wall_time_s": round(wall_time, 3), "train_time_s": round(train_time, 3),
-                   "steps_per_s": round(cfg.iterations / train_time, 3) if train_time > 0 else None,
-                   "step": mode},
-        "meta": meta,
-    }
-    if diverged:
-        metrics["diverged"] = diverged
-    metrics = runtime.json_safe(metrics)
-    runtime.validate(metrics, "ff_metrics")
-    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
-    return metrics

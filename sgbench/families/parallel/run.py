@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ... import runtime
+from ... import loop, runtime
 from ...analysis.tables import time_to_target
 from ..feedforward.run import build_net, load_run_data, lr_schedule
 from .config import ParallelConfig, ParallelRunError
@@ -87,39 +87,10 @@ def train_worker(rank: int, cfg: ParallelConfig, device, backend: str, split: li
     step_fn, late = protocol.stepper(w, opt, device)
     dist.barrier()
 
-    curves = {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": []}
-    train_s, loss_sum, since, bad_step, diverged, last_log = 0.0, 0.0, 0, 0, None, time.perf_counter()
-    for step in range(1, cfg.iterations + 1):
-        t0 = time.perf_counter()
-        x, y = batches.next()
-        loss = step_fn(x, y)
-        sched.step()
-        sync(device)  # GPU work is asynchronous: count it in the step that launched it
-        train_s += time.perf_counter() - t0
-        if loss is not None:
-            value = loss.item()
-            if not math.isfinite(value):
-                bad_step = bad_step or step
-            loss_sum, since = loss_sum + value, since + 1
-        if step % cfg.eval_every == 0 or step == cfg.iterations:
-            first_bad = first_divergence(bad_step, device)
-            if first_bad:
-                diverged = {"step": first_bad, "last_finite": _last_finite(curves)}
-                log.warning("non-finite training loss at step %d: the run stops (status diverged)", first_bad)
-                break
-            err = protocol.evaluate(w, test_x, test_y)
-            dist.barrier()  # no worker starts the next step's clock while another still evaluates
-            if w.keeps_curves:
-                curves["step"].append(step)
-                curves["train_loss"].append(loss_sum / since)
-                curves["test_error"].append(err)
-                curves["lr"].append(sched.get_last_lr()[0])
-                curves["elapsed_s"].append(round(train_s, 4))
-                if time.perf_counter() - last_log > 10 or step == cfg.iterations:
-                    log.info(runtime.progress_line(step, cfg.iterations, train_s,
-                                                   f"loss {curves['train_loss'][-1]:.4f} test error {err:.2f}%"))
-                    last_log = time.perf_counter()
-            loss_sum, since = 0.0, 0
+    run = loop.new_run("step", {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": []})
+    loop.train(WorkerRun(cfg, protocol, w, batches, step_fn, sched, device, test_x, test_y), run, NoCheckpoint(),
+               cfg.iterations, log_at_eval=False, log_every_s=10)
+    curves, train_s, step, diverged = run["curves"], run["train_time"], run["step"], run["diverged"]
     finish_links(w, late)
     if cfg.save_params:
         runtime.atomic_torch_save(Path(out_dir) / f"params-{rank}.pt", {
@@ -131,8 +102,64 @@ def train_worker(rank: int, cfg: ParallelConfig, device, backend: str, split: li
             "curves": curves if w.keeps_curves else None, "diverged": diverged}
 
 
-def _last_finite(curves: dict) -> dict:
-    return {k: curves[k][-1] for k in ("train_loss", "test_error") if curves[k]}
+class NoCheckpoint:
+    """A timing run is never checkpointed nor resumed (its seconds would mix two attempts)."""
+    counter = "step"
+
+    def save(self, run: dict) -> None:
+        pass
+
+
+class WorkerRun(loop.Hooks):
+    """One worker's step (its protocol's: a stage, a replica), and the evaluation every worker joins:
+    divergence agreed by all (a collective), the protocol's test error, a barrier; curves are kept by
+    the worker that sees the whole net's output (w.keeps_curves), and only it prints progress."""
+
+    def __init__(self, cfg, protocol, w, batches, step_fn, sched, device, test_x, test_y):
+        self.cfg, self.protocol, self.w, self.batches, self.step_fn = cfg, protocol, w, batches, step_fn
+        self.sched, self.device, self.test_x, self.test_y = sched, device, test_x, test_y
+        self.loss, self.loss_sum, self.since, self.bad_step = None, 0.0, 0, 0
+
+    def step(self, run: dict) -> None:
+        x, y = self.batches.next()
+        self.loss = self.step_fn(x, y)
+        self.sched.step()
+        sync(self.device)  # GPU work is asynchronous: count it in the step that launched it
+        run["step"] += 1
+        return None
+
+    def after_step(self, run: dict) -> None:
+        if self.loss is not None:  # read off the clock
+            value = self.loss.item()
+            if not math.isfinite(value):
+                self.bad_step = self.bad_step or run["step"]
+            self.loss_sum, self.since = self.loss_sum + value, self.since + 1
+
+    def eval_due(self, step: int) -> bool:
+        return step % self.cfg.eval_every == 0
+
+    def evaluate(self, run: dict) -> dict | None:
+        first_bad = first_divergence(self.bad_step, self.device)
+        curves = run["curves"]
+        if first_bad:
+            return runtime.diverged_record(first_bad, {k: curves[k][-1] for k in ("train_loss", "test_error")
+                                                       if curves[k]})
+        err = self.protocol.evaluate(self.w, self.test_x, self.test_y)
+        dist.barrier()  # no worker starts the next step's clock while another still evaluates
+        if self.w.keeps_curves:
+            curves["step"].append(run["step"])
+            curves["train_loss"].append(self.loss_sum / self.since)
+            curves["test_error"].append(err)
+            curves["lr"].append(self.sched.get_last_lr()[0])
+            curves["elapsed_s"].append(round(run["train_time"], 4))
+        self.loss_sum, self.since = 0.0, 0
+        return None
+
+    def detail(self, curves: dict) -> str | None:
+        if not self.w.keeps_curves:
+            return None
+        return f"loss {curves['train_loss'][-1]:.4f} test error {curves['test_error'][-1]:.2f}%" \
+            if curves["step"] else ""
 
 
 # ---------------------------------------------------------------- the run

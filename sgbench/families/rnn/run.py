@@ -28,16 +28,15 @@ one), and at the end; a rerun resumes from it bit-exactly. A non-finite loss sto
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ... import runtime
+from ... import loop, runtime
+from ...loop import RunInterrupted  # noqa: F401  (the runners' test hook; tests import it from here)
 from ...nets import SequenceNet
 from ...tasks import Curriculum, EpisodeStream, Task, bits, window_errors
 from .config import NON_RESULT_FIELDS, RNNConfig
@@ -48,10 +47,6 @@ CURVES = ("timestep", "bits_per_output_step", "bits_per_sequence", "length", "bo
           "boundary_sg_norm", "boundary_target_cosine", "elapsed_s")
 MEMORY_KEYS = ("activation_memory_mb", "peak_memory_mb")  # runtime.step_memory
 PROBE_CURVES = ("probe_timestep", "probe_cosine_exact", "probe_cosine_discounted", "probe_norm_ratio_exact")
-
-
-class RunInterrupted(RuntimeError):
-    """Raised by the `_stop_after` test hook, as a kill would stop a run (its checkpoint is written)."""
 
 
 def make_optimizer(model: SequenceNet, cfg) -> torch.optim.Adam:
@@ -169,94 +164,83 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
     opt = make_optimizer(model, cfg)
     trainer = WindowTrainer(model, opt, cfg, device)
-    run = {"timestep": 0, "train_time": 0.0, "wall_before": 0.0, "diverged": None, "resumed": False,
-           "curriculum": [dict(timestep=0, **task.level(1))],
-           "curves": {k: [] for k in CURVES + (PROBE_CURVES if cfg.probe_every else ())}}
-    ckpt_path = out_dir / "checkpoint.pt"
+    run = loop.new_run("timestep", {k: [] for k in CURVES + (PROBE_CURVES if cfg.probe_every else ())})
+    run["curriculum"] = [dict(timestep=0, **task.level(1))]
     stateful = {"model": model, "opt": opt, "stream": stream, "curriculum": curriculum, "trainer": trainer}
-    if resume(ckpt_path, _result_config(cfg), device, stateful, run):
-        run["resumed"] = True
+    ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS)},
+                           stateful, device, "timestep", t_start)
+    ckpt.resume(run)
     log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams (%s layout, %s lengths)", cfg.task,
              cfg.method, cfg.T, cfg.seed, device, cfg.timesteps, cfg.batch_size, cfg.layout, cfg.schedule)
-    _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, stateful, _stop_after, t_start)
+    loop.train(CopyRun(cfg, task, stream, curriculum, trainer, device), run, ckpt, cfg.timesteps,
+               checkpoint_every_s=cfg.checkpoint_every_s, log_at_eval=False, log_every_s=30, stop_after=_stop_after)
 
     signal = (dict.fromkeys(SIGNAL_KEYS) if run["diverged"]  # the parameters are not finite any more
               else linear_sg_signal(model, task, curriculum.level, cfg, device))
-    wall = run["wall_before"] + time.perf_counter() - t_start  # every attempt's wall time
-    metrics = _metrics(cfg, task, model, trainer, curriculum, run, meta, signal, wall)
-    runtime.validate(metrics, "rnn_metrics")
-    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
-    ckpt_path.unlink(missing_ok=True)
+    metrics = _metrics(cfg, task, model, trainer, curriculum, run, out_dir, {**meta, "resumed": run["resumed"]},
+                       signal, ckpt.wall(run))
+    ckpt.remove()
     log.info("%s: largest length solved %d -> %s", metrics["status"], metrics["final"]["largest_length_solved"],
              out_dir / "metrics.json")
     return metrics
 
 
-def _train(cfg, task, stream, curriculum, trainer, run, device, ckpt_path, stateful, stop_after, t_start):
-    log_every = max(cfg.T, cfg.timesteps // cfg.log_points)
-    acc = _Interval(device)
-    next_log = (run["timestep"] // log_every + 1) * log_every
-    last_print = last_save = time.perf_counter()
-    while run["timestep"] < cfg.timesteps:
-        t0 = time.perf_counter()
-        x, y, mask = stream.window(cfg.T, curriculum.level)
-        errors, stats = trainer.step(x, y, mask)
+def crossed(done: int, window: int, every: int) -> bool:
+    """Whether the window of `window` time steps that ended at `done` crossed a multiple of `every`: the
+    logging and evaluation schedule of the window runners (RNN, char-LM)."""
+    return done // every > (done - window) // every
+
+
+class CopyRun(loop.Hooks):
+    """The copy tasks' window step (curriculum, divergence against chance), the SG probe, and a logged
+    point every timesteps / log_points time steps."""
+
+    def __init__(self, cfg, task, stream, curriculum, trainer, device):
+        self.cfg, self.task, self.stream, self.curriculum, self.trainer = cfg, task, stream, curriculum, trainer
+        self.device, self.acc = device, _Interval(device)
+        self.every = max(cfg.T, cfg.timesteps // cfg.log_points)
+
+    def step(self, run: dict) -> dict | None:
+        cfg, curriculum = self.cfg, self.curriculum
+        x, y, mask = self.stream.window(cfg.T, curriculum.level)
+        errors, stats = self.trainer.step(x, y, mask)
         errors = bits(errors)
         total = errors.sum()
         # chance: one bit per output bit at every step of the window (a bound: not every step is scored)
-        if runtime.absurd(float(total), cfg.T * cfg.batch_size * task.out_dim):
-            run["diverged"] = {"step": run["timestep"] + cfg.T, "last_finite": _last_finite(run["curves"])}
-            log.warning("non-finite or absurd loss at time step %d: stopping (diverged)", run["diverged"]["step"])
-            break
-        acc.add(total, mask.sum(), stats)
-        for level, seq_bits, outputs in stream.finish_window(errors):
+        if runtime.absurd(float(total), cfg.T * cfg.batch_size * self.task.out_dim):
+            return runtime.diverged_record(run["timestep"] + cfg.T, _last_finite(run["curves"]))
+        self.acc.add(total, mask.sum(), stats)
+        for level, seq_bits, outputs in self.stream.finish_window(errors):
             curriculum.record(level, seq_bits, outputs)
-            acc.add_sequence(level == curriculum.level, seq_bits)
+            self.acc.add_sequence(level == curriculum.level, seq_bits)
         run["timestep"] += cfg.T
         if curriculum.maybe_advance():
-            run["curriculum"].append(dict(timestep=run["timestep"], **task.level(curriculum.level)))
-            log.info("passed length %d at time step %d", task.level(curriculum.solved)["length"], run["timestep"])
-        run["train_time"] += time.perf_counter() - t0
-        timestep = run["timestep"]
-        if cfg.probe_every and (timestep // cfg.probe_every > (timestep - cfg.T) // cfg.probe_every
-                                or timestep >= cfg.timesteps):
-            probe = sg_probe(trainer.model, task, curriculum.level, cfg, device)
+            run["curriculum"].append(dict(timestep=run["timestep"], **self.task.level(curriculum.level)))
+            log.info("passed length %d at time step %d", self.task.level(curriculum.solved)["length"],
+                     run["timestep"])
+        return None
+
+    def after_step(self, run: dict) -> None:
+        cfg, timestep = self.cfg, run["timestep"]
+        if cfg.probe_every and (crossed(timestep, cfg.T, cfg.probe_every) or timestep >= cfg.timesteps):
+            probe = sg_probe(self.trainer.model, self.task, self.curriculum.level, cfg, self.device)
             run["curves"]["probe_timestep"].append(timestep)
             for k, v in probe.items():
                 run["curves"][f"probe_{k}"].append(v)
-        if timestep >= next_log or timestep >= cfg.timesteps:
-            acc.flush_into(run["curves"], timestep, task.level(curriculum.level)["length"], run["train_time"])
-            next_log += log_every
-            stop = stop_after is not None and timestep >= stop_after
-            # a checkpoint costs a save and an fsync: at a logged point once checkpoint_every_s have
-            # passed since the last one, and at the last (what the final measurement starts from)
-            if time.perf_counter() - last_save >= cfg.checkpoint_every_s or timestep >= cfg.timesteps or stop:
-                wall = run["wall_before"] + time.perf_counter() - t_start
-                runtime.atomic_torch_save(ckpt_path, {"config": _result_config(cfg),
-                                                      "run": {**run, "wall_before": wall},
-                                                      **{k: obj.state_dict() for k, obj in stateful.items()}})
-                last_save = time.perf_counter()
-            if stop:
-                raise RunInterrupted(f"stopped after time step {timestep} (test hook)")
-        if time.perf_counter() - last_print > 30 or timestep >= cfg.timesteps:
-            _log_progress(timestep, cfg.timesteps, run["train_time"], run["curves"])
-            last_print = time.perf_counter()
 
+    def eval_due(self, done: int) -> bool:
+        return crossed(done, self.cfg.T, self.every)
 
-def _result_config(cfg: RNNConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_RESULT_FIELDS}
+    def evaluate(self, run: dict) -> None:
+        self.acc.flush_into(run["curves"], run["timestep"], self.task.level(self.curriculum.level)["length"],
+                            run["train_time"])
 
-
-def resume(ckpt_path: Path, config: dict, device, stateful: dict, run: dict) -> bool:
-    """Load every stateful piece and the run's progress from a checkpoint of the same resolved config
-    (its result fields), if any; the char-LM runner's too."""
-    ckpt = runtime.load_checkpoint(ckpt_path, device, {"config": config}, log.warning)
-    if ckpt is None:
-        return False
-    runtime.restore(ckpt, stateful)
-    run.update(ckpt["run"])
-    log.info("resuming from %s at time step %d", ckpt_path, run["timestep"])
-    return True
+    def detail(self, curves: dict) -> str:
+        if not curves["timestep"]:
+            return ""
+        bps = curves["bits_per_sequence"][-1]
+        return (f"length {curves['length'][-1]} bits/output {curves['bits_per_output_step'][-1] or 0:.3f}"
+                + (f" bits/seq {bps:.3f}" if bps is not None else ""))
 
 
 def _last_finite(curves: dict) -> dict:
@@ -264,33 +248,28 @@ def _last_finite(curves: dict) -> dict:
     return {k: curves[k][-1] for k in keys if curves[k]} if curves["timestep"] else {}
 
 
-def _metrics(cfg, task, model, trainer, curriculum, run, meta, signal, wall) -> dict:
+def _metrics(cfg, task, model, trainer, curriculum, run, out_dir, meta, signal, wall) -> dict:
     # nothing solved: length 0, and N 0 where levels fix N (None where each episode draws its own)
     none = {"N": None if task.level(1)["N"] is None else 0, "R": None, "length": 0}
     solved = task.level(curriculum.solved) if curriculum.solved else none
-    train_time = run["train_time"]
-    metrics = {
-        "schema": "sgbench.rnn_metrics/1",
-        "status": "diverged" if run["diverged"] else "completed",
-        "experiment": "rnn",
-        "tier": cfg.tier,
-        "config": dataclasses.asdict(cfg),
+    body = {
         "task": {"layout": task.layout, "schedule": task.schedule, "in_dim": task.in_dim, "out_dim": task.out_dim},
-        "model": {"parameters": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("boundary")),
-                  "sg_parameters": sum(p.numel() for p in model.boundary.parameters()) if model.boundary else 0},
+        "model": sequence_model_size(model),
         "curves": run["curves"],
         "curriculum": run["curriculum"],
         "final": {"largest_length_solved": solved["length"], "N_solved": solved["N"], "R_solved": solved["R"],
                   "bits_per_sequence": curriculum.mean_error(), **signal},
-        "timing": {"wall_time_s": round(wall, 3),
-                   "train_time_s": round(train_time, 3),
-                   "timesteps_per_s": round(run["timestep"] / train_time, 3) if train_time > 0 else None,
-                   **trainer.cost(run["timestep"], train_time)},
-        "meta": {**meta, "resumed": run["resumed"]},
+        "timing": {"timesteps_per_s": loop.rate(run["timestep"], run["train_time"]),
+                   **trainer.cost(run["timestep"], run["train_time"])},
     }
-    if run["diverged"]:
-        metrics["diverged"] = run["diverged"]
-    return metrics
+    return loop.write_metrics(out_dir, "rnn_metrics", "rnn", cfg, body, diverged=run["diverged"], meta=meta, wall=wall,
+                              train_time=run["train_time"])
+
+
+def sequence_model_size(model: SequenceNet) -> dict:
+    """metrics.json's "model" of a sequence run (RNN, char-LM): the network's and the SG's parameters."""
+    return {"parameters": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("boundary")),
+            "sg_parameters": sum(p.numel() for p in model.boundary.parameters()) if model.boundary else 0}
 
 
 class _Interval:
@@ -329,12 +308,3 @@ class _Interval:
         curves["boundary_target_cosine"].append(grad[2])
         curves["elapsed_s"].append(round(train_time, 3))
         self.reset()
-
-
-def _log_progress(timestep, total, train_time, curves):
-    last = ""
-    if curves["timestep"]:
-        bps = curves["bits_per_sequence"][-1]
-        last = (f"length {curves['length'][-1]} bits/output {curves['bits_per_output_step'][-1] or 0:.3f}"
-                + (f" bits/seq {bps:.3f}" if bps is not None else ""))
-    log.info(runtime.progress_line(timestep, total, train_time, last))
