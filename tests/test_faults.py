@@ -355,8 +355,9 @@ SEQ_FLAGS = {
 SEQ_WINDOWS = {"rnn": (200, 20), "charlm": (60, 10)}  # windows per run, windows per checkpoint
 # A huge lr drives the loss to NaN within a few windows: (extra flags, whether checkpoints come first).
 SEQ_DIVERGE = {
-    ("rnn", "before-first-checkpoint"): ["--lr", "1e30"],
-    ("rnn", "after-checkpoints"): ["--lr", "1e30", "--timesteps", "60", "--log-points", "20"],  # log every window
+    ("rnn", "before-first-checkpoint"): ["--lr", "1e30", "--sg-lr", "1e30"],  # the SG has its own rate
+    ("rnn", "after-checkpoints"): ["--lr", "1e30", "--sg-lr", "1e30", "--timesteps", "60",
+                                   "--log-points", "20"],  # log every window
     ("charlm", "before-first-checkpoint"): ["--lr", "1e30", "--clip", "0"],
     ("charlm", "after-checkpoints"): ["--lr", "1e30", "--clip", "0", "--timesteps", "50", "--eval-every", "5"],
 }
