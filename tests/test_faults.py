@@ -384,8 +384,9 @@ SEQ_WINDOWS = {"rnn": (200, 20), "charlm": (60, 10)}  # windows per run, windows
 # A huge lr drives the loss to NaN, or beyond runtime.ABSURD_LOSS times chance's, within a few windows:
 # (extra flags, whether checkpoints come first).
 SEQ_DIVERGE = {
-    ("rnn", "before-first-checkpoint"): ["--lr", "1e30"],
-    ("rnn", "after-checkpoints"): ["--lr", "1e30", "--timesteps", "60", "--log-points", "20"],  # log every window
+    ("rnn", "before-first-checkpoint"): ["--lr", "1e30", "--sg-lr", "1e30"],  # the SG has its own rate
+    ("rnn", "after-checkpoints"): ["--lr", "1e30", "--sg-lr", "1e30", "--timesteps", "60",
+                                   "--log-points", "20"],  # log every window
     ("charlm", "before-first-checkpoint"): ["--lr", "1e30", "--clip", "0"],
     # lr 1e30 now stops at the first evaluation (an absurd validation bpc: runtime.ABSURD_LOSS); at 500 the
     # validation bpc climbs through seven logged points (2,119 ... 4,442) before it passes the bound at 40
