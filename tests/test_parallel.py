@@ -132,11 +132,38 @@ def test_balanced_split_and_the_analytic_model():
     (dict(workers=4), "workers must be between 1 and"),
     (dict(split=[1, 1]), "split gives the units"),
     (dict(method="unlock"), "unknown method"),
-    (dict(update_prob=0.5), "do not apply to parallel runs"),
 ])
 def test_bad_parallel_config_is_refused(data_root, bad, message):
     with pytest.raises(ValueError, match=message):
         parallel(data_root, **bad).resolved()
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "quick" / "runs" / "parallel" / "quick"
+
+
+def test_a_run_recorded_before_the_config_split_is_the_same_run(tmp_path):
+    """ParallelConfig no longer has FFConfig's update_prob, update_periods, dni_placement, warmup,
+    probe_every, step (issue #22: it composes the shared fields instead of inheriting and refusing
+    them). A committed metrics.json records them at the values the old code forced: it loads, and the
+    finished-run check counts it as the same run; any other value of one is refused."""
+    from sgbench import cli
+    from sgbench.families import get
+    recorded = json.loads((REFERENCE / "mnist-fcn3-cdni-k2-seed0" / "metrics.json").read_text())
+    assert set(ParallelConfig.LEGACY) <= set(recorded["config"])
+    cfg = ParallelConfig.from_dict(recorded["config"]).resolved()
+    assert not set(ParallelConfig.LEGACY) & set(dataclasses.asdict(cfg))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps(recorded))
+    assert cli.finished_run(out, cfg, get("parallel")) == recorded
+    recorded["config"]["warmup"] = 0.3  # not a value any parallel run trained with
+    (out / "metrics.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="differs in warmup"):
+        cli.finished_run(out, cfg, get("parallel"))
+    with pytest.raises(ValueError, match="retired config key.*warmup=0.3.*warmup=0.0"):
+        ParallelConfig.from_dict(recorded["config"])
+    with pytest.raises(TypeError):
+        ParallelConfig(update_prob=0.5)  # not a field of a parallel run at all
 
 
 @pytest.mark.parametrize("method", ["cdni", "gpipe"])

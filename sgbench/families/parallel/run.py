@@ -78,7 +78,7 @@ def run_worker(rank: int, cfg: ParallelConfig, out_dir: str, port: int, split: l
 def train_worker(rank: int, cfg: ParallelConfig, device, backend: str, split: list[int], out_dir: str) -> dict:
     torch.manual_seed(cfg.seed)  # every worker builds the whole net from the seed, then keeps its part
     data, (train_x, train_y), (test_x, test_y) = load_run_data(cfg, device)
-    net = build_net(dataclasses.replace(cfg, method=cfg.spec.net), data).to(device)
+    net = build_net(cfg.net_config(), data).to(device)
     protocol = protocol_of(cfg)
     w = protocol.build_worker(rank, net, data, device, backend, split)
     opt = torch.optim.Adam([p for p in w.stage.parameters() if p.requires_grad], lr=cfg.lr)
@@ -194,7 +194,7 @@ def prepare(cfg: ParallelConfig, out_dir, launcher: str) -> Setup:
     if device.type == "cuda" and launcher == "spawn" and torch.cuda.device_count() < cfg.workers:
         log.warning("%d workers share %d GPU(s): gloo, messages staged through CPU; timings are not those of "
                     "one GPU per worker", cfg.workers, torch.cuda.device_count())
-    net = build_net(dataclasses.replace(cfg, method=cfg.spec.net), data)  # as every worker builds it
+    net = build_net(cfg.net_config(), data)  # as every worker builds it
     flops = unit_flops(net, data.input_shape)
     split = protocol_of(cfg).split(flops)
     net = net.to(device)
