@@ -4,6 +4,7 @@ the data-parallel and pipeline-schedule baselines, the stored late SG, restart, 
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -257,7 +258,7 @@ def torchrun_node(node: int, port: int, config: Path, out: Path, env: dict) -> s
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def run_nodes(config: Path, outs) -> list[str]:
+def run_nodes(config: Path, outs, rc: int = 0) -> list[str]:
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
     port = free_port()
     nodes = [torchrun_node(n, port, config, out, env) for n, out in enumerate(outs)]
@@ -267,7 +268,7 @@ def run_nodes(config: Path, outs) -> list[str]:
             logs.append(node.communicate(timeout=300)[0])
         finally:
             node.kill()
-    assert [n.returncode for n in nodes] == [0, 0], "\n---\n".join(logs)
+    assert [n.returncode for n in nodes] == [rc, rc], "\n---\n".join(logs)
     return logs
 
 
@@ -283,7 +284,8 @@ def test_torchrun_on_two_nodes_gives_the_spawned_runs_metrics(data_root, tmp_pat
     """K = 2 under `torchrun --nnodes 2` as two node processes on this machine: the same numbers as
     the run's own spawn. Rank 1 gets its own --out (a node without a shared file system): it writes
     nothing; rank 0's folder holds metrics.json alone. Rerun, rank 0 finds the run finished and every
-    rank stops (none waits for peers that never come)."""
+    rank stops (none waits for peers that never come); a finished run of another config there is one
+    error on every rank."""
     cfg = parallel(data_root, method="dni", iterations=30, eval_every=10)
     spawned = train_parallel(cfg, tmp_path / "spawned")
     config = tmp_path / "run.json"
@@ -299,6 +301,11 @@ def test_torchrun_on_two_nodes_gives_the_spawned_runs_metrics(data_root, tmp_pat
     logs = run_nodes(config, outs)
     assert "already holds this run" in logs[0] and "nothing to train" in logs[1]
     assert json.loads((outs[0] / "metrics.json").read_text()) == launched
+    config.write_text(json.dumps(dataclasses.asdict(cfg) | {"iterations": 20}))  # another run, same --out
+    logs = run_nodes(config, outs, rc=1)  # torchrun's own code for a failed worker; the worker's is 2
+    assert all(re.search(r"exitcode\s*: 2", log) for log in logs)
+    assert "holds a finished run of another config (differs in iterations)" in logs[0]
+    assert "rank 0 refused the run, no worker trained" in logs[1] and "differs in iterations" in logs[1]
 
 
 @pytest.mark.parametrize("env, message", [

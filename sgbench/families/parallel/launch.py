@@ -47,18 +47,27 @@ def train_launched(config: ParallelConfig, out_dir, launch: Launch, claim) -> di
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # Rank 0 locks the folder before it joins; the others wait for it in the rendezvous.
-    with (claim() if launch.rank == 0 else contextlib.nullcontext()) as done:
+    with contextlib.ExitStack() as held:
+        verdict = False  # rank 0's word: False train, True finished there, text: why the run is refused
+        if launch.rank == 0:
+            try:
+                verdict = held.enter_context(claim()) is not None
+            except ValueError as e:  # e.g. a finished run of another config there: every rank says so
+                verdict = str(e)
         dist.init_process_group(backend, init_method="env://", rank=launch.rank, world_size=launch.world_size,
                                 timeout=timedelta(seconds=cfg.peer_timeout_s))
         try:
-            return _run(cfg, out_dir, launch, device, backend, done is not None, t_start)
+            return _run(cfg, out_dir, launch, device, backend, verdict, t_start)
         finally:
             dist.destroy_process_group()
 
 
-def _run(cfg, out_dir, launch: Launch, device, backend: str, finished: bool, t_start: float) -> dict | None:
+def _run(cfg, out_dir, launch: Launch, device, backend: str, verdict, t_start: float) -> dict | None:
     rank = launch.rank
-    if _from_rank0(finished, rank):
+    verdict = _from_rank0(verdict, rank)
+    if isinstance(verdict, str):
+        raise ValueError(verdict if rank == 0 else f"rank 0 refused the run, no worker trained: {verdict}")
+    if verdict:
         if rank:
             log.info("rank 0 found this run finished in its --out; nothing to train")
         return None
