@@ -7,6 +7,7 @@ the command line imports no torch: a runner (and torch) is imported when a run s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import errno
@@ -134,7 +135,7 @@ def finished_run(out: Path, config, family) -> dict | None:
     if metrics.get("status") not in FINISHED:
         return None
     new = {k: v for k, v in dataclasses.asdict(config).items() if k not in family.non_result}
-    old = {k: v for k, v in metrics["config"].items() if k not in family.non_result}
+    old = {k: v for k, v in config.without_legacy(metrics["config"]).items() if k not in family.non_result}
     differ = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
     if differ:
         raise ValueError(f"{path} holds a finished run of another config (differs in {', '.join(differ)}); "
@@ -149,13 +150,24 @@ def train(family, args) -> None:
     config = build_config(family.config_class(), args).resolved()
     runtime.resolve_device(config.device)
     note = lambda text: print(f"sgbench: {text}", file=sys.stderr)  # noqa: E731
-    with runtime.run_lock(args.out, note):
-        done = None if args.force else finished_run(args.out, config, family)
-        if done is not None:
-            note(f"{args.out / 'metrics.json'} already holds this run (status {done['status']}); "
-                 "skipped (add --force to train it again)")
-            return
-        family.train(config, args.out)
+
+    @contextlib.contextmanager
+    def claim():
+        """Hold the run folder; yield the finished run it holds (then it is skipped), else None."""
+        with runtime.run_lock(args.out, note):
+            done = None if args.force else finished_run(args.out, config, family)
+            if done is not None:
+                note(f"{args.out / 'metrics.json'} already holds this run (status {done['status']}); "
+                     "skipped (add --force to train it again)")
+            yield done
+
+    launch = runtime.launch_env()
+    if launch is not None:  # torchrun started this process as one worker: only rank 0 enters claim()
+        family.train_launched(config, args.out, launch, claim)
+        return
+    with claim() as done:
+        if done is None:
+            family.train(config, args.out)
 
 
 def os_error_text(e: OSError) -> str:

@@ -147,6 +147,7 @@ class RunConfig:
     """Subclasses are dataclasses and set CHOICES {field: allowed values}. Every value is checked
     against its annotation when the object is made (from_dict, the constructor, dataclasses.replace)."""
     CHOICES: dict = {}
+    LEGACY: dict = {}  # retired key -> the one value it may still hold in a recorded config (see without_legacy)
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -154,7 +155,20 @@ class RunConfig:
             setattr(self, f.name, coerce(f.name, hints[f.name], getattr(self, f.name)))
 
     @classmethod
+    def without_legacy(cls, d: dict) -> dict:
+        """`d` without the retired keys (LEGACY) that hold the value every run had: a recorded config
+        (metrics.json) written before a key was retired means the same run. Another value stays, and
+        is refused (from_dict) or differs (a finished-run check): no run of this class took it."""
+        return {k: v for k, v in d.items() if not (k in cls.LEGACY and v == cls.LEGACY[k])}
+
+    @classmethod
     def from_dict(cls, d: dict):
+        d = cls.without_legacy(d)
+        retired = sorted(set(d) & set(cls.LEGACY))
+        if retired:
+            raise ValueError(f"retired config key(s) {', '.join(f'{k}={d[k]!r}' for k in retired)}: accepted only at "
+                             f"the value every run had ({', '.join(f'{k}={cls.LEGACY[k]!r}' for k in retired)}); "
+                             "remove them")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -7,6 +7,7 @@ without loading torch."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -63,6 +64,45 @@ def start_run(cfg, out_dir):
     meta = run_metadata(device)
     torch.manual_seed(cfg.seed)
     return out_dir, device, meta
+
+
+# What torchrun (torch.distributed.run) sets in each process it starts; a process launched by hand
+# for a multi-node run sets the same five.
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """This process's place in a run a launcher (torchrun) started: one process per worker."""
+    rank: int
+    world_size: int
+    local_rank: int          # which GPU of its node it takes
+    local_world_size: int    # processes on its node (torchrun's LOCAL_WORLD_SIZE; else 1)
+    master_addr: str
+    master_port: int
+
+
+def launch_env(environ=None) -> Launch | None:
+    """The launcher's record of this process, or None for a plain process (no RANK nor WORLD_SIZE set).
+    Some of torchrun's variables set but not all, or not numbers, is an error naming them: half a
+    launch would otherwise train alone, or wait for peers that never come."""
+    env = os.environ if environ is None else environ
+    if "RANK" not in env and "WORLD_SIZE" not in env:
+        return None
+    missing = [v for v in LAUNCH_VARS if not env.get(v)]
+    if missing:
+        raise ValueError(f"RANK / WORLD_SIZE are set but {', '.join(missing)} not: launch with torchrun, which sets "
+                         f"all of {', '.join(LAUNCH_VARS)} (or unset RANK and WORLD_SIZE to run in one process)")
+    try:
+        rank, world, local, port = (int(env[v]) for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"))
+        local_world = int(env.get("LOCAL_WORLD_SIZE") or 1)
+    except ValueError:
+        raise ValueError("RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE and MASTER_PORT must be whole numbers, got "
+                         + ", ".join(f"{v}={env.get(v)!r}" for v in (*LAUNCH_VARS, "LOCAL_WORLD_SIZE"))) from None
+    if not (0 <= rank < world and local >= 0 and 0 < port < 65536):
+        raise ValueError(f"inconsistent launch: RANK {rank}, WORLD_SIZE {world}, LOCAL_RANK {local}, MASTER_PORT {port} "
+                         "(need 0 <= RANK < WORLD_SIZE, LOCAL_RANK >= 0, a port 1-65535)")
+    return Launch(rank, world, local, local_world, env["MASTER_ADDR"], port)
 
 
 def current_umask() -> int:

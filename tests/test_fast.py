@@ -381,10 +381,20 @@ def test_gpu_tier_is_mnist_fcn_table1_on_the_fast_path():
     assert {c.step for family in ("feedforward", "diagnostics") for c in paper[family].values()} == {"auto"}
 
 
-def test_parallel_runs_refuse_a_fast_step():
+def test_parallel_runs_have_no_fast_step(tmp_path, capsys):
+    """The parallel workers time the eager step: `step` is train-ff's alone (no field, no flag; a
+    recorded config may hold only the eager step every parallel run took)."""
+    import dataclasses
+
+    from sgbench import cli
     from sgbench.families.parallel.config import ParallelConfig
-    with pytest.raises(ValueError, match="step .* does not apply to parallel runs"):
-        ParallelConfig(step="fused").resolved()
+    assert "step" not in {f.name for f in dataclasses.fields(ParallelConfig)}
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["train-parallel", "--out", str(tmp_path / "run"), "--step", "fused"])
+    assert exited.value.code == 2 and "--step" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="retired config key.*step='fused'"):
+        ParallelConfig.from_dict({"step": "fused"})
+    assert ParallelConfig.from_dict({"step": "eager"}) == ParallelConfig()
 
 
 def test_seeds_in_one_process_equal_their_single_runs(data_root, tmp_path):

@@ -1,13 +1,16 @@
 """The multi-worker trainer (sgbench.families.parallel): same numbers as one process where it must,
 learning on two workers, valid JSON, and a killed worker ending the run (test_parallel_baselines.py:
 the data-parallel and pipeline-schedule baselines, the stored late SG, restart, divergence)."""
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +26,7 @@ from sgbench.families.parallel.model import (
     predicted_step_s,
     stage_bounds,
 )
-from sgbench.families.parallel.run import train_parallel
+from sgbench.families.parallel.run import free_port, train_parallel
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +133,38 @@ def test_balanced_split_and_the_analytic_model():
     (dict(workers=4), "workers must be between 1 and"),
     (dict(split=[1, 1]), "split gives the units"),
     (dict(method="unlock"), "unknown method"),
-    (dict(update_prob=0.5), "do not apply to parallel runs"),
 ])
 def test_bad_parallel_config_is_refused(data_root, bad, message):
     with pytest.raises(ValueError, match=message):
         parallel(data_root, **bad).resolved()
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "quick" / "runs" / "parallel" / "quick"
+
+
+def test_a_run_recorded_before_the_config_split_is_the_same_run(tmp_path):
+    """ParallelConfig no longer has FFConfig's update_prob, update_periods, dni_placement, warmup,
+    probe_every, step (issue #22: it composes the shared fields instead of inheriting and refusing
+    them). A committed metrics.json records them at the values the old code forced: it loads, and the
+    finished-run check counts it as the same run; any other value of one is refused."""
+    from sgbench import cli
+    from sgbench.families import get
+    recorded = json.loads((REFERENCE / "mnist-fcn3-cdni-k2-seed0" / "metrics.json").read_text())
+    assert set(ParallelConfig.LEGACY) <= set(recorded["config"])
+    cfg = ParallelConfig.from_dict(recorded["config"]).resolved()
+    assert not set(ParallelConfig.LEGACY) & set(dataclasses.asdict(cfg))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps(recorded))
+    assert cli.finished_run(out, cfg, get("parallel")) == recorded
+    recorded["config"]["warmup"] = 0.3  # not a value any parallel run trained with
+    (out / "metrics.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="differs in warmup"):
+        cli.finished_run(out, cfg, get("parallel"))
+    with pytest.raises(ValueError, match="retired config key.*warmup=0.3.*warmup=0.0"):
+        ParallelConfig.from_dict(recorded["config"])
+    with pytest.raises(TypeError):
+        ParallelConfig(update_prob=0.5)  # not a field of a parallel run at all
 
 
 @pytest.mark.parametrize("method", ["cdni", "gpipe"])
@@ -217,3 +247,99 @@ def test_parallel_tables_figure_and_verdicts(two_workers, tmp_path, cdni_speed, 
     assert p2.verdict == verdict  # the slow variant never reaches the target
     drawn = draw("parallel", "smoke", tables, tmp_path / "figures")
     assert all(p.stat().st_size > 5000 and p.with_suffix(".pdf").exists() for p in drawn)
+
+
+# ---------------------------------------------------------------- torchrun (issue #26 item 4)
+def torchrun_node(node: int, port: int, config: Path, out: Path, env: dict) -> subprocess.Popen:
+    """One node of a 2-node torchrun launch (one worker per node), both on this machine."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
+           "-m", "sgbench", "train-parallel", "--config", str(config), "--out", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def run_nodes(config: Path, outs, rc: int = 0) -> list[str]:
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    port = free_port()
+    nodes = [torchrun_node(n, port, config, out, env) for n, out in enumerate(outs)]
+    logs = []
+    for node in nodes:
+        try:
+            logs.append(node.communicate(timeout=300)[0])
+        finally:
+            node.kill()
+    assert [n.returncode for n in nodes] == [rc, rc], "\n---\n".join(logs)
+    return logs
+
+
+def without_timing(metrics: dict) -> dict:
+    """Every number a seed fixes: all but the seconds (timing, elapsed_s) and the run's metadata."""
+    kept = {k: v for k, v in metrics.items() if k not in ("timing", "meta")}
+    kept["curves"] = {k: v for k, v in metrics["curves"].items() if k != "elapsed_s"}
+    return kept
+
+
+@pytest.mark.slow
+def test_torchrun_on_two_nodes_gives_the_spawned_runs_metrics(data_root, tmp_path):
+    """K = 2 under `torchrun --nnodes 2` as two node processes on this machine: the same numbers as
+    the run's own spawn. Rank 1 gets its own --out (a node without a shared file system): it writes
+    nothing; rank 0's folder holds metrics.json alone. Rerun, rank 0 finds the run finished and every
+    rank stops (none waits for peers that never come); a finished run of another config there is one
+    error on every rank."""
+    cfg = parallel(data_root, method="dni", iterations=30, eval_every=10)
+    spawned = train_parallel(cfg, tmp_path / "spawned")
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(dataclasses.asdict(cfg)))
+    outs = [tmp_path / "node0" / "run", tmp_path / "node1" / "run"]
+    run_nodes(config, outs)
+    launched = json.loads((outs[0] / "metrics.json").read_text())
+    assert without_timing(launched) == without_timing(spawned)
+    assert launched["meta"]["launcher"] == "torchrun" and spawned["meta"]["launcher"] == "spawn"
+    assert [w["rank"] for w in launched["timing"]["workers"]] == [0, 1]
+    assert sorted(p.name for p in outs[0].iterdir()) == ["metrics.json"]
+    assert not (tmp_path / "node1").exists()
+    logs = run_nodes(config, outs)
+    assert "already holds this run" in logs[0] and "nothing to train" in logs[1]
+    assert json.loads((outs[0] / "metrics.json").read_text()) == launched
+    config.write_text(json.dumps(dataclasses.asdict(cfg) | {"iterations": 20}))  # another run, same --out
+    logs = run_nodes(config, outs, rc=1)  # torchrun's own code for a failed worker; the worker's is 2
+    assert all(re.search(r"exitcode\s*: 2", log) for log in logs)
+    assert "holds a finished run of another config (differs in iterations)" in logs[0]
+    assert "rank 0 refused the run, no worker trained" in logs[1] and "differs in iterations" in logs[1]
+
+
+@pytest.mark.parametrize("env, message", [
+    (dict(WORLD_SIZE="3"), "torchrun started 3 processes (WORLD_SIZE) for a run of workers 2"),
+    (dict(MASTER_ADDR=""), "MASTER_ADDR not: launch with torchrun"),
+    (dict(RANK="two"), "must be whole numbers"),
+    (dict(RANK="2"), "inconsistent launch"),
+])
+def test_a_bad_launch_is_refused_before_training(data_root, tmp_path, monkeypatch, capsys, env, message):
+    """Every rank checks its launch before any rendezvous: one error naming the fix, exit 2, no folder."""
+    from sgbench import cli
+    base = dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+    for k, v in (base | env).items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "run"
+    assert cli.main(["train-parallel", "--out", str(out), "--data-root", str(data_root), "--device", "cpu",
+                     "--workers", "2", "--layers", "2"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_only_train_parallel_runs_under_torchrun(data_root, tmp_path, monkeypatch, capsys):
+    from sgbench import cli
+    for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="1").items():
+        monkeypatch.setenv(k, v)
+    assert cli.main(["train-ff", "--out", str(tmp_path / "run"), "--data-root", str(data_root),
+                     "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "does not run under torchrun" in err and "sgbench train-parallel" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_launch_env_reads_torchrun_variables():
+    assert runtime.launch_env({}) is None
+    got = runtime.launch_env(dict(RANK="1", WORLD_SIZE="4", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2",
+                                  MASTER_ADDR="node7", MASTER_PORT="29500"))
+    assert got == runtime.Launch(1, 4, 1, 2, "node7", 29500)

@@ -50,7 +50,7 @@ def reference(cfg, shares: int = 1, microbatches: int = 1):
     statistics per share, as each worker / micro-batch has them). Returns (net, last step's grads)."""
     torch.manual_seed(cfg.seed)
     data, (train_x, train_y), _ = load_run_data(cfg, torch.device("cpu"))
-    net = build_net(dataclasses.replace(cfg, method="backprop"), data)
+    net = build_net(dataclasses.replace(cfg, method="backprop").net_config(), data)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = lr_schedule(opt, cfg)
     stream = BatchStream(len(train_y), cfg.global_batch(len(train_y)), cfg.seed)
@@ -118,7 +118,7 @@ def test_the_top_block_of_a_decoupled_stage_learns_from_its_sg(data_root, tmp_pa
     train_parallel(cfg, tmp_path)
     torch.manual_seed(cfg.seed)
     data, _, _ = load_run_data(cfg, torch.device("cpu"))
-    initial = dict(Stage(build_net(cfg, data), 0, 1).named_parameters())
+    initial = dict(Stage(build_net(cfg.net_config(), data), 0, 1).named_parameters())
     saved = torch.load(tmp_path / "params-0.pt")
     moved = [n for n, p in saved["params"].items() if n.startswith("blocks.") and not torch.equal(p, initial[n])]
     assert sorted(moved) == sorted(n for n in initial if n.startswith("blocks.")), moved

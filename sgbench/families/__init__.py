@@ -26,6 +26,9 @@ class Family:
     command: str                  # `sgbench <command>` trains one run of it (families may share one)
     config: str                   # its run-config dataclass (torch-free module)
     runner: str                   # function(config, out_dir) -> metrics: imported when a run starts
+    # Under torchrun (one process per worker): function(config, out_dir, launch, claim), run on every rank;
+    # "" : the family's runs are one process each and refuse a launcher.
+    launched: str = ""
     run_name: str                 # function(grid point) -> run folder name (torch-free)
     schema: str                   # sgbench/schemas/<schema>.schema.json checks its metrics.json
     budget: str                   # the config field that sets its budget (a tier grid's one scalar key)
@@ -60,6 +63,16 @@ class Family:
     def train(self, config, out_dir):
         """Run one training run of this family (imports the runner, and torch, now)."""
         return self._load(self.runner)(config, out_dir)
+
+    def train_launched(self, config, out_dir, launch, claim):
+        """This process's part of a run that torchrun launched (`launch`: runtime.Launch). Rank 0 enters
+        `claim()` (the folder's lock; it yields the finished run found there, or None) and tells the
+        others whether to train."""
+        if not self.launched:
+            raise ValueError(f"`sgbench {self.command}` trains in one process and does not run under torchrun "
+                             f"(RANK / WORLD_SIZE are set); run it without a launcher, or use one of: "
+                             + ", ".join(f"sgbench {f.command}" for f in FAMILIES if f.launched))
+        return self._load(self.launched)(config, out_dir, launch, claim)
 
     def name_run(self, point: dict) -> str:
         return self._load(self.run_name)(point)

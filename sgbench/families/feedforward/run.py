@@ -39,7 +39,7 @@ from ...fidelity import ff_fidelity
 from ...nets import FeedForwardNet, SGSpec
 from ...loop import RunInterrupted  # noqa: F401  (the runner's test hook; tests import it from here)
 from ...unlock import InputSpec
-from .config import NON_RESULT_FIELDS, FFConfig
+from .config import NON_RESULT_FIELDS, FFConfig, FFNetConfig
 
 log = logging.getLogger(__name__)
 PROBE_KEYS = ("cosine", "rel_error", "norm_ratio")  # per boundary, see sgbench.probe
@@ -123,7 +123,7 @@ def train_step(model, opt, x, y, update: list[bool] | None = None) -> torch.Tens
     return loss
 
 
-def split_run_data(cfg: FFConfig, device):
+def split_run_data(cfg: FFNetConfig, device):
     """(data set, sgbench.data.Split): training images on `device` (all of MNIST/CIFAR fits in memory),
     without the validation hold-out; stratified subsets for train_limit / test_limit."""
     data = load_dataset(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
@@ -132,7 +132,7 @@ def split_run_data(cfg: FFConfig, device):
     return data, dataclasses.replace(s, train_x=s.train_x.to(device), train_y=s.train_y.to(device))
 
 
-def check_batch_size(cfg: FFConfig, data, n_train: int, n_val: int) -> None:
+def check_batch_size(cfg: FFNetConfig, data, n_train: int, n_val: int) -> None:
     """A batch larger than the training set would train on the whole set each step while metrics.json
     recorded the batch asked for: refused, naming the size (known only once the data is read)."""
     if cfg.batch_size > n_train:
@@ -142,7 +142,7 @@ def check_batch_size(cfg: FFConfig, data, n_train: int, n_val: int) -> None:
                          f"images{held}{limit}; use --batch-size {n_train} or less")
 
 
-def load_run_data(cfg: FFConfig, device):
+def load_run_data(cfg: FFNetConfig, device):
     """(data set, (train x, y) on `device`, (test x, y)): split_run_data without the validation set."""
     data, s = split_run_data(cfg, device)
     return data, (s.train_x, s.train_y), (s.test_x, s.test_y)
@@ -156,7 +156,7 @@ def build_net(cfg: FFConfig, data) -> FeedForwardNet:
                           cfg.dni_placement)
 
 
-def lr_schedule(opt, cfg: FFConfig):
+def lr_schedule(opt, cfg: FFNetConfig):
     """Adam's learning rate divided by lr_gamma at each milestone (fractions of the iterations)."""
     milestones = sorted({max(1, int(m * cfg.iterations)) for m in cfg.lr_milestones})
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)

@@ -8,7 +8,7 @@ FAMILY = Family(
     summary="a feed-forward net on K worker processes: single-process and locked backprop, GPipe / 1F1B "
             "pipelines, data parallelism (DDP) and update-unlocked DNI / cDNI stages (throughput, seconds to "
             "target errors, final error, the analytic model to K = 16)",
-    command="train-parallel", config="config:ParallelConfig", runner="run:train_parallel",
+    command="train-parallel", config="config:ParallelConfig", runner="run:train_parallel", launched="launch:train_launched",
     run_name="config:run_name", schema="parallel_metrics", budget="iterations", budget_unit="iterations",
     outputs={"runs": "parallel_runs.csv", "curves": "parallel_curves.csv", "md": "parallel.md",
              "csv": "parallel.csv", "targets": "parallel_targets.csv", "targets_csv": "parallel_target_stats.csv",
@@ -23,5 +23,6 @@ FAMILY = Family(
         f"{protocol}: {' / '.join(m for m, spec in METHODS.items() if spec.protocol == protocol)}"
         for protocol in PROTOCOLS) + ")",
     help="One feed-forward run on `workers` processes (torch.distributed), measuring throughput and seconds to "
-         "each of `targets` (test errors). Restarts from scratch when rerun.",
+         "each of `targets` (test errors). Restarts from scratch when rerun. Also runs under torchrun, one process "
+         "per worker, so the workers can span machines (docs/cluster.md).",
 )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ...catalog import PARALLEL_METHODS
 from ...catalog import method as catalog_method
 from ...runtime import RunError
-from ..feedforward.config import FFConfig
+from ..feedforward.config import FFConfig, FFNetConfig
 
 
 class ParallelRunError(RunError):
@@ -71,9 +71,10 @@ def method_spec(name: str) -> Protocol:
 
 
 @dataclass
-class ParallelConfig(FFConfig):
-    """A feed-forward run on `workers` processes. The FFConfig fields keep their meaning; complete
-    unlock and asynchronous updates are not part of this experiment."""
+class ParallelConfig(FFNetConfig):
+    """A feed-forward run on `workers` processes: what it shares with one process (FFNetConfig: net,
+    data, optimizer, budget) keeps its meaning; random updates, DNI placement, the SG probe and the
+    fast step are FFConfig's alone."""
     method: str = "cdni"                # a name in METHODS
     workers: int = 2                    # K: processes
     split: list[int] | None = None      # stage methods: units (blocks, then the head) per worker; None: by FLOPs
@@ -85,8 +86,13 @@ class ParallelConfig(FFConfig):
     save_params: bool = False           # each worker writes params-<rank>.pt: its final parameters and the
                                         # last step's gradients (for checks against one process)
 
-    CHOICES = {**FFConfig.CHOICES, "method": PARALLEL_METHODS, "late_sg": LATE_SG}
+    CHOICES = {**FFNetConfig.CHOICES, "method": PARALLEL_METHODS, "late_sg": LATE_SG}
     THREADS_MIN, THREADS_NOTE = 1, "per worker"  # each worker sets its own
+    # Until issue #22 this class inherited FFConfig and refused these six fields unless they held these
+    # values, so every parallel metrics.json of that time (results/reference) records them so. Such a
+    # config still loads and still is the same run for the finished-run check; another value is refused.
+    LEGACY = {"update_prob": 1.0, "update_periods": None, "dni_placement": "every", "warmup": 0.0,
+              "probe_every": 0, "step": "eager"}
 
     def resolved(self) -> "ParallelConfig":
         c = super().resolved()
@@ -94,12 +100,6 @@ class ParallelConfig(FFConfig):
         units = c.layers + 1
         staged = spec.protocol != "data_parallel"
         c.check([
-            (c.update_prob == 1 and c.update_periods is None,
-             "update_prob / update_periods do not apply to parallel runs (every stage updates every step)"),
-            (c.dni_placement == "every" and c.warmup == 0 and c.probe_every == 0,
-             "dni_placement, warmup and probe_every (diagnostics) do not apply to parallel runs: use the "
-             "feed-forward family"),
-            (c.step == "eager", "step (sgbench.fast) does not apply to parallel runs: their workers time the eager step"),
             (not staged or 1 <= c.workers <= units, f"workers must be between 1 and the number of units "
              f"(layers + head = {units}) for {c.method}, got {c.workers}"),
             (c.workers >= 1, f"workers must be >= 1, got {c.workers}"),
@@ -129,6 +129,13 @@ class ParallelConfig(FFConfig):
     @property
     def spec(self) -> Protocol:
         return method_spec(self.method)
+
+    def net_config(self) -> FFConfig:
+        """The one-process config of its net (every worker builds the whole net, then keeps its part):
+        the shared fields, the method's net (backprop | dni | cdni); FFConfig's own at their defaults
+        (every layer updates every step, a DNI at every boundary, the eager step)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(FFNetConfig)}
+        return FFConfig(**(shared | {"method": self.spec.net}))
 
     def global_batch(self, n_train: int) -> int:
         """Examples per optimizer step over all workers."""

@@ -45,13 +45,14 @@ STARTED = ".started"                     # marker: an attempt of this run began 
 
 
 # ---------------------------------------------------------------- one worker process
-def worker_device(cfg: ParallelConfig, rank: int) -> tuple[torch.device, str]:
-    """(device, backend): NCCL with one GPU per worker, else gloo (on a shared GPU, staged through CPU)."""
+def worker_device(cfg: ParallelConfig, local_rank: int, local_workers: int) -> tuple[torch.device, str]:
+    """(device, backend) of the worker `local_rank` of the `local_workers` on its machine: NCCL with one
+    GPU per worker (GPU local_rank), else gloo (on a shared GPU, staged through CPU)."""
     device = runtime.resolve_device(cfg.device)
     if device.type != "cuda":
         return device, "gloo"
-    if torch.cuda.device_count() >= cfg.workers:
-        return torch.device("cuda", rank), "nccl"
+    if torch.cuda.device_count() >= local_workers:
+        return torch.device("cuda", local_rank), "nccl"
     return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index), "gloo"
 
 
@@ -60,7 +61,7 @@ def run_worker(rank: int, cfg: ParallelConfig, out_dir: str, port: int, split: l
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {rank} %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     torch.set_num_threads(cfg.threads)
-    device, backend = worker_device(cfg, rank)
+    device, backend = worker_device(cfg, rank, cfg.workers)  # spawned: all K on this machine
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -77,7 +78,7 @@ def run_worker(rank: int, cfg: ParallelConfig, out_dir: str, port: int, split: l
 def train_worker(rank: int, cfg: ParallelConfig, device, backend: str, split: list[int], out_dir: str) -> dict:
     torch.manual_seed(cfg.seed)  # every worker builds the whole net from the seed, then keeps its part
     data, (train_x, train_y), (test_x, test_y) = load_run_data(cfg, device)
-    net = build_net(dataclasses.replace(cfg, method=cfg.spec.net), data).to(device)
+    net = build_net(cfg.net_config(), data).to(device)
     protocol = protocol_of(cfg)
     w = protocol.build_worker(rank, net, data, device, backend, split)
     opt = torch.optim.Adam([p for p in w.stage.parameters() if p.requires_grad], lr=cfg.lr)
@@ -187,40 +188,63 @@ def train_parallel(config: ParallelConfig, out_dir) -> dict:
     """Train one run on `workers` processes; returns the metrics also written to out_dir/metrics.json."""
     t_start = time.perf_counter()
     cfg = config.resolved()
+    setup = prepare(cfg, out_dir, "spawn")
+    spawn_workers(cfg, setup.out_dir, setup.split)
+    results = []
+    for k in range(cfg.workers):
+        path = setup.out_dir / f".worker{k}.json"
+        results.append(json.loads(path.read_text()))
+        path.unlink()
+    return finish(cfg, setup, results, t_start)
+
+
+@dataclasses.dataclass
+class Setup:
+    """What the process that writes the results (the spawning parent; rank 0 under torchrun) knows
+    before the workers train."""
+    out_dir: Path
+    meta: dict
+    data: object
+    sizes: tuple[int, int]       # (n_train, n_test)
+    net: torch.nn.Module         # the parent's copy, as every worker builds it
+    flops: list
+    split: list[int]
+    profile: tuple               # (profiles by batch, cut seconds, optimizer seconds)
+
+
+def prepare(cfg: ParallelConfig, out_dir, launcher: str) -> Setup:
+    """The run folder, the data (a data error leaves no file), the split and the profile of the units."""
     out_dir, device, meta = runtime.start_run(cfg, out_dir)
-    data, (train_x, _), (_, test_y) = load_run_data(cfg, torch.device("cpu"))  # a data error leaves no file
+    data, (train_x, _), (_, test_y) = load_run_data(cfg, torch.device("cpu"))
     restarted = begin_attempt(out_dir)
-    meta = meta | {"restarted": restarted, "resumed": False}
-    if device.type == "cuda" and torch.cuda.device_count() < cfg.workers:
+    meta = meta | {"restarted": restarted, "resumed": False, "launcher": launcher}
+    if device.type == "cuda" and launcher == "spawn" and torch.cuda.device_count() < cfg.workers:
         log.warning("%d workers share %d GPU(s): gloo, messages staged through CPU; timings are not those of "
                     "one GPU per worker", cfg.workers, torch.cuda.device_count())
-    net = build_net(dataclasses.replace(cfg, method=cfg.spec.net), data)  # as every worker builds it
+    net = build_net(cfg.net_config(), data)  # as every worker builds it
     flops = unit_flops(net, data.input_shape)
-    protocol = protocol_of(cfg)
-    split = protocol.split(flops)
+    split = protocol_of(cfg).split(flops)
     net = net.to(device)
     profiles, cut_s, opt_s = {}, [], []
     for batch in profile_batches(cfg, len(train_x)):
         profiles[batch], cut_s, opt_s = profile_units(cfg, net, data, device, batch)
-
     log.info("train-parallel %s/%s-%d/%s seed %d: %d workers, %s, %d iterations", data.name, cfg.arch, cfg.layers,
              cfg.method, cfg.seed, cfg.workers, f"units per worker {split}" if cfg.spec.staged
              else "a replica each", cfg.iterations)
-    spawn_workers(cfg, out_dir, split)
-    results = []
-    for k in range(cfg.workers):
-        path = out_dir / f".worker{k}.json"
-        results.append(json.loads(path.read_text()))
-        path.unlink()
-    metrics = assemble_metrics(cfg, data, (len(train_x), len(test_y)), net, flops, split, (profiles, cut_s, opt_s),
-                               results, meta)
+    return Setup(out_dir, meta, data, (len(train_x), len(test_y)), net, flops, split, (profiles, cut_s, opt_s))
+
+
+def finish(cfg: ParallelConfig, setup: Setup, results: list[dict], t_start: float) -> dict:
+    """metrics.json from the workers' results (in rank order)."""
+    metrics = assemble_metrics(cfg, setup.data, setup.sizes, setup.net, setup.flops, setup.split, setup.profile,
+                               results, setup.meta)
     metrics["timing"]["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     runtime.validate(metrics, "parallel_metrics")
-    runtime.atomic_write_json(out_dir / "metrics.json", metrics)
-    (out_dir / STARTED).unlink(missing_ok=True)
+    runtime.atomic_write_json(setup.out_dir / "metrics.json", metrics)
+    (setup.out_dir / STARTED).unlink(missing_ok=True)
     t = metrics["timing"]
     log.info("done (%s): test error %s, %.0f samples/s -> %s", metrics["status"], metrics["final"]["test_error"],
-             t["samples_per_s"], out_dir / "metrics.json")
+             t["samples_per_s"], setup.out_dir / "metrics.json")
     return metrics
 
 
