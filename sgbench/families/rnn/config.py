@@ -35,8 +35,8 @@ class RNNConfig(RunConfig):
     hidden_size: int = 256              # LSTM units (sgbench's choice)
     forget_bias: float = 1.0            # initial forget-gate bias (sgbench's choice; a common LSTM default)
     lr: float = 1e-3                    # Adam, the network (sgbench's choice; [BPλ]'s code: 1e-3)
-    sg_lr: float = 1e-5                 # Adam, the SG model: its own rate ([BPλ]'s code: 1e-5). At the
-                                        # network's 1e-3 the SG diverges at H = 256 (issue #24)
+    sg_lr: float = 1e-5                 # Adam, the SG model: its own rate ([BPλ]'s code: 1e-5)
+    # (at the network's 1e-3 the SG diverges at H = 256: results/reference/rnn-setup/, issue #24)
     clip: float = 0.0                   # clip the gradient norm of every update to this (0: off)
     sg_hidden_layers: int = 0           # 0: linear SG in the state, as in [DNI]
     sg_hidden_dim: int = 256            # SG model hidden units (with sg_hidden_layers > 0)
