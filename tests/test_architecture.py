@@ -384,6 +384,8 @@ assert main(["train-ff", "--method", "toy_cdni", "--seeds", "1,2", *tiny, "--out
 paths = [str(p) for p in sorted((out / "runs").glob("*/metrics.json"))]
 assert main(["aggregate", "feedforward", *paths, "--tier", "smoke", "--out", str(out / "tables")]) == 0
 assert main(["figures", "feedforward", "--tier", "smoke", "--tables", str(out / "tables"), "--out", str(out / "figs")]) == 0
+assert main(["report", "--tier", "smoke", "--tables", str(out / "tables"), "--figures", str(out / "figs"),
+             "--out", str(out / "REPORT.md")]) == 0
 print("ok")
 """
 
@@ -416,3 +418,7 @@ def test_a_toy_method_is_one_catalog_row(data_root, tmp_path):
     assert "toy_cdni" in table1.splitlines()[[i for i, line in enumerate(table1.splitlines()) if "backprop" in line][0]]
     curves = (tmp_path / "out" / "tables" / "feedforward_curves.csv").read_text()
     assert "toy_cdni" in curves and (tmp_path / "out" / "figs" / "ff_test_error.png").stat().st_size > 0
+    # the claims that cover its kind (an SG method of Table 1: F1, F2) take it from its row, no claims edit
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    claims = [line for line in report.splitlines() if "toy_cdni" in line]
+    assert any("F1" in line or "F2" in line for line in claims), report[-3000:]
