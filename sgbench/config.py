@@ -183,3 +183,10 @@ class RunConfig:
         for ok, message in [*choices, *rules]:
             if not ok:
                 raise ValueError(message)
+
+
+def precision_tag(point: dict) -> str:
+    """A run name's precision part: "" for fp32 (so every name from before issue #26 stands), else
+    "-bf16" / "-tf32", so a tier may grid over precision without two runs sharing one folder."""
+    precision = point.get("precision", "fp32")
+    return "" if precision == "fp32" else f"-{precision}"
