@@ -110,3 +110,29 @@ def test_tf32_and_bf16_on_cuda_record_their_precision(data_root, tmp_path):
         m = train_ff(tiny_ff_config(data_root, precision=precision, device="cuda"), tmp_path / precision)
         assert m["config"]["precision"] == precision and m["final"]["test_error"] < 50
     assert not torch.backends.cuda.matmul.allow_tf32, "the TF32 flag is the run's, restored after it"
+
+
+@pytest.mark.parametrize("method", ["cdni", "ddp_split"])
+def test_bf16_parallel_workers_train_and_record_bf16(data_root, tmp_path, method):
+    """Stages (locked, decoupled and pipelined workers run Stage.forward) and data parallel replicas: the links
+    between workers stay fp32 (a stage's output is cast back), so bf16 runs on the same messages."""
+    from sgbench.families.parallel.config import ParallelConfig
+    from sgbench.families.parallel.run import train_parallel
+    cfg = ParallelConfig(dataset="mnist", layers=2, iterations=20, batch_size=32, lr=3e-4, eval_every=10,
+                         sg_hidden_layers=1, sg_hidden_dim=32, device="cpu", tier="smoke", data_root=str(data_root),
+                         method=method, workers=2, precision="bf16")
+    m = train_parallel(cfg, tmp_path / method)
+    runtime.validate(json.loads((tmp_path / method / "metrics.json").read_text()), "parallel_metrics")
+    assert m["status"] == "completed" and m["config"]["precision"] == "bf16"
+    assert all(v == v for v in m["curves"]["train_loss"] if v is not None), "finite losses"
+
+
+def test_bf16_charlm_trains_and_records_bf16(tmp_path):
+    from test_charlm import tiny
+    corpus = tmp_path / "tiny-plays"
+    corpus.mkdir()
+    for i in range(10):
+        (corpus / f"play_{i}.txt").write_text("".join(f"ACT {j}. Enter the {i}th player, speaking.\n" for j in range(40)))
+    m = tiny(corpus, tmp_path / "run", precision="bf16")
+    runtime.validate(json.loads((tmp_path / "run" / "metrics.json").read_text()), "charlm_metrics")
+    assert m["status"] == "completed" and m["config"]["precision"] == "bf16"

@@ -38,7 +38,7 @@ class CharLMConfig(RunConfig):
     eval_every: int = 10_000            # validation bpc every n time steps (and at the end)
     eval_chars: int = 100_000           # characters of the validation split per evaluation (0: all)
     tier: str = "custom"
-    precision: str = "fp32"             # fp32 | bf16 (autocast around each forward; CPU too) | tf32 (CUDA matmuls)
+    precision: str = "fp32"             # bf16: autocast around each forward (CPU too); tf32: TF32 matmuls (CUDA)
     data_root: str = ""                 # else $SGBENCH_DATA, else ./data
     download: bool = False              # ptb: fetch it where internet exists
     device: str = "auto"
