@@ -132,7 +132,8 @@ def test_bf16_charlm_trains_and_records_bf16(tmp_path):
     corpus = tmp_path / "tiny-plays"
     corpus.mkdir()
     for i in range(10):
-        (corpus / f"play_{i}.txt").write_text("".join(f"ACT {j}. Enter the {i}th player, speaking.\n" for j in range(40)))
+        text = "".join(f"ACT {j}. Enter the {i}th player, speaking.\n" for j in range(40))
+        (corpus / f"play_{i}.txt").write_text(text)
     m = tiny(corpus, tmp_path / "run", precision="bf16")
     runtime.validate(json.loads((tmp_path / "run" / "metrics.json").read_text()), "charlm_metrics")
     assert m["status"] == "completed" and m["config"]["precision"] == "bf16"

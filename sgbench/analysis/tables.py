@@ -84,7 +84,8 @@ def collect_runs(paths, schema: str, tier: str | None, run_row, run_columns: lis
         runs.append(row)
         precisions.append(m["config"].get("precision", "fp32"))  # absent: a run from before issue #26, fp32
     refuse_mixed_precision(paths, precisions)
-    runs_df = pd.DataFrame(runs, columns=run_columns).assign(precision=pd.Series(precisions, dtype=object))
+    runs_df = pd.DataFrame(runs, columns=run_columns)
+    runs_df["precision"] = pd.Series(precisions, dtype=object)  # every family's RUN_COLUMNS has it
     refuse_duplicates(runs_df, keys)
     return runs_df, pd.DataFrame(curves, columns=curve_columns)
 

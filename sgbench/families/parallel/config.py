@@ -154,4 +154,5 @@ def run_name(p: dict) -> str:
     extra = "-stored" if p.get("late_sg", "reevaluate") == "stored" else ""
     if METHODS[p["method"]].protocol == "pipelined" and p.get("microbatches", 4) != 4:
         extra += f"-m{p['microbatches']}"
-    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{extra}-k{p['workers']}{precision_tag(p)}-seed{p['seed']}"
+    extra += f"-k{p['workers']}{precision_tag(p)}"
+    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{extra}-seed{p['seed']}"

@@ -61,8 +61,8 @@ class RNNConfig(RunConfig):
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
-    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS, "precision": PRECISIONS, "layout": LAYOUTS, "schedule": SCHEDULES,
-               "streams": STREAMS, "threshold_unit": THRESHOLD_UNITS}
+    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS, "precision": PRECISIONS, "layout": LAYOUTS,
+               "schedule": SCHEDULES, "streams": STREAMS, "threshold_unit": THRESHOLD_UNITS}
 
     def resolved(self) -> RNNConfig:
         """Check every value; raises ValueError naming the fix."""

@@ -183,7 +183,8 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams (%s layout, %s lengths)", cfg.task,
              cfg.method, cfg.T, cfg.seed, device, cfg.timesteps, cfg.batch_size, cfg.layout, cfg.schedule)
     loop.train(CopyRun(cfg, task, stream, curriculum, trainer, device), run, ckpt, cfg.timesteps,
-               checkpoint_every_s=cfg.checkpoint_every_s, log_at_eval=False, log_every_s=30, stop_after=_stop_after, precision=cfg.precision)
+               checkpoint_every_s=cfg.checkpoint_every_s, log_at_eval=False, log_every_s=30, stop_after=_stop_after,
+               precision=cfg.precision)
 
     signal = (dict.fromkeys(SIGNAL_KEYS) if run["diverged"]  # the parameters are not finite any more
               else linear_sg_signal(model, task, curriculum.level, cfg, device))
