@@ -137,3 +137,20 @@ def test_bf16_charlm_trains_and_records_bf16(tmp_path):
     m = tiny(corpus, tmp_path / "run", precision="bf16")
     runtime.validate(json.loads((tmp_path / "run" / "metrics.json").read_text()), "charlm_metrics")
     assert m["status"] == "completed" and m["config"]["precision"] == "bf16"
+
+
+def test_a_run_recorded_before_precision_existed_is_the_same_fp32_run(data_root, tmp_path):
+    """metrics.json written before issue #26 has no precision: the finished-run check counts it as the
+    fp32 run (not retrained), and as another run than a bf16 one."""
+    from sgbench import cli
+    from sgbench.families import get
+    cfg = tiny_ff_config(data_root, iterations=10, eval_every=5)
+    train_ff(cfg, tmp_path / "run")
+    path = tmp_path / "run" / "metrics.json"
+    recorded = json.loads(path.read_text())
+    del recorded["config"]["precision"]
+    path.write_text(json.dumps(recorded))
+    assert cli.finished_run(tmp_path / "run", cfg.resolved(), get("feedforward")) == recorded
+    with pytest.raises(ValueError, match="differs in precision"):
+        cli.finished_run(tmp_path / "run", tiny_ff_config(data_root, iterations=10, eval_every=5,
+                                                          precision="bf16").resolved(), get("feedforward"))
