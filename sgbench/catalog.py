@@ -101,6 +101,8 @@ TASKS = ("copy", "repeat_copy")
 TIERS = ("smoke", "quick", "long", "paper", "gpu", "custom")  # the `tier` label every run config takes
 # How a feed-forward step runs (sgbench.fast): eager (default), fused, captured (CUDA graph), auto
 STEP_MODES = ("eager", "fused", "captured", "auto")
+# A run's arithmetic (issue #26): fp32; bf16 autocast around each step's forward (any device); tf32 matmuls (CUDA).
+PRECISIONS = ("fp32", "bf16", "tf32")
 
 
 def by_arch(arch: str, values: dict):

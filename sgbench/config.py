@@ -148,6 +148,8 @@ class RunConfig:
     against its annotation when the object is made (from_dict, the constructor, dataclasses.replace)."""
     CHOICES: dict = {}
     LEGACY: dict = {}  # retired key -> the one value it may still hold in a recorded config (see without_legacy)
+    # key added after runs were recorded -> the value every run recorded without it had (see as_recorded)
+    ADDED: dict = {"precision": "fp32"}
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -160,6 +162,14 @@ class RunConfig:
         (metrics.json) written before a key was retired means the same run. Another value stays, and
         is refused (from_dict) or differs (a finished-run check): no run of this class took it."""
         return {k: v for k, v in d.items() if not (k in cls.LEGACY and v == cls.LEGACY[k])}
+
+    @classmethod
+    def as_recorded(cls, d: dict) -> dict:
+        """A recorded config (metrics.json) as this code would record the same run: without the retired
+        keys at their only value (without_legacy), with the keys added since at the value those runs had
+        (ADDED: a run from before issue #26 trained in fp32), so a finished-run check counts it as the
+        same run instead of retraining every committed run."""
+        return {k: v for k, v in cls.ADDED.items() if k not in d} | cls.without_legacy(d)
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -183,3 +193,10 @@ class RunConfig:
         for ok, message in [*choices, *rules]:
             if not ok:
                 raise ValueError(message)
+
+
+def precision_tag(point: dict) -> str:
+    """A run name's precision part: "" for fp32 (so every name from before issue #26 stands), else
+    "-bf16" / "-tf32", so a tier may grid over precision without two runs sharing one folder."""
+    precision = point.get("precision", "fp32")
+    return "" if precision == "fp32" else f"-{precision}"

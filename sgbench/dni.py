@@ -78,9 +78,13 @@ class BootstrapL2:
 
 def _learn_at_cut(boundary: "DNI", sg: torch.Tensor, grad_out: torch.Tensor, wants_grad: bool):
     """The SG model's gradient from the gradient arriving at the boundary (and the loss, for logging)."""
-    loss, grad_sg = boundary.rule.loss(sg, boundary.rule.target(grad_out))
+    # The SG regression in fp32 whatever the run's precision (issue #26): under bf16 autocast the SG's
+    # prediction and the arriving gradient are bfloat16, whose 8-bit mantissa cannot resolve the small
+    # late-training residuals (SG losses of 1e-6); so target, loss and its gradient are computed in
+    # float32 (a no-op for an fp32 run) and the gradient handed back in the prediction's dtype.
+    loss, grad_sg = boundary.rule.loss(sg.float(), boundary.rule.target(grad_out.float()))
     boundary.last_sg_loss = loss.detach()
-    return grad_sg * boundary.sg_loss_weight if wants_grad else None
+    return (grad_sg * boundary.sg_loss_weight).to(sg.dtype) if wants_grad else None
 
 
 class _Boundary(torch.autograd.Function):

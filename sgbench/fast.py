@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import catalog
+from . import catalog, runtime
 from .catalog import STEP_MODES
 from .data import as_input
 from .dni import DNI, MLPSG, one_hot
@@ -152,10 +152,12 @@ class Stepper:
     eager: the batch indexed from the host, as the run's loop always did (bit-identical); fused: the
     batch gathered on the device; captured: the fused step as a CUDA graph (`CapturedStep`)."""
 
-    def __init__(self, mode: str, model, opt, stream, train_x, train_y, schedule, step_fn: Callable):
+    def __init__(self, mode: str, model, opt, stream, train_x, train_y, schedule, step_fn: Callable,
+                 precision: str = "fp32"):
         if mode not in ("eager", "fused", "captured"):
             raise ValueError(f"Stepper runs eager, fused or captured (resolve {mode!r} with resolve_step first)")
         self.mode, self.model, self.opt, self.schedule, self.step_fn = mode, model, opt, schedule, step_fn
+        self.precision = precision  # handed to step_fn, which runs its forward under runtime.autocast
         self.stream, self.train_x, self.train_y = stream, train_x, train_y
         self.batches = DeviceBatches(stream, train_x, train_y) if mode != "eager" else None
         self.captured = CapturedStep(self._body) if mode == "captured" else None
@@ -165,13 +167,14 @@ class Stepper:
         update = self.schedule.mask(step)
         if self.mode == "eager":
             idx = self.stream.next().to(self.train_x.device)
-            return self.step_fn(self.model, self.opt, as_input(self.train_x[idx]), self.train_y[idx], update)
+            return self.step_fn(self.model, self.opt, as_input(self.train_x[idx]), self.train_y[idx], update,
+                                precision=self.precision)
         self.batches.advance()
         return self._body(update) if self.captured is None else self.captured()
 
     def _body(self, update=None) -> torch.Tensor:
         x, y = self.batches.gather()
-        return self.step_fn(self.model, self.opt, x, y, update)
+        return self.step_fn(self.model, self.opt, x, y, update, precision=self.precision)
 
 
 # ---------------------------------------------------------------- batched seeds (FCN)
@@ -229,10 +232,11 @@ class _StackedInject(torch.autograd.Function):
     def backward(ctx, grad_out):
         (sg,) = ctx.saved_tensors
         boundary, rule = ctx.boundary, ctx.boundary.rule
-        loss, grad_sg = torch.func.vmap(lambda s, g: rule.loss(s, rule.target(g)))(sg, grad_out)
+        # the SG regression in fp32 under any precision, as sgbench.dni._learn_at_cut (why: there)
+        loss, grad_sg = torch.func.vmap(lambda s, g: rule.loss(s, rule.target(g)))(sg.float(), grad_out.float())
         boundary.last_sg_loss = loss.detach()
         grad_h = sg.detach() * (boundary.scale / grad_out.shape[1])
-        return grad_h, grad_sg * boundary.sg_loss_weight, None
+        return grad_h, (grad_sg * boundary.sg_loss_weight).to(sg.dtype), None
 
 
 class StackedDNI(nn.Module):
@@ -362,10 +366,11 @@ class StackedFCN(nn.Module):
                 target[key].copy_(value[s])
 
 
-def stacked_step(stacked: StackedFCN, opt, x, y) -> torch.Tensor:
-    """One update of every seed; returns the per-seed losses (S,)."""
+def stacked_step(stacked: StackedFCN, opt, x, y, precision: str = "fp32") -> torch.Tensor:
+    """One update of every seed; returns the per-seed losses (S,). The forward at the run's precision."""
     opt.zero_grad(set_to_none=True)
-    losses = stacked.losses(x, y)
+    with runtime.autocast(precision, x.device):
+        losses = stacked.losses(x, y)
     losses.sum().backward()  # seeds share no parameter: each gets its own loss's gradient
     opt.step()
     return losses.detach()
@@ -390,10 +395,10 @@ class StackedStepper:
     """One step of S stacked seeds per call (fused, or captured on CUDA); per-seed losses and SG
     losses summed on the device."""
 
-    def __init__(self, mode: str, stacked: StackedFCN, opt, streams, train_x, train_y):
+    def __init__(self, mode: str, stacked: StackedFCN, opt, streams, train_x, train_y, precision: str = "fp32"):
         if mode not in ("fused", "captured"):
             raise ValueError(f"stacked seeds run step fused or captured, not {mode!r}")
-        self.stacked, self.opt = stacked, opt
+        self.stacked, self.opt, self.precision = stacked, opt, precision
         self.batches = StackedBatches(streams, train_x, train_y)
         n_b = 0 if stacked.boundaries is None else len(stacked.boundaries)
         self.sums = torch.zeros(1 + n_b, stacked.seeds, device=train_x.device)
@@ -405,8 +410,8 @@ class StackedStepper:
 
     def _body(self) -> torch.Tensor:
         x, y = self.batches.gather()
-        losses = stacked_step(self.stacked, self.opt, x, y)
-        self.sums.add_(torch.stack([losses, *self.stacked.sg_losses()]))
+        losses = stacked_step(self.stacked, self.opt, x, y, self.precision)
+        self.sums.add_(torch.stack([losses.float(), *self.stacked.sg_losses()]))
         return losses
 
     def take(self, steps: int) -> tuple[list[float], list[list[float]]]:

@@ -90,14 +90,21 @@ class Checkpoint:
 
 
 def train(hooks: Hooks, run: dict, ckpt: Checkpoint, total: int, *, checkpoint_every_s: float = 0.0,
-          log_at_eval: bool = True, log_every_s: float = 60.0, stop_after: int | None = None) -> None:
+          log_at_eval: bool = True, log_every_s: float = 60.0, stop_after: int | None = None,
+          precision: str = "fp32") -> None:
     """Train until run[counter] reaches `total` or a hook reports divergence (run["diverged"]).
 
     At each due evaluation (and at the last step): the evaluation, a progress line (`log_at_eval`),
     and a checkpoint once `checkpoint_every_s` seconds have passed since the last one (0: at every
     evaluation) and always at the last; between them a progress line every `log_every_s` seconds.
     `stop_after` (tests only): raise RunInterrupted after the checkpoint of the first evaluation at
-    or beyond that point, as a kill would stop the run."""
+    or beyond that point, as a kill would stop the run. `precision` tf32 turns TF32 matmuls on for the
+    loop's duration (bf16 autocast is the step hooks' own: runtime.autocast around their forward)."""
+    with runtime.matmul_precision(precision):
+        _train(hooks, run, ckpt, total, checkpoint_every_s, log_at_eval, log_every_s, stop_after)
+
+
+def _train(hooks, run, ckpt, total, checkpoint_every_s, log_at_eval, log_every_s, stop_after) -> None:
     counter = ckpt.counter
     last_print = last_save = time.perf_counter()
     while run[counter] < total:

@@ -61,9 +61,45 @@ def start_run(cfg, out_dir):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
     meta = run_metadata(device)
     torch.manual_seed(cfg.seed)
     return out_dir, device, meta
+
+
+def check_precision(precision: str, device) -> None:
+    """Refuse, before any training, a precision this device cannot run (tf32 exists only on CUDA)."""
+    if precision == "tf32" and str(device).split(":")[0] != "cuda":
+        raise ValueError(f"precision tf32 (TF32 matmuls) needs a CUDA device, and this run is on {device}: "
+                         "use --precision bf16 (autocast, CPUs included) or fp32, or run on a GPU (--device cuda)")
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    """Around a run's whole training (loop.train): TF32 matmuls and convolutions when `precision` is tf32,
+    the process's flags restored after, so nothing outlives the run. A no-op for fp32 and bf16."""
+    if precision != "tf32":
+        yield
+        return
+    import torch
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def autocast(precision: str, device):
+    """The one place a step's forward computation meets the run's precision (issue #26): bf16 is
+    torch.autocast(bfloat16) on the device's type, CPU included; fp32 and tf32 run the forward as is
+    (a null context, so fp32 stays bit for bit what it was). Only the forward goes inside: parameters,
+    gradients and Adam's state stay fp32, and the backward runs outside, as torch recommends. The
+    weight-cast cache is off because a cached cast cannot live inside a captured CUDA graph."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    import torch
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 # What torchrun (torch.distributed.run) sets in each process it starts; a process launched by hand

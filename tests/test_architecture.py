@@ -171,6 +171,7 @@ def test_tier_schema_enums_come_from_the_catalog():
         else:
             assert methods == set(catalog.methods(method_family(family))), family.name
         assert family.budget in grid and family.budget in tier[family.name]["items"]["required"], family.name
+        assert schema_enum(grid, "precision", "items") == set(catalog.PRECISIONS), family.name
     assert schema_enum(tier["feedforward"]["items"]["properties"], "dataset", "items") == set(catalog.DATASETS)
     assert schema_enum(tier["feedforward"]["items"]["properties"], "arch", "items") == set(catalog.ARCHS)
     assert schema_enum(tier["rnn"]["items"]["properties"], "task", "items") <= set(catalog.TASKS)
@@ -183,6 +184,7 @@ def test_metrics_schemas_and_configs_agree_with_the_catalog():
     for family in FAMILIES:
         schema = json.loads((PACKAGE / "schemas" / f"{family.schema}.schema.json").read_text())
         assert set(schema["properties"]["tier"]["enum"]) == set(catalog.TIERS), family.schema
+        assert set(schema["properties"]["config"]["properties"]["precision"]["enum"]) == set(catalog.PRECISIONS)
         method = schema["properties"]["config"]["properties"]["method"]
         assert set(method["enum"]) == set(catalog.methods(method_family(family))), family.schema
         if family.schema == "ff_metrics":  # complete unlock's extra fields are required of these methods

@@ -76,15 +76,31 @@ def collect_runs(paths, schema: str, tier: str | None, run_row, run_columns: lis
     every run in long form. The first `n_keys` curve columns name a run; the rest are its curves. The
     same run twice is an error."""
     keys = curve_columns[:n_keys]
-    runs, curves = [], []
+    runs, curves, precisions = [], [], []
     for path in paths:
         m = read_metrics(path, schema, tier)
         row = run_row(path, m)
         curves += curve_rows(path, m["curves"], curve_columns[n_keys:], {k: row[k] for k in keys})
         runs.append(row)
+        precisions.append(m["config"].get("precision", "fp32"))  # absent: a run from before issue #26, fp32
+    refuse_mixed_precision(paths, precisions)
     runs_df = pd.DataFrame(runs, columns=run_columns)
+    runs_df["precision"] = pd.Series(precisions, dtype=object)  # every family's RUN_COLUMNS has it
     refuse_duplicates(runs_df, keys)
     return runs_df, pd.DataFrame(curves, columns=curve_columns)
+
+
+def refuse_mixed_precision(paths, precisions: list[str]) -> None:
+    """One precision per table (issue #26): a cell's seeds pooled over fp32 and bf16 runs would be neither's
+    number, and their difference is what item 2's parity study measures, not noise. Refusing is the
+    simple honest choice; the runs table records each run's precision and the context line names it."""
+    if len(set(precisions)) > 1:
+        counts = ", ".join(f"{p}: {precisions.count(p)}" for p in sorted(set(precisions)))
+        example = {p: str(path) for path, p in zip(paths, precisions)}
+        raise MetricsError(f"runs of several precisions in one table ({counts}; e.g. "
+                           + ", ".join(f"{p} {example[p]}" for p in sorted(example))
+                           + "): their cells would pool them; aggregate each precision's runs on their own "
+                           "(a tier's runs share one precision)")
 
 
 def refuse_duplicates(runs: pd.DataFrame, keys: list[str]) -> None:
@@ -164,8 +180,11 @@ def context_lines(runs: pd.DataFrame, tier: str, budget: str, unit: str, dataset
     seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
     where = "; ".join(f"{d} ({h}, {t} thread{'s' if t != 1 else ''})"
                       for d, h, t in runs[["device", "hardware", "threads"]].drop_duplicates().itertuples(index=False))
+    # the precision is named when it is not fp32 (collect_runs refuses a mix), so fp32 tables read as before
+    precision = ", ".join(p for p in runs.get("precision", pd.Series(dtype=object)).dropna().unique() if p != "fp32")
     return (f"Tier: **{tier}**. Budget: {budget_text(runs, budget, unit)}. Data: {datasets}. "
-            f"Seeds: {seeds}. Hardware: {where}.\n\nCells: {CI_TEXT}." + diverged_text(runs))
+            + (f"Precision: {precision}. " if precision else "")
+            + f"Seeds: {seeds}. Hardware: {where}.\n\nCells: {CI_TEXT}." + diverged_text(runs))
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from ...catalog import CHARLM_METHODS as METHODS
-from ...catalog import TIERS
-from ...config import RunConfig
+from ...catalog import PRECISIONS, TIERS
+from ...config import RunConfig, precision_tag
 
 NON_RESULT_FIELDS = {"device", "threads", "data_root", "download"}
 
@@ -38,12 +38,13 @@ class CharLMConfig(RunConfig):
     eval_every: int = 10_000            # validation bpc every n time steps (and at the end)
     eval_chars: int = 100_000           # characters of the validation split per evaluation (0: all)
     tier: str = "custom"
+    precision: str = "fp32"             # bf16: autocast around each forward (CPU too); tf32: TF32 matmuls (CUDA)
     data_root: str = ""                 # else $SGBENCH_DATA, else ./data
     download: bool = False              # ptb: fetch it where internet exists
     device: str = "auto"
     threads: int = 0
 
-    CHOICES = {"method": METHODS, "tier": TIERS}
+    CHOICES = {"method": METHODS, "tier": TIERS, "precision": PRECISIONS}
 
     def resolved(self) -> CharLMConfig:
         c = dataclasses.replace(self)
@@ -67,4 +68,4 @@ class CharLMConfig(RunConfig):
 def run_name(p: dict) -> str:
     """The pipeline's name of a run: shakespeare-gutenberg-T5-dni-seed0."""
     corpus = str(p.get("corpus", CharLMConfig.corpus)).rstrip("/").split("/")[-1]
-    return f"{corpus}-T{p['T']}-{p['method']}-seed{p['seed']}"
+    return f"{corpus}-T{p['T']}-{p['method']}{precision_tag(p)}-seed{p['seed']}"

@@ -98,7 +98,8 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
     log.info("train-charlm %s/%s T=%d seed %d on %s: %d chars train, vocabulary %d, %d time steps x %d streams",
              corpus.name, cfg.method, cfg.T, cfg.seed, device, len(train_ids), corpus.vocab_size, cfg.timesteps,
              cfg.batch_size)
-    loop.train(TextRun(cfg, trainer, streams, valid_ids, device), run, ckpt, cfg.timesteps, stop_after=_stop_after)
+    loop.train(TextRun(cfg, trainer, streams, valid_ids, device), run, ckpt, cfg.timesteps, stop_after=_stop_after,
+               precision=cfg.precision)
     model.eval()
     diverged = run["diverged"] is not None
     final = {"valid_bpc": None if diverged else evaluate_bpc(model, valid_ids),

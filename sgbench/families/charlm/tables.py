@@ -21,7 +21,8 @@ from ...analysis.tables import (
 from ...catalog import CHARLM_METHODS
 from .. import get
 
-RUN_COLUMNS = ["corpus", "method", "T", "seed", "tier", "status", "timesteps", "batch_size", "hidden_size",
+RUN_COLUMNS = ["corpus", "method", "T", "seed", "tier", "precision", "status", "timesteps", "batch_size",
+               "hidden_size",
                "valid_bpc", "test_bpc", "best_valid_bpc", "late_drop", "late_target_cosine", "timesteps_per_s", "train_time_s",
                "device", "hardware", "threads", "git_commit", "path"]
 CURVE_COLUMNS = ["corpus", "method", "T", "seed", "timestep", "train_bpc", "valid_bpc", "boundary_target_cosine",

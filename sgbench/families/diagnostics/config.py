@@ -30,4 +30,6 @@ def run_name(c: dict) -> str:
     if c.get("warmup", 0):
         parts.append(f"w{c['warmup']:g}")
     parts += [f"{key}{value:g}" for key, value in sg_changes(c).items()]
+    if c.get("precision", "fp32") != "fp32":  # -bf16 / -tf32 (issue #26)
+        parts.append(c["precision"])
     return "-".join(parts + [f"seed{c['seed']}"])

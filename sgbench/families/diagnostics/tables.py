@@ -39,7 +39,8 @@ from .config import sg_changes
 KEYS = ["dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers", "sg_loss_weight",
         "seed"]
 NET = ["dataset", "arch", "layers"]
-RUN_COLUMNS = KEYS + ["dni_boundaries", "default_sg", "tier", "iterations", "batch_size", "lr", "status", "test_error",
+RUN_COLUMNS = KEYS + ["dni_boundaries", "default_sg", "tier", "precision", "iterations", "batch_size", "lr", "status",
+                      "test_error",
                       "val_error", "late_drop",
                       "late_cosine_top", "late_cosine_bottom", "steps_per_s", "train_time_s", "device", "hardware",
                       "threads", "git_commit", "path"]

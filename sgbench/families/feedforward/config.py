@@ -11,6 +11,7 @@ from ...catalog import (
     DATASETS,
     PLACEABLE_METHODS,
     PLACEMENTS,
+    PRECISIONS,
     SG_METHODS,
     STEP_MODES,
     TIERS,
@@ -20,7 +21,7 @@ from ...catalog import (
     paper_sg_hidden_layers,
 )
 from ...catalog import FF_METHODS as METHODS
-from ...config import RunConfig
+from ...config import RunConfig, precision_tag
 
 # Fields that do not change the numbers a run computes (a checkpoint made with other values resumes).
 NON_RESULT_FIELDS = {"device", "data_root", "download", "threads"}
@@ -53,13 +54,14 @@ class FFNetConfig(RunConfig):
     test_limit: int = 0                 # evaluate on N test examples, every class in its share (0: all)
     val_size: int | None = None         # validation hold-out from the training set (None: 10,000; 0: none)
     tier: str = "custom"                # label only: smoke | quick | long | paper | gpu | custom
+    precision: str = "fp32"             # bf16: autocast around each forward (CPU too); tf32: TF32 matmuls (CUDA)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     data_root: str | None = None        # else $SGBENCH_DATA, else ./data
     download: bool = False              # let torchvision download when the data is missing
     threads: int = 0                    # torch CPU threads (0: torch's default)
     seeds: list[int] | None = None      # train these seeds in one process as one batch (FCN; see .seeds)
 
-    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "tier": TIERS}
+    CHOICES = {"dataset": DATASETS, "arch": ARCHS, "method": METHODS, "tier": TIERS, "precision": PRECISIONS}
     THREADS_MIN, THREADS_NOTE = 0, "0: torch's default"  # torch.set_num_threads needs >= 1; 0 does not call it
 
     def resolved(self):
@@ -144,4 +146,4 @@ def run_name(p: dict) -> str:
     """The pipeline's name of a run: mnist-fcn3-dni-seed0; an update probability below 1 is part of it:
     mnist-fcn3-dni-p0.2-seed0."""
     prob = "" if p.get("update_prob", 1.0) == 1.0 else f"-p{p['update_prob']:g}"
-    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}-seed{p['seed']}"
+    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}{precision_tag(p)}-seed{p['seed']}"

@@ -107,12 +107,14 @@ def test_error(model, x_u8, y, device, batch_size: int = 1000) -> float:
     return 100.0 * wrong / len(y)
 
 
-def train_step(model, opt, x, y, update: list[bool] | None = None) -> torch.Tensor:
+def train_step(model, opt, x, y, update: list[bool] | None = None, precision: str = "fp32") -> torch.Tensor:
     """One update of every layer (or of those with update[k] true) and its SG / input models; returns
     the real chain's loss. For DNI the forward pass already gave each block below a boundary its
-    synthetic gradient; the backward brings the head's true gradient and the SG targets."""
+    synthetic gradient; the backward brings the head's true gradient and the SG targets. The forward
+    runs at the run's `precision` (runtime.autocast), the backward and the update in fp32."""
     opt.zero_grad(set_to_none=True)
-    loss, objective = model.training_losses(x, y)
+    with runtime.autocast(precision, x.device):
+        loss, objective = model.training_losses(x, y)
     objective.backward()
     if update is not None and not all(update):
         for params, on in zip(model.layer_parameters(), update):
@@ -187,12 +189,12 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     ckpt.resume(run)
     # after the resume: a fused step copies the stream's restored order to the device
     hooks = SingleRun(cfg, model, s, device, fast.Stepper(step_mode, model, opt, stream, s.train_x, s.train_y,
-                                                          schedule, train_step), sched)
+                                                          schedule, train_step, cfg.precision), sched)
     log.info("train-ff %s/%s-%d/%s seed %d on %s (%s), %d iterations, %d SG boundaries, %d input models",
              data.name, cfg.arch, cfg.layers, cfg.method, cfg.seed, device, data.source, cfg.iterations,
              hooks.n_boundaries, hooks.n_inputs)
     model.train()
-    loop.train(hooks, run, ckpt, cfg.iterations, stop_after=_stop_after)
+    loop.train(hooks, run, ckpt, cfg.iterations, stop_after=_stop_after, precision=cfg.precision)
 
     curves, diverged = run["curves"], run["diverged"]
     final_error = test_error(model, s.test_x, s.test_y, device) if diverged else curves["test_error"][-1]

@@ -71,11 +71,11 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     ckpt.resume(run)
     # after the resume: the stepper copies each stream's restored order to the device
     hooks = StackedRun(cfg, nets, stacked, sp, device, fast.StackedStepper(mode, stacked, opt, streams, sp.train_x,
-                                                                           sp.train_y), sched)
+                                                                           sp.train_y, cfg.precision), sched)
     log.info("train-ff %s/%s-%d/%s seeds %s as one batch on %s (%s step), %d iterations", data.name, cfg.arch,
              cfg.layers, cfg.method, seeds, device, mode, cfg.iterations)
     stacked.train()
-    loop.train(hooks, run, ckpt, cfg.iterations)
+    loop.train(hooks, run, ckpt, cfg.iterations, precision=cfg.precision)
     results = []
     for s, seed in enumerate(seeds):
         curves = run["curves"][s]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ...catalog import PARALLEL_METHODS
 from ...catalog import method as catalog_method
+from ...config import precision_tag
 from ...runtime import RunError
 from ..feedforward.config import FFConfig, FFNetConfig
 
@@ -153,4 +154,5 @@ def run_name(p: dict) -> str:
     extra = "-stored" if p.get("late_sg", "reevaluate") == "stored" else ""
     if METHODS[p["method"]].protocol == "pipelined" and p.get("microbatches", 4) != 4:
         extra += f"-m{p['microbatches']}"
-    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{extra}-k{p['workers']}-seed{p['seed']}"
+    extra += f"-k{p['workers']}{precision_tag(p)}"
+    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{extra}-seed{p['seed']}"

@@ -58,6 +58,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ... import runtime
 from ...data import as_input
 from ..feedforward.run import BatchStream
 from . import model
@@ -156,10 +157,13 @@ def pipelined_step(w: Worker, schedule, opt, x, y):
     return torch.stack(losses).mean() if last else None
 
 
-def data_parallel_step(ddp, opt, x, y):
-    """One step of DistributedDataParallel: the backward all-reduces (averages) the gradients."""
+def data_parallel_step(ddp, opt, x, y, precision: str = "fp32"):
+    """One step of DistributedDataParallel: the backward all-reduces (averages) the gradients. The
+    replica's forward at the run's precision (its stages' forward is Stage's, which handles it)."""
     opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(ddp(x), y)
+    with runtime.autocast(precision, x.device):
+        logits = ddp(x)
+    loss = F.cross_entropy(logits.float(), y)
     loss.backward()
     opt.step()
     return loss
@@ -299,7 +303,7 @@ class Staged(Protocol):
         # what enters each unit, then the logits
         shapes = [tuple(data.input_shape), *net.block_shapes, (net.num_classes,)]
         workers = self.cfg.workers
-        return Worker(rank, workers, Stage(net, lo, hi), shapes[lo], shapes[hi],
+        return Worker(rank, workers, Stage(net, lo, hi, self.cfg.precision), shapes[lo], shapes[hi],
                       Link(rank - 1, device, staged) if rank > 0 else None,
                       Link(rank + 1, device, staged) if rank < workers - 1 else None, device)
 
@@ -376,7 +380,7 @@ class DataParallel(Protocol):
 
     def stepper(self, w: Worker, opt, device):
         ddp = nn.parallel.DistributedDataParallel(w.stage, device_ids=[device.index] if device.type == "cuda" else None)
-        return (lambda x, y: data_parallel_step(ddp, opt, x, y)), None
+        return (lambda x, y: data_parallel_step(ddp, opt, x, y, self.cfg.precision)), None
 
     def take(self, batches: Batches, w: Worker):
         per = batches.global_batch // self.cfg.workers

@@ -90,7 +90,7 @@ def train_worker(rank: int, cfg: ParallelConfig, device, backend: str, split: li
 
     run = loop.new_run("step", {"step": [], "train_loss": [], "test_error": [], "lr": [], "elapsed_s": []})
     loop.train(WorkerRun(cfg, protocol, w, batches, step_fn, sched, device, test_x, test_y), run, NoCheckpoint(),
-               cfg.iterations, log_at_eval=False, log_every_s=10)
+               cfg.iterations, log_at_eval=False, log_every_s=10, precision=cfg.precision)
     curves, train_s, step, diverged = run["curves"], run["train_time"], run["step"], run["diverged"]
     finish_links(w, late)
     if cfg.save_params:

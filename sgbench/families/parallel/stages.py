@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ... import runtime
 from ...dni import one_hot
 
 TAG_UP, TAG_DOWN, TAG_EVAL = 1, 2, 3     # activations up, gradients down, evaluation activations up
@@ -21,8 +22,9 @@ class Stage(nn.Module):
     `top_call(boundary, h, context)`, when set, evaluates the top boundary instead of calling it
     (the stored late-SG variant evaluates it on a parameter snapshot)."""
 
-    def __init__(self, net, lo: int, hi: int):
+    def __init__(self, net, lo: int, hi: int, precision: str = "fp32"):
         super().__init__()
+        self.precision = precision  # the run's: training forwards under runtime.autocast (issue #26)
         n_blocks = len(net.blocks)
         self.blocks = nn.ModuleList(net.blocks[lo:min(hi, n_blocks)])
         self.boundaries = None if net.boundaries is None else nn.ModuleList(net.boundaries[lo:min(hi, n_blocks)])
@@ -42,7 +44,16 @@ class Stage(nn.Module):
 
     def forward(self, h, y=None):
         """The stage's output: the activation to send up, or the logits for the last stage. In
-        training every DNI injects its synthetic gradient as it goes (sgbench.dni)."""
+        training every DNI injects its synthetic gradient as it goes (sgbench.dni), and the forward
+        runs at the run's precision; the output is fp32 whatever it is, so the links between workers
+        (their buffers, the gradients sent down) and the loss stay fp32. Evaluation runs in fp32, as
+        the single-process runner's."""
+        if not self.training or self.precision == "fp32":
+            return self._forward(h, y)
+        with runtime.autocast(self.precision, h.device):
+            return self._forward(h, y).float()
+
+    def _forward(self, h, y=None):
         context = self.context(y)
         for i, block in enumerate(self.blocks):
             h = block(h)

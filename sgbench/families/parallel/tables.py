@@ -30,7 +30,8 @@ CELL = ["dataset", "arch", "layers"]
 VARIANT = ["method", "late_sg"]          # a decoupled method's late-SG variant is part of what is compared
 KEYS = CELL + VARIANT + ["workers"]
 NO_VARIANT = "none"                     # late_sg of the methods without a late SG (a CSV keeps it, unlike "")
-RUN_COLUMNS = CELL + VARIANT + ["workers", "seed", "tier", "status", "iterations", "batch_size", "global_batch",
+RUN_COLUMNS = CELL + VARIANT + ["workers", "seed", "tier", "precision", "status", "iterations", "batch_size",
+                                "global_batch",
                                 "microbatches", "split", "samples_per_s", "step_ms", "predicted_step_ms",
                                 "test_error", "time_to_target", "wait_fraction", "link_latency_ms", "allreduce_ms", "unit_flops",
                                 "profile", "unit_cut_ms", "unit_opt_ms", "device", "hardware", "threads", "git_commit", "path"]

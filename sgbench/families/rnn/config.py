@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from ...catalog import RNN_METHODS as METHODS
-from ...catalog import TASKS, TIERS
-from ...config import RunConfig
+from ...catalog import PRECISIONS, TASKS, TIERS
+from ...config import RunConfig, precision_tag
 
 LAYOUTS = ("paper", "legacy")   # sgbench.tasks: where the outputs start (the lag of every dependency)
 SCHEDULES = ("upto", "fixed")   # sgbench.tasks: lengths drawn up to the level, or all at the level
@@ -57,11 +57,12 @@ class RNNConfig(RunConfig):
     probe_every: int = 0                # SG methods: SG fidelity probe every n time steps (0: off)
     probe_horizon: int = 8              # the probe's exact gradient: losses of this many windows ahead
     tier: str = "custom"                # label only: smoke | quick | paper | custom
+    precision: str = "fp32"             # bf16: autocast around each forward (CPU too); tf32: TF32 matmuls (CUDA)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch CPU threads (0: torch's default)
 
-    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS, "layout": LAYOUTS, "schedule": SCHEDULES,
-               "streams": STREAMS, "threshold_unit": THRESHOLD_UNITS}
+    CHOICES = {"task": TASKS, "method": METHODS, "tier": TIERS, "precision": PRECISIONS, "layout": LAYOUTS,
+               "schedule": SCHEDULES, "streams": STREAMS, "threshold_unit": THRESHOLD_UNITS}
 
     def resolved(self) -> RNNConfig:
         """Check every value; raises ValueError naming the fix."""
@@ -91,4 +92,4 @@ class RNNConfig(RunConfig):
 
 def run_name(p: dict) -> str:
     """The pipeline's name of a run: copy-T2-dni-seed0."""
-    return f"{p['task']}-T{p['T']}-{p['method']}-seed{p['seed']}"
+    return f"{p['task']}-T{p['T']}-{p['method']}{precision_tag(p)}-seed{p['seed']}"

@@ -59,6 +59,14 @@ def make_optimizer(model: SequenceNet, cfg) -> torch.optim.Adam:
     return torch.optim.Adam(groups)
 
 
+def forward_fp32(*tensors):
+    """The window's outputs back in fp32 after a bf16 forward (a no-op in fp32): the losses, the aux head,
+    the SG model on the end state and the SG regression (target, loss) then run in fp32, and the state
+    carried to the next window stays fp32. The casts are differentiable, so the backward still reaches
+    the bf16 recurrence."""
+    return tuple(t.float() for t in tensors)
+
+
 class WindowTrainer:
     """One update per window, and what crosses windows: the carried state and (dni_bpl) the windows
     the λ-return still needs. `state_dict` holds all of it, for resuming."""
@@ -94,7 +102,9 @@ class WindowTrainer:
         model, cfg, batch = self.model, self.cfg, x.shape[1]
         self.opt.zero_grad(set_to_none=True)
         start = self.state.detach().requires_grad_()
-        logits, out, end = model(x, start)
+        with runtime.autocast(cfg.precision, x.device):  # only the recurrence; see forward_fp32
+            logits, out, end = model(x, start)
+        logits, out, end = forward_fp32(logits, out, end)
         errors = self.errors_fn(logits, y, mask)
         loss_sum = errors.sum()
         if self.rule is None:  # truncated BPTT; the leaf measures what truncation drops
@@ -173,7 +183,8 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams (%s layout, %s lengths)", cfg.task,
              cfg.method, cfg.T, cfg.seed, device, cfg.timesteps, cfg.batch_size, cfg.layout, cfg.schedule)
     loop.train(CopyRun(cfg, task, stream, curriculum, trainer, device), run, ckpt, cfg.timesteps,
-               checkpoint_every_s=cfg.checkpoint_every_s, log_at_eval=False, log_every_s=30, stop_after=_stop_after)
+               checkpoint_every_s=cfg.checkpoint_every_s, log_at_eval=False, log_every_s=30, stop_after=_stop_after,
+               precision=cfg.precision)
 
     signal = (dict.fromkeys(SIGNAL_KEYS) if run["diverged"]  # the parameters are not finite any more
               else linear_sg_signal(model, task, curriculum.level, cfg, device))

@@ -25,7 +25,8 @@ from ...catalog import RNN_METHODS, methods
 from .. import get
 
 RNN_CELL = ["task", "T"]
-RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "status", "layout", "schedule", "timesteps", "batch_size",
+RUN_COLUMNS = ["task", "method", "T", "seed", "tier", "precision", "status", "layout", "schedule", "timesteps",
+               "batch_size",
                "hidden_size", "largest_length_solved", "N_solved", "R_solved", "bits_per_sequence", "levels_reached",
                "lag_solved", "late_drop", "late_target_norm", "late_sg_norm", "late_cosine", "late_norm_ratio",
                "late_probe_cosine_exact",
