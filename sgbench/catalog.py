@@ -24,6 +24,7 @@ class Method:
     placeable: bool = False     # feed-forward: DNIs may sit at some boundaries only, warm up, be probed
     stackable: bool = False     # feed-forward: several seeds can train as one batch (sgbench.fast)
     table1: bool = False        # a column of [DNI] Table 1 (feed-forward tables and figure)
+    baseline: bool = False      # the family's reference method: tables, targets and ratios are taken against it
 
     def __post_init__(self):
         if self.uses_sg != bool(self.sg_rule) or (self.sg_rule and self.sg_rule not in SG_RULES):
@@ -39,7 +40,7 @@ SG_RULES = ("bootstrap", "bp_lambda")
 
 METHODS: tuple[Method, ...] = (
     # Feed-forward ([DNI] Sec. 3.3 Table 1, Sec. 3.4 complete unlock)
-    Method("backprop", "feedforward", label="Bprop", stackable=True, table1=True),
+    Method("backprop", "feedforward", label="Bprop", stackable=True, table1=True, baseline=True),
     Method("dni", "feedforward", uses_sg=True, sg_rule="bootstrap", placeable=True, stackable=True, table1=True,
            label="DNI"),
     Method("cdni", "feedforward", uses_sg=True, sg_rule="bootstrap", conditioned=True, placeable=True,
@@ -49,17 +50,17 @@ METHODS: tuple[Method, ...] = (
     Method("cunlock", "feedforward", uses_sg=True, sg_rule="bootstrap", conditioned=True, unlock=True,
            label="cunlock"),
     # RNN ([DNI] Sec. 3.1): truncated BPTT, with a DNI at the window boundary, plus the aux task
-    Method("bptt", "rnn", label="BPTT"),
+    Method("bptt", "rnn", label="BPTT", baseline=True),
     Method("dni", "rnn", uses_sg=True, sg_rule="bootstrap", label="DNI"),
     Method("dni_aux", "rnn", uses_sg=True, sg_rule="bootstrap", aux=True, label="DNI + Aux"),
     Method("dni_bpl", "rnn", uses_sg=True, sg_rule="bp_lambda", label="BP(λ)"),
     # Character-level language modelling ([DNI] Sec. 3.1): the same four, on text
-    Method("bptt", "charlm", label="BPTT"),
+    Method("bptt", "charlm", label="BPTT", baseline=True),
     Method("dni", "charlm", uses_sg=True, sg_rule="bootstrap", label="DNI"),
     Method("dni_aux", "charlm", uses_sg=True, sg_rule="bootstrap", aux=True, label="DNI + Aux"),
     Method("dni_bpl", "charlm", uses_sg=True, sg_rule="bp_lambda", label="BP(λ)"),
     # Parallel workers: K processes (how each shares the work: sgbench/families/parallel/config.py)
-    Method("backprop", "parallel", label="locked backprop"),
+    Method("backprop", "parallel", label="locked backprop", baseline=True),
     Method("gpipe", "parallel", label="GPipe"),
     Method("1f1b", "parallel", label="1F1B"),
     Method("ddp_split", "parallel", label="DDP, batch split"),
@@ -73,6 +74,12 @@ def methods(family: str, **where) -> tuple[str, ...]:
     """Names of a family's methods, in table order, optionally filtered: methods("feedforward", unlock=True)."""
     return tuple(m.name for m in METHODS
                  if m.family == family and all(getattr(m, k) == v for k, v in where.items()))
+
+
+def baseline(family: str) -> str:
+    """The family's reference method (exactly one row per family says baseline=True)."""
+    (name,) = methods(family, baseline=True)
+    return name
 
 
 def method(family: str, name: str) -> Method:

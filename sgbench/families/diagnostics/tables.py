@@ -35,6 +35,9 @@ from ...analysis.tables import (
 from .. import get
 from ..feedforward.tables import run_row as ff_run_row
 from .config import sg_changes
+from ...catalog import baseline
+
+BASELINE = baseline("feedforward")  # the method the others are measured against (its catalog row)
 
 KEYS = ["dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers", "sg_loss_weight",
         "seed"]
@@ -53,7 +56,7 @@ OUTPUTS = get("diagnostics").outputs  # file names: the registry (sgbench/famili
 def run_row(path, m: dict) -> dict:
     c = m["config"]
     row = ff_run_row(path, m)
-    sg_layers = None if c["method"] == "backprop" else c.get("sg_hidden_layers")
+    sg_layers = None if c["method"] == BASELINE else c.get("sg_hidden_layers")
     default_sg = not sg_changes(c)
     late = {"late_cosine_top": None, "late_cosine_bottom": None}
     cos = m["curves"].get("probe_cosine")
@@ -100,12 +103,12 @@ def placement_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def warmup_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[(runs["dni_placement"] == "every") & runs["default_sg"].astype(bool) & (runs["method"] != "backprop")]
+    return runs[(runs["dni_placement"] == "every") & runs["default_sg"].astype(bool) & (runs["method"] != BASELINE)]
 
 
 def sg_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs of the SG-model ablation: placement every, no warm-up, in nets where a non-default SG ran."""
-    base = runs[(runs["dni_placement"] == "every") & (runs["warmup"] == 0) & (runs["method"] != "backprop")]
+    base = runs[(runs["dni_placement"] == "every") & (runs["warmup"] == 0) & (runs["method"] != BASELINE)]
     nets = base.loc[~base["default_sg"].astype(bool), NET].drop_duplicates()
     return base.merge(nets, on=NET)
 
@@ -134,7 +137,7 @@ def placement_table(runs: pd.DataFrame) -> str:
     runs = placement_runs(runs)
     if runs.empty:
         return NOT_RUN
-    runs = runs.assign(where=[("backprop" if r.method == "backprop" else f"{r.method}, {r.dni_placement}")
+    runs = runs.assign(where=[(BASELINE if r.method == BASELINE else f"{r.method}, {r.dni_placement}")
                               + f" ({r.dni_boundaries} DNIs)" for r in runs.itertuples()])
     cells = _cells(runs, NET + ["where"], "test_error")
     return cells.pivot(index=NET, columns="where", values="cell").fillna("—").reset_index().to_markdown(index=False)
@@ -226,7 +229,7 @@ def findings(runs: pd.DataFrame, fidelity: pd.DataFrame) -> list[str]:
         if g["dni_boundaries"].nunique() > 1:
             found["D2 placement"].append(f"({net}): final test error and cost " + _error_at_cost(
                 g, ["method", "dni_placement", "dni_boundaries"],
-                lambda k: f"{k[0]}{'' if k[0] == 'backprop' else ', ' + k[1]} ({k[2]} DNIs)") + ".")
+                lambda k: f"{k[0]}{'' if k[0] == BASELINE else ', ' + k[1]} ({k[2]} DNIs)") + ".")
     for (net, method), g in _by_net(warmup_runs(runs), "method"):
         if g["warmup"].nunique() > 1:
             found["D3 warm-up"].append(f"({net}, {method}): final test error " + "; ".join(

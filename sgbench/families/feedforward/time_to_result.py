@@ -16,7 +16,9 @@ import pandas as pd
 
 from ...analysis.stats import seed_stats
 from ...analysis.tables import net_label, time_to_target
-from ...catalog import FF_METHODS
+from ...catalog import FF_METHODS, baseline
+
+BASELINE = baseline("feedforward")  # the method the others are measured against (its catalog row)
 
 FF_CELL = ["dataset", "arch", "layers"]
 TARGET_FRACTIONS = (0.25, 0.5, 1.0)
@@ -31,7 +33,7 @@ def error_column(curves: pd.DataFrame) -> str:
 def targets(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Per cell and fraction: the target (see the module docstring); cells without backprop have none."""
     column, rows = error_column(curves), []
-    base = runs[(runs["method"] == "backprop") & (runs["update_prob"] == 1.0)]
+    base = runs[(runs["method"] == BASELINE) & (runs["update_prob"] == 1.0)]
     for cell, g in base.groupby(FF_CELL, sort=True):
         budget = g["iterations"].max()
         seeds = curves.merge(g[FF_CELL + ["method", "update_prob", "seed"]])
@@ -82,7 +84,7 @@ def stats(hits: pd.DataFrame) -> pd.DataFrame:
             "iterations": it["mean"], "iterations_ci95": it["ci95"], "seconds": sec["mean"], "seconds_ci95": sec["ci95"]})
     out = pd.DataFrame(rows, columns=cols)
     for value in ("iterations", "seconds"):
-        base = out[out["method"] == "backprop"].set_index(FF_CELL + ["fraction"])[value]
+        base = out[out["method"] == BASELINE].set_index(FF_CELL + ["fraction"])[value]
         ref = out.set_index(FF_CELL + ["fraction"]).index.map(lambda k: base.get(k, math.nan))
         out[f"ratio_{value}"] = out[value].to_numpy() / ref.to_numpy(dtype=float)
     return out

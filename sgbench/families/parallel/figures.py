@@ -13,9 +13,12 @@ from matplotlib.ticker import MaxNLocator
 from ...analysis.plotting import footnote, not_run, save, seeds_text, style
 from ...analysis.stats import t_interval
 from ...analysis.tables import budget_text, net_label
+from ...catalog import baseline
 from .. import get
 from .config import METHODS
 from .tables import CELL, VARIANT, variant_label
+
+BASELINE = baseline("parallel")  # the method the others are measured against (its catalog row)
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +88,7 @@ def speed(runs: pd.DataFrame, model: pd.DataFrame, tier: str, stem: Path) -> Non
             measured = g.dropna(subset=["measured_over_predicted"])
             ax_ratio.plot(measured["workers"], measured["measured_over_predicted"], "o-", color=palette.get(variant),
                           label=variant)
-        single = data[(data["method"] == "backprop") & (data["workers"] == 1)]["samples_per_s"].mean()
+        single = data[(data["method"] == BASELINE) & (data["workers"] == 1)]["samples_per_s"].mean()
         kmax = int(cell["workers"].max()) if not cell.empty else int(data["workers"].max())
         ax.plot([1, kmax], [single, kmax * single], ls=":", color="0.4", label="ideal: K × single-process backprop")
         ax.set(xlabel="workers K", ylabel="samples / s", title=f"{net}: measured (points) and model (dashed)",

@@ -25,6 +25,9 @@ from ...analysis.tables import (
 from .. import get
 from .config import LATE_SG, METHODS, method_spec
 from .model import MAX_PREDICTED_WORKERS, allreduce_at, balanced_split, predicted_step_s
+from ...catalog import baseline
+
+BASELINE = baseline("parallel")  # the method the others are measured against (its catalog row)
 
 CELL = ["dataset", "arch", "layers"]
 VARIANT = ["method", "late_sg"]          # a decoupled method's late-SG variant is part of what is compared
@@ -95,7 +98,7 @@ def targets_of(runs: pd.DataFrame) -> pd.DataFrame:
 def _baseline(frame: pd.DataFrame, cell: tuple) -> pd.DataFrame:
     """Single-process backprop's rows of a cell: what every speed-up and target is measured against."""
     return frame[(frame[CELL] == pd.Series(cell, index=CELL)).all(axis=1)
-                 & (frame["method"] == "backprop") & (frame["workers"] == 1)]
+                 & (frame["method"] == BASELINE) & (frame["workers"] == 1)]
 
 
 def headline_target(targets: pd.DataFrame, cell: tuple) -> float | None:
@@ -206,12 +209,12 @@ def model_predictions(runs: pd.DataFrame, max_workers: int = MAX_PREDICTED_WORKE
 
 def _single_step(g: pd.DataFrame, cell: tuple, latency: float) -> float:
     """Predicted samples/s of single-process backprop in this cell (the model's own baseline)."""
-    base = g[(g["method"] == "backprop")]
+    base = g[(g["method"] == BASELINE)]
     if base.empty:
         return math.nan
     flops = _floats(base["unit_flops"].iloc[0])
     batch = int(base["batch_size"].iloc[0])
-    step = predicted_step_s("backprop", _profiles(base), [0.0] * len(flops), [len(flops)], batch, latency)
+    step = predicted_step_s(BASELINE, _profiles(base), [0.0] * len(flops), [len(flops)], batch, latency)
     return batch / step
 
 
