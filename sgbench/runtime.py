@@ -470,3 +470,13 @@ def format_duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+def time_to_target(steps, errors, seconds, target: float) -> tuple[float, float]:
+    """(iterations, seconds) of the first evaluation whose error is at or below `target` -- a target
+    crossed between two evaluations counts at the later one, where it was seen; (inf, inf) when no
+    evaluation within the budget reached it (a result of the run, not a dropped seed). One definition
+    for every family (the feed-forward time-to-result table, the parallel runs' time to target)."""
+    for step, error, second in zip(steps, errors, seconds):
+        if error is not None and error == error and error <= target:
+            return float(step), float(second)
+    return math.inf, math.inf

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import runtime
 from ..runtime import MetricsError  # noqa: F401  (raised here; defined in the core)
+from ..runtime import time_to_target  # noqa: F401  (defined in the core: the parallel workers use it without pandas)
 from .stats import CI_TEXT, cell_text, ordered
 
 NOT_RUN = "not run at this tier"
@@ -140,16 +141,6 @@ def late_drop(steps: list, errors: list) -> float:
         return math.nan
     return float(before[-1]) - float(final)
 
-
-def time_to_target(steps, errors, seconds, target: float) -> tuple[float, float]:
-    """(iterations, seconds) of the first evaluation whose error is at or below `target` -- a target
-    crossed between two evaluations counts at the later one, where it was seen; (inf, inf) when no
-    evaluation within the budget reached it (a result of the run, not a dropped seed). One definition
-    for every family (the feed-forward time-to-result table, the parallel runs' time to target)."""
-    for step, error, second in zip(steps, errors, seconds):
-        if error is not None and error == error and error <= target:
-            return float(step), float(second)
-    return math.inf, math.inf
 
 
 def pivot_markdown(stats: pd.DataFrame, rows: list[str], column: str, order, label, digits: int = 2,

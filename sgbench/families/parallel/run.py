@@ -33,7 +33,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ... import loop, runtime
-from ...analysis.tables import time_to_target
 from ..feedforward.run import build_net, load_run_data, lr_schedule
 from .config import ParallelConfig, ParallelRunError
 from .profile import profile_batches, profile_units
@@ -278,7 +277,7 @@ def time_to_targets(cfg: ParallelConfig, curves: dict) -> list[dict]:
     """Per target: training seconds and step at the first evaluation with test error <= target."""
     out = []
     for target in cfg.targets:
-        step, seconds = time_to_target(curves["step"], curves["test_error"], curves["elapsed_s"], target)
+        step, seconds = runtime.time_to_target(curves["step"], curves["test_error"], curves["elapsed_s"], target)
         out.append({"target_error": target, "seconds": _finite(seconds), "step": None if math.isinf(step) else int(step)})
     return out
 
