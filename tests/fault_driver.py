@@ -42,8 +42,8 @@ def at_step(n: int, action) -> None:
     run.train_step = step
 
 
-def in_write(target: str, action) -> None:
-    """Make the k-th atomic write of file `name` write half its bytes, then call action(path)."""
+def on_kth_write(target: str, wrap) -> None:
+    """The K-th atomic write of file F (target "F:K") writes through wrap(write) instead of write."""
     runtime = importlib.import_module(RUNTIME)
     name, k = target.split(":")
     original, seen = runtime.atomic_write, [0]
@@ -52,15 +52,22 @@ def in_write(target: str, action) -> None:
         if Path(path).name == name:
             seen[0] += 1
             if seen[0] == int(k):
-                def half(f):
-                    buf = io.BytesIO()
-                    write(buf)
-                    f.write(buf.getvalue()[:len(buf.getvalue()) // 2])
-                    f.flush()
-                    action(path)
-                return original(path, half)
+                return original(path, wrap(path, write))
         return original(path, write)
     runtime.atomic_write = atomic_write
+
+
+def in_write(target: str, action) -> None:
+    """Make the k-th atomic write of file `name` write half its bytes, then call action(path)."""
+    def half_then_action(path, write):
+        def half(f):
+            buf = io.BytesIO()
+            write(buf)
+            f.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+            f.flush()
+            action(path)
+        return half
+    on_kth_write(target, half_then_action)
 
 
 class FillsUp:
@@ -81,17 +88,7 @@ class FillsUp:
 
 def full_in_torch_save(target: str) -> None:
     """The K-th atomic write of file F (F:K) hits a full disk inside torch.save."""
-    runtime = importlib.import_module(RUNTIME)
-    name, k = target.split(":")
-    original, seen = runtime.atomic_write, [0]
-
-    def atomic_write(path, write):
-        if Path(path).name == name:
-            seen[0] += 1
-            if seen[0] == int(k):
-                return original(path, lambda f: write(FillsUp(f)))
-        return original(path, write)
-    runtime.atomic_write = atomic_write
+    on_kth_write(target, lambda path, write: lambda f: write(FillsUp(f)))
 
 
 def read_only(out: Path) -> None:

@@ -15,6 +15,8 @@ import torch
 
 from sgbench import runtime
 
+from fault_driver import FillsUp  # a file on a disk that is full after 1,000 bytes (one helper for both)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -180,22 +182,6 @@ def test_run_lock_removes_the_folders_it_made_when_the_run_left_them_empty(tmp_p
     with runtime.run_lock(tmp_path / "done"):
         (tmp_path / "done" / "metrics.json").write_text("{}")
     assert [p.name for p in (tmp_path / "done").iterdir()] == ["metrics.json"]
-
-
-class FillsUp:
-    """A file on a disk that is full after 1,000 bytes (tests/fault_driver.py has the same for child processes)."""
-
-    def __init__(self, f):
-        self.f, self.room = f, 1000
-
-    def write(self, data):
-        self.room -= len(data)
-        if self.room < 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
 
 
 def test_full_disk_inside_torch_save_is_the_os_error_naming_the_file(tmp_path, monkeypatch):
