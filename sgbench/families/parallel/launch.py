@@ -23,7 +23,8 @@ import torch.distributed as dist
 from ...runtime import Launch, RunError
 from ..feedforward.run import load_run_data
 from .config import ParallelConfig, ParallelRunError
-from .run import finish, prepare, train_worker, worker_device
+from .run import finish, prepare
+from .worker import train_worker, worker_device
 
 log = logging.getLogger(__name__)
 
