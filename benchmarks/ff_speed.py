@@ -2,6 +2,19 @@
 
     python benchmarks/ff_speed.py                 # MNIST FCN-6 and CIFAR CNN-3, batch 256
     python benchmarks/ff_speed.py --device cuda --steps 50
+    python benchmarks/ff_speed.py --against-dni-pytorch ~/src/dni-pytorch/dni.py --rounds 7 --threads 1
+                                                  # side by side with koz4k/dni-pytorch, fp32 and bf16
+
+`--against-dni-pytorch PATH` (issue #26 item 3) times the paper's MNIST FCN-3 with a 2 x 1024 SG after
+every hidden layer ([DNI] Sec. 3.2) in sgbench (sgbench.nets.FeedForwardNet, method dni, the runner's
+own train_step) and in koz4k/dni-pytorch (its dni.py, loaded from the user's clone at PATH; nothing of
+it is copied here): the same blocks (linear 256, BN, ReLU; sgbench.nets.fcn_blocks) and head, one
+BackwardInterface(BasicSynthesizer(256, n_hidden=2, hidden_dim=1024)) after each block, Adam on every
+parameter. One difference stays: sgbench's SG puts batch norm after each hidden layer as [DNI] does,
+dni-pytorch's BasicSynthesizer has none (BN on 1024 units costs about 1 % of the SG's products).
+Rounds alternate (sgbench, theirs, sgbench, ...) so that a change in load falls on both; it prints the
+median ms per step of each and the ratio sgbench / theirs, per precision (bf16: torch.autocast around
+each forward, which in dni-pytorch also holds the SG's backward, as a user would wrap it).
 
 Random inputs of the right shape stand in for the data (speed does not depend on pixel values).
 The FLOP ratio counts the matrix/conv FLOPs of one training step (torch's FlopCounterMode): what
@@ -10,14 +23,16 @@ closer to peak, so a measured ratio may fall below it). This is a benchmark that
 not a test: nothing here asserts a speed.
 """
 import argparse
+import importlib.util
+import statistics
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sgbench.families.feedforward.run import train_step
-from sgbench.nets import FeedForwardNet
-from sgbench.runtime import resolve_device, run_metadata
+from sgbench.nets import FeedForwardNet, fcn_blocks
+from sgbench.runtime import autocast, resolve_device, run_metadata
 
 SETUPS = {"mnist-fcn6": ("fcn", 6, (1, 28, 28)), "cifar-cnn3": ("cnn", 3, (3, 32, 32))}
 
@@ -50,6 +65,73 @@ def measure(setup, method, device, batch, steps):
     return steps / (time.perf_counter() - t0), counter.get_total_flops()
 
 
+def load_dni_pytorch(path):
+    """koz4k/dni-pytorch's dni.py from the user's clone. It calls torch.nn.init.constant, which newer torch
+    only has as constant_: the alias is given back for it (the one change; its code is not touched)."""
+    if not hasattr(torch.nn.init, "constant"):
+        torch.nn.init.constant = torch.nn.init.constant_
+    spec = importlib.util.spec_from_file_location("dni_pytorch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TheirFCN(torch.nn.Module):
+    """The paper's FCN-3 with dni-pytorch's BackwardInterface after every hidden block."""
+
+    def __init__(self, dni, layers=3, width=256, sg_hidden=1024):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(fcn_blocks((1, 28, 28), layers, width))
+        self.interfaces = torch.nn.ModuleList(
+            dni.BackwardInterface(dni.BasicSynthesizer(output_dim=width, n_hidden=2, hidden_dim=sg_hidden))
+            for _ in range(layers))
+        self.head = torch.nn.Linear(width, 10)
+
+    def forward(self, x):
+        for block, interface in zip(self.blocks, self.interfaces):
+            x = interface(block(x))
+        return self.head(x)
+
+
+def their_step(model, opt, x, y, precision):
+    opt.zero_grad(set_to_none=True)
+    with autocast(precision, x.device):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+    loss.backward()
+    opt.step()
+
+
+def side_by_side(path, device, batch, steps, rounds, precisions):
+    """Median ms per step of sgbench's and dni-pytorch's FCN-3 DNI step, in alternating rounds."""
+    dni = load_dni_pytorch(path)
+    torch.manual_seed(0)
+    x, y = torch.rand(batch, 1, 28, 28, device=device), torch.randint(0, 10, (batch,), device=device)
+    ours = FeedForwardNet("fcn", 3, "dni", (1, 28, 28)).to(device)
+    theirs = TheirFCN(dni).to(device)
+    opts = {"sgbench": torch.optim.Adam(ours.trainable_parameters(), lr=3e-5),
+            "dni-pytorch": torch.optim.Adam(theirs.parameters(), lr=3e-5)}
+    steps_of = {"sgbench": lambda p: train_step(ours, opts["sgbench"], x, y, precision=p),
+                "dni-pytorch": lambda p: their_step(theirs, opts["dni-pytorch"], x, y, p)}
+    print(f"{'precision':<9} {'sgbench ms':>11} {'dni-pytorch ms':>15} {'ratio':>7}   (median of {rounds} rounds "
+          f"x {steps} steps, alternating)")
+    for precision in precisions:
+        times = {name: [] for name in steps_of}
+        for name, step in steps_of.items():  # warm-up
+            step(precision), step(precision)
+        for _ in range(rounds):
+            for name, step in steps_of.items():
+                sync(device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step(precision)
+                sync(device)
+                times[name].append(1000 * (time.perf_counter() - t0) / steps)
+        ours_ms, their_ms = (statistics.median(times[n]) for n in steps_of)
+        print(f"{precision:<9} {ours_ms:>11.1f} {their_ms:>15.1f} {ours_ms / their_ms:>7.2f}", flush=True)
+        print(f"{'':<9} rounds: sgbench {', '.join(f'{v:.0f}' for v in times['sgbench'])}; dni-pytorch "
+              f"{', '.join(f'{v:.0f}' for v in times['dni-pytorch'])}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
@@ -58,6 +140,10 @@ def main():
     ap.add_argument("--steps", type=int, default=0, help="timed steps per cell (0: 20 FCN / 3 CNN on CPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--against-dni-pytorch", metavar="PATH", help="dni.py of a koz4k/dni-pytorch clone: time "
+                    "the paper's FCN-3 DNI step side by side with it (see above)")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of the side-by-side timing")
+    ap.add_argument("--precisions", default="fp32,bf16", help="of the side-by-side timing")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,6 +151,10 @@ def main():
     meta = run_metadata(device)
     print(f"# device {device} ({meta['hardware'].get('gpu', meta['hardware']['cpu'])}), "
           f"{meta['hardware']['torch_threads']} threads, torch {meta['torch']}, batch {args.batch}")
+    if args.against_dni_pytorch:
+        side_by_side(args.against_dni_pytorch, device, args.batch, args.steps or 10, args.rounds,
+                     args.precisions.split(","))
+        return
     print(f"{'setup':<11} {'method':<9} {'steps/s':>9} {'ms/step':>9} {'GFLOP/step':>11} {'cost x bp':>10} {'FLOPs x bp':>11}")
     for setup in args.setups.split(","):
         steps = args.steps or (20 if SETUPS[setup][0] == "fcn" or device.type == "cuda" else 3)

@@ -248,17 +248,21 @@ def main(argv=None) -> int:
     figs.add_argument("--tables", type=Path, required=True, help="the folder `aggregate` wrote")
     figs.add_argument("--out", type=Path, required=True, help="folder for the figures")
 
-    sel = sub.add_parser("select-lr", help="fair short-budget protocol: pick a tier's learning rate on backprop's "
-                         "validation error", description="Trains backprop at each learning rate of the tier file's "
-                         "lr_selection grid at the tier's budget (finished runs are reused), picks the lowest mean "
-                         "validation error, writes the runs and the choice into --out/<tier>/ and sets "
-                         "`lr_selection: chosen:` in the tier file. Every feed-forward and diagnostics run of the tier "
-                         "then uses that rate (docs/statistics.md). On 2 CPU cores: quick ~4 min, long ~10 min.")
+    sel = sub.add_parser("select-lr", help="short-budget tuning: pick a tier's learning rate(s) on validation error",
+                         description="Trains each method of the tier file's lr_selection block (`methods:`; else "
+                         "backprop alone) at each learning rate of its grid at the tier's budget (finished runs are "
+                         "reused), picks each method's lowest mean validation error (or backprop's for all), writes "
+                         "the runs and the choice into --out/<tier>/ and sets `lr_selection: chosen:` in the tier "
+                         "file. Every feed-forward and diagnostics run of the tier then uses it (docs/statistics.md). "
+                         "The committed selections are reused, not rerun, by the default command; redoing the quick "
+                         "tier's (5 methods x 5 rates x 2 nets) takes about 30 min on 2 cores.")
     sel.add_argument("--tier", required=True, help="a tier file with an lr_selection: block (quick, long)")
     sel.add_argument("--tiers", type=Path, default=Path("workflows/config/tiers"), help="folder of the tier files")
     sel.add_argument("--out", type=Path, default=Path("results/reference/lr-selection"),
                      help="where the selection runs and the choice are recorded (a folder per tier)")
-    sel.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (runs go one after another)")
+    sel.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    sel.add_argument("--jobs", type=int, default=1, help="selection runs trained at once, one process each (e.g. "
+                     "the number of cores, with --threads 1)")
     sel.add_argument("--data-root", default=None, help="else $SGBENCH_DATA, else ./data")
 
     rep = sub.add_parser("report", help="replication report (Markdown): every claim of [DNI], its verdict at this tier")
@@ -286,9 +290,11 @@ def main(argv=None) -> int:
         elif args.command == "select-lr":
             if args.threads < 1:
                 raise ValueError(f"--threads must be >= 1 (torch CPU threads per run), got {args.threads}")
+            if args.jobs < 1:
+                raise ValueError(f"--jobs must be >= 1 (selection runs trained at once), got {args.jobs}")
             from .analysis.lr_selection import chosen_text
             from .families.feedforward.select_lr import run_selection
-            lr = run_selection(args.tier, args.tiers, args.out, args.threads, args.data_root)
+            lr = run_selection(args.tier, args.tiers, args.out, args.threads, args.data_root, args.jobs)
             print(f"tier {args.tier}: lr {chosen_text(lr)} (recorded in {args.tiers / (args.tier + '.yaml')} and "
                   f"{args.out / args.tier})")
         elif args.command == "report":

@@ -423,6 +423,47 @@ def test_select_lr_trains_backprop_on_the_grid_and_records_the_choice(tmp_path):
     assert lrs == [3e-3, 0.5]
 
 
+def test_select_lr_tunes_each_listed_method_on_its_own_in_parallel_jobs(tmp_path):
+    """The same budget per method (issue #23 item 4): with `methods:` every method gets the same trials,
+    trained --jobs at a time, and takes the rate of its own lowest mean validation error; the grids
+    then run each method at its own rate; a second call reuses the finished runs."""
+    import yaml
+    from helpers import write_learnable_mnist
+
+    from sgbench import cli
+    from sgbench.families import grid
+
+    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
+    tiers = tmp_path / "tiers"
+    tiers.mkdir()
+    (tiers / "smoke.yaml").write_text(
+        "description: t\nlr_selection:\n  grid: [1.0e-5, 3.0e-3]\n  dataset: mnist\n  arch: fcn\n  layers: [2]\n"
+        "  seed: [0]\n  iterations: 20\n  methods: [backprop, cdni]\n  settings: {batch_size: 32, eval_every: 10}\n"
+        "  chosen: null\nfeedforward:\n"
+        "  - {dataset: [mnist], arch: [fcn], layers: [2], method: [backprop, cdni], seed: [0], iterations: 20}\n")
+    out = tmp_path / "selection"
+    argv = ["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out), "--data-root", str(root),
+            "--jobs", "2"]
+    assert cli.main(argv) == 0
+    runs = pd.read_csv(out / "smoke" / "selection_runs.csv")
+    assert sorted(zip(runs["method"], runs["lr"])) == [("backprop", 1e-5), ("backprop", 3e-3), ("cdni", 1e-5),
+                                                       ("cdni", 3e-3)]
+    own = {m: g.loc[g["val_error"].idxmin(), "lr"] for m, g in runs.groupby("method")}
+    chosen = yaml.safe_load((tiers / "smoke.yaml").read_text())["lr_selection"]["chosen"]
+    assert chosen == own and set(chosen) == {"backprop", "cdni"}
+    tier = yaml.safe_load((tiers / "smoke.yaml").read_text())
+    assert {c.method: c.lr for c in grid.expand(tier, "smoke")["feedforward"].values()} == own
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "smoke" / "runs").glob("*/metrics.json")}
+    assert len(stamps) == 4 and cli.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+
+
+def test_select_lr_jobs_below_one_is_one_error(tmp_path, capsys):
+    from sgbench import cli
+    assert cli.main(["select-lr", "--tier", "quick", "--jobs", "0", "--out", str(tmp_path / "sel")]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
 def test_the_report_says_which_learning_rate_protocol_a_tier_used(tmp_path):
     from sgbench.analysis.lr_selection import protocol_text
     block = "lr_selection: {grid: [1.0e-4, 1.0e-3], dataset: mnist, arch: fcn, layers: [3], seed: [0], iterations: 9, "
@@ -438,7 +479,9 @@ def test_the_report_says_which_learning_rate_protocol_a_tier_used(tmp_path):
     from sgbench.analysis.lr_selection import backprop_alone
     (tmp_path / "fair.yaml").write_text(f"description: f\n{block}chosen: {{backprop: 1.0e-3, dni: 1.0e-4}}}}\n")
     assert "tuning ruleset **backprop-only choice**" in quick
-    assert "tuning ruleset **the same budget per method**" in protocol_text("fair", runs, tmp_path)
+    fair = protocol_text("fair", runs, tmp_path)
+    assert "tuning ruleset **the same budget per method**" in fair
+    assert "At the grid's edge: backprop 0.001 (the grid's largest), dni 0.0001 (the grid's smallest)" in fair
     assert "tuning ruleset **[DNI]'s settings**" in protocol_text("paper", runs, tmp_path)
     assert [backprop_alone(t, tmp_path) for t in ("quick", "fair", "paper", "long")] == [1e-3, None, None, None]
 

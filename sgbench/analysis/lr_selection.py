@@ -55,6 +55,21 @@ def selection_methods(block: dict) -> list[str]:
     return list(block.get("methods") or ["backprop"])
 
 
+def at_edge(chosen, grid) -> list[str]:
+    """The choices at the grid's smallest or largest rate ("dni 3e-05 (the grid's smallest)"): the best
+    rate may lie beyond the grid, so the method may be under-tuned there."""
+    lo, hi = min(grid), max(grid)
+    items = chosen.items() if isinstance(chosen, dict) else [("every method", chosen)]
+    return [f"{m} {float(v):g} (the grid's {'smallest' if float(v) == lo else 'largest'})"
+            for m, v in items if float(v) in (lo, hi)]
+
+
+def edge_text(chosen, grid) -> str:
+    edges = at_edge(chosen, grid)
+    return (f" At the grid's edge: {', '.join(edges)}; a rate beyond the grid might do better, so a verdict on "
+            "that method is at most as good as the grid." if edges else "")
+
+
 def chosen_text(chosen) -> str:
     return (", ".join(f"{m} {v:g}" for m, v in chosen.items()) if isinstance(chosen, dict)
             else f"{float(chosen):g}")
@@ -103,7 +118,8 @@ def selection_markdown(tier: str, block: dict, runs: pd.DataFrame, by_lr: pd.Dat
             f"the rate (a diverged run scores 100 %). Test error is recorded, never read by the choice.\n\n"
             f"Chosen: **lr = {chosen_text(lr)}**, used by "
             f"{'each method' if per_method else 'every method'} in every feed-forward and diagnostics run of the "
-            "tier.\n\n" + table.to_markdown(index=False, floatfmt="g") + "\n\n## Runs\n\n"
+            "tier." + edge_text(lr, block["grid"]) + "\n\n" + table.to_markdown(index=False, floatfmt="g")
+            + "\n\n## Runs\n\n"
             + runs.to_markdown(index=False, floatfmt="g") + "\n")
 
 
@@ -140,7 +156,7 @@ def protocol_text(tier: str, ff_runs: pd.DataFrame, tiers_dir: Path = TIERS_DIR)
                 f"{', '.join(block['chosen'])} got the same {trials} trials -- every rate of the pre-declared grid "
                 f"{grid} on the same nets and seeds at this tier's budget, nothing else tuned -- and uses the rate "
                 f"with its own lowest mean validation error: lr **{chosen_text(block['chosen'])}** "
-                f"({SELECTION_DIR}/{tier}/; docs/statistics.md).")
+                f"({SELECTION_DIR}/{tier}/; docs/statistics.md)." + edge_text(block["chosen"], block["grid"]))
     chosen = float(block["chosen"])
     text = (f"tuning ruleset **backprop-only choice** (the older one): tier `{tier}` uses the fair short-budget "
             f"protocol: lr **{chosen:g}**, chosen from {grid} on "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import multiprocessing
 from pathlib import Path
 
 import pandas as pd
@@ -48,19 +49,45 @@ def selection_configs(tier: str, block: dict, threads: int = 0, data_root: str |
     return configs
 
 
-def run_selection(tier: str, tiers_dir: Path, out_root: Path, threads: int = 0, data_root: str | None = None) -> float:
-    """Train (or reuse the finished) selection runs, choose, record; returns the chosen lr."""
+def _train(job: tuple[FFConfig, Path]) -> None:
+    """One selection run in a worker process (a module-level function: the pool pickles it)."""
     from .run import train_ff
+    cfg, out_dir = job
+    train_ff(cfg, out_dir)
+
+
+def train_missing(configs: dict[str, FFConfig], runs_dir: Path, jobs: int) -> None:
+    """Train every run without a metrics.json, `jobs` at a time (one process each; a killed selection
+    resumes: finished runs are kept, an unfinished one resumes from its checkpoint). Most costly first
+    (DNI's 2 x 1024 SG, deep nets), so that the last runs to finish are short ones."""
+    todo = [(cfg, runs_dir / name) for name, cfg in configs.items() if not (runs_dir / name / "metrics.json").exists()]
+    todo.sort(key=lambda job: -(1 + (job[0].resolved().sg_hidden_layers or 0) * 10) * job[0].layers)
+    log.info("%d selection runs, %d to train, %d at a time", len(configs), len(todo), jobs)
+    if jobs <= 1 or len(todo) <= 1:
+        for job in todo:
+            _train(job)
+        return
+    with multiprocessing.get_context("spawn").Pool(min(jobs, len(todo))) as pool:
+        for done, _ in enumerate(pool.imap_unordered(_train, todo), 1):
+            log.info("selection: %d of %d runs trained", done, len(todo))
+
+
+def run_selection(tier: str, tiers_dir: Path, out_root: Path, threads: int = 0, data_root: str | None = None,
+                  jobs: int = 1):
+    """Train (or reuse the finished) selection runs, `jobs` at a time, choose, record; returns the chosen lr
+    (a number, or {method: lr} when the block lists `methods:`)."""
     tier_file = Path(tiers_dir) / f"{tier}.yaml"
     text = tier_file.read_text()
     block = (yaml.safe_load(text) or {}).get("lr_selection")
     if not block:
         raise ValueError(f"{tier_file}: no lr_selection: block (this tier keeps the paper's settings)")
     out = Path(out_root) / tier
+    configs = selection_configs(tier, block, threads, data_root)
+    train_missing(configs, out / "runs", jobs)
     rows = []
-    for name, cfg in selection_configs(tier, block, threads, data_root).items():
+    for name, cfg in configs.items():
         metrics_path = out / "runs" / name / "metrics.json"
-        m = json.loads(metrics_path.read_text()) if metrics_path.exists() else train_ff(cfg, metrics_path.parent)
+        m = json.loads(metrics_path.read_text())
         if m["config"]["iterations"] != cfg.iterations:
             raise ValueError(f"{metrics_path}: a selection run of {m['config']['iterations']} iterations, not the "
                              f"tier's {cfg.iterations}; delete {out / 'runs'} to select afresh")
