@@ -241,46 +241,64 @@ class EpisodeStream:
         self.level[idx], self.scored[idx] = level, True
 
     def window(self, T: int, level: int):
-        """The next T steps of every stream. A loop over time steps only finds where episodes end and
-        draws the new ones (the generator's draws stay in the per-step order); every tensor is then
-        built at once over [T, B]: each step's episode is a row of a bank of vectors (the streams'
-        current ones, then every episode drawn in the window)."""
-        B, device = self.batch_size, self.device
-        # every stream's position, N, R, level, bank row, episode length, scored: one tensor, so that a
-        # step's snapshot and a new episode's start are one operation each
-        state = torch.stack([self.pos, self.n, self.r, self.level, torch.arange(B, device=device),
-                             self.task.episode_length(self.n, self.r), self.scored.long()])
-        steps = torch.empty(T, *state.shape, dtype=torch.long, device=device)
-        done = torch.empty(T, B, dtype=torch.bool, device=device)
-        bank, width = [self.seq], self.seq.shape[1]
+        """The next T steps of every stream. Python works out which streams end an episode at which step
+        from the episodes' lengths (ints), and so how many episodes each step draws: the generator's draws
+        stay in the step-by-step order (one draw per step at which episodes end, streams in order). Every
+        tensor is then built at once over the steps: each step's episode is a row of a bank of vectors
+        (the streams' current episodes, then every episode drawn in the window)."""
+        B, device, task = self.batch_size, self.device, self.task
+        ends: dict[int, list[int]] = {}  # step of the window -> streams whose episode has its last step there
+        for b, last in enumerate((task.episode_length(self.n, self.r) - 1 - self.pos).tolist()):
+            ends.setdefault(last, []).append(b)
+        bank, width, drawn = [self.seq], self.seq.shape[1], []  # drawn: (step, streams, N, R) of each draw
         for t in range(T):
-            steps[t] = state
-            state[0] += 1
-            torch.ge(state[0], state[5], out=done[t])
-            idx = done[t].nonzero().flatten()
-            if len(idx):
-                n, r, bits, width = self._draw(len(idx), level, width)
-                rows = torch.arange(sum(map(len, bank)), sum(map(len, bank)) + len(idx), device=device)
-                state[:, idx] = torch.stack([torch.zeros_like(n), n, r, torch.full_like(n, level), rows,
-                                             self.task.episode_length(n, r), torch.ones_like(n)])
-                bank.append(bits)
+            if t not in ends:
+                continue
+            streams = sorted(ends.pop(t))
+            n, r, bits, width = self._draw(len(streams), level, width)
+            bank.append(bits)
+            drawn.append((t, streams, n, r))
+            for b, length in zip(streams, task.episode_length(n, r).tolist()):
+                ends.setdefault(t + length, []).append(b)  # the new episode runs from step t + 1
         bank = torch.cat([_widen(b, width) for b in bank])
-        pos, n, r, lvl, row, _, scored = steps.unbind(1)
-        self._ends = (done, done & scored.bool(), lvl, n * r + int(self.task.repeat))  # outputs per episode
-        self.pos, self.n, self.r, self.level, _, _, self.scored = state.clone().unbind(0)
-        self.scored = self.scored.bool()
-        self.seq = bank[state[4]]
-        return window_tensors(self.task, bank, row, n, r, pos)
+        # per bank row: N, R, level, scored; then each stream's row and position at steps 0..T (step T:
+        # the state carried to the next window)
+        table = torch.stack([torch.cat([self.n, *(d[2] for d in drawn)]), torch.cat([self.r, *(d[3] for d in drawn)]),
+                             torch.cat([self.level, self.level.new_full((len(bank) - B,), level)]),
+                             torch.cat([self.scored.long(), self.scored.new_ones(len(bank) - B, dtype=torch.long)])], 1)
+        steps = torch.arange(T + 1, device=device).unsqueeze(1)
+        done = torch.zeros(T, B, dtype=torch.bool, device=device)
+        if drawn:
+            t_end = torch.tensor([t for t, streams, *_ in drawn for _ in streams], device=device)
+            stream = torch.tensor([b for _, streams, *_ in drawn for b in streams], device=device)
+            done[t_end, stream] = True
+            started = torch.full((T + 1, B), -1, device=device)  # the step a new episode started at, or -1
+            started[t_end + 1, stream] = t_end + 1
+            new_row = torch.zeros(T + 1, B, dtype=torch.long, device=device)
+            new_row[t_end + 1, stream] = torch.arange(B, len(bank), device=device)
+            start = started.cummax(0).values  # the start of the episode each step is in (-1: before the window)
+            fresh = start >= 0
+            row = torch.where(fresh, new_row.gather(0, start.clamp(min=0)), torch.arange(B, device=device))
+            pos = torch.where(fresh, steps - start, self.pos + steps)
+        else:
+            row, pos = torch.arange(B, device=device).expand(T + 1, B), self.pos + steps
+        n, r, lvl, scored = table[row].unbind(-1)
+        self._ends = (done, done & scored[:T].bool(), lvl[:T], (n * r + int(task.repeat))[:T])  # outputs per episode
+        self.pos, self.n, self.r, self.level, scored, row_next = torch.stack(
+            [pos[T], n[T], r[T], lvl[T], scored[T], row[T]]).unbind(0)
+        self.scored, self.seq = scored.bool(), bank[row_next]
+        return window_tensors(task, bank, row[:T], n[:T], r[:T], pos[:T])
 
     def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float, int]]:
         """bits: [T, B] error of each step (0 off the output steps). (level, bits, output steps) of each
         scored episode that ended here."""
         done, scored_end, level, outputs = self._ends
         totals = torch.empty_like(bits)
-        for t, step_bits in enumerate(bits.detach()):  # in time order: the sums are those of a step-wise loop
-            self.error += step_bits
-            totals[t] = self.error
-            self.error = torch.where(done[t], 0.0, self.error)
+        error = self.error
+        for step_bits, total, ended in zip(bits.detach().unbind(0), totals.unbind(0), done.unbind(0)):
+            torch.add(error, step_bits, out=total)  # in time order: the sums are those of a step-wise loop
+            error = total.masked_fill(ended, 0.0)
+        self.error = error
         flags = scored_end.T  # [B, T]: per stream, in time order
         return list(zip(level.T[flags].tolist(), totals.T[flags].tolist(), outputs.T[flags].tolist()))
 
