@@ -62,7 +62,7 @@ def make_optimizer(model: SequenceNet, cfg) -> torch.optim.Adam:
     flat = flat_adam(model)
     groups = [{"params": model.network_parameters(), "lr": cfg.lr}]
     if model.boundary is not None:
-        groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr})
+        groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr, "sg_model": True})
     for group in groups if flat else ():
         group["params"] = [flat_parameter(group["params"])]
     return torch.optim.Adam(groups)
@@ -156,11 +156,12 @@ class WindowTrainer:
         """The optimizer's step. A window without an SG loss (BP(λ)'s first horizon - 1 windows, before
         the first λ-return) leaves the SG model without a gradient; torch's Adam skips a parameter whose
         gradient is None (its moments and step count stay), but flat gradients (make_optimizer) are
-        zeroed, never None: the SG's group is taken out of that step as it would be skipped."""
+        zeroed, never None: the SG's group (make_optimizer's "sg_model") is taken out of that step as it
+        would be skipped."""
         if sg_learns:
             self.opt.step()
             return
-        sg = self.opt.param_groups[1]["params"]
+        sg = [p for group in self.opt.param_groups if group.get("sg_model") for p in group["params"]]
         grads = [p.grad for p in sg]
         for p in sg:
             p.grad = None
