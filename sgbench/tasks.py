@@ -31,10 +31,11 @@ The loss is on output steps only (a mask), summed over channels: a sequence's er
 binary cross-entropy in bits, the unit of [Graves14]'s curricula.
 
 `EpisodeStream` holds B independent streams, generated on the device a window at a time for all
-streams and steps at once (`window_tensors`; the only loop over time steps finds where episodes end
-and draws the new ones, so the generator's draws are those of a step-by-step generator). Streams are desynchronised: each starts at a random
-point of its first episode (that partial episode is not scored), and episodes differ in length,
-so window boundaries fall at different phases in different streams.
+streams and steps at once (`window_tensors`; the only loop over time steps is in Python ints: it finds
+where episodes end and draws the new ones, so the generator's draws are those of a step-by-step
+generator). Streams are desynchronised: each starts at a random point of its first episode (that
+partial episode is not scored), and episodes differ in length, so window boundaries fall at
+different phases in different streams.
 """
 from __future__ import annotations
 

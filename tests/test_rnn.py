@@ -212,6 +212,22 @@ def test_a_killed_run_resumes_bit_exactly(tmp_path, method):
     assert resumed["timing"]["activation_memory_mb"] == whole["timing"]["activation_memory_mb"]  # kept across
 
 
+def test_a_checkpoint_of_the_other_optimizer_layout_starts_afresh(tmp_path, caplog):
+    """A checkpoint written with Adam per tensor (before issue #24's flat parameters, or on a GPU) has
+    optimizer state of another shape: the run says so and starts afresh, with an uninterrupted run's numbers."""
+    cfg = RNNConfig(method="dni", T=3, timesteps=120, batch_size=4, hidden_size=16, curriculum_window=3,
+                    log_points=4, device="cpu", threads=1)
+    whole = train_rnn(cfg, tmp_path / "whole")
+    with pytest.raises(rnn_run.RunInterrupted):
+        train_rnn(cfg, tmp_path / "killed", _stop_after=60)
+    path = tmp_path / "killed" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt.pop("flat_adam") is True
+    torch.save(ckpt, path)
+    again = train_rnn(cfg, tmp_path / "killed")
+    assert not again["meta"]["resumed"] and same_numbers(whole, again) and "starting afresh" in caplog.text
+
+
 # ------------------------------------------------------------------ A1: the memory of a window's update
 def test_step_memory_counts_each_saved_storage_once_and_skips_the_excluded():
     a, b = torch.randn(1024, requires_grad=True), torch.randn(1024, requires_grad=True)
