@@ -117,7 +117,8 @@ def time_child(root: Path, cfg: dict, out: Path) -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg), str(out)], env=env, cwd=root, check=True,
                           capture_output=True, text=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert all(f.startswith(str(root)) for f in result["sgbench"]), f"the child imported {result['sgbench']}, not {root}"
+    assert all(f.startswith(str(root)) for f in result["sgbench"]), f"the child imported {result['sgbench']}, " \
+        f"not {root}"
     return result
 
 

@@ -284,8 +284,9 @@ class EpisodeStream:
             new_row = torch.zeros(T + 1, B, dtype=torch.long, device=device)
             new_row[t_end + 1, stream] = torch.arange(B, len(episodes), device=device)
             began = started[:T].cummax(0).values
-            step_row = torch.where(began >= 0, new_row[:T].gather(0, began.clamp(min=0)), torch.arange(B, device=device))
-            step_pos = torch.where(began >= 0, steps - began, self.pos + steps)
+            fresh = began >= 0
+            step_row = torch.where(fresh, new_row[:T].gather(0, began.clamp(min=0)), torch.arange(B, device=device))
+            step_pos = torch.where(fresh, steps - began, self.pos + steps)
         else:
             step_row, step_pos = torch.arange(B, device=device).expand(T, B), self.pos + steps
         self._ends = (done, sorted(scored_ends))

@@ -212,6 +212,30 @@ def test_a_killed_run_resumes_bit_exactly(tmp_path, method):
     assert resumed["timing"]["activation_memory_mb"] == whole["timing"]["activation_memory_mb"]  # kept across
 
 
+@pytest.mark.parametrize("method, kw", [("bptt", {}), ("dni", {"probe_every": 300}),
+                                        ("dni_bpl", {"task": "repeat_copy", "bpl_horizon": 3})])
+def test_a_run_equals_one_on_the_step_by_step_stream_and_adam_per_tensor(tmp_path, monkeypatch, method, kw):
+    """Issue #24's speed-ups change no number, on any CPU: a short run equals the same run on the first
+    stream (one time step at a time: test_tasks.StepByStepStream) with torch's Adam over the separate
+    tensors: every curve, the curriculum, the final numbers and the memory."""
+    from test_tasks import StepByStepStream
+
+    def per_tensor(model, cfg):
+        groups = [{"params": model.network_parameters(), "lr": cfg.lr}]
+        if model.boundary is not None:
+            groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr, "sg_model": True})
+        return torch.optim.Adam(groups)
+
+    cfg = RNNConfig(method=method, T=4, timesteps=1200, batch_size=8, hidden_size=16, curriculum_window=10,
+                    threshold=20.0, log_points=6, device="cpu", threads=1, **kw)
+    fast = train_rnn(cfg, tmp_path / "fast")
+    monkeypatch.setattr(rnn_run, "EpisodeStream", StepByStepStream)
+    monkeypatch.setattr(rnn_run, "make_optimizer", per_tensor)
+    slow = train_rnn(cfg, tmp_path / "slow")
+    assert same_numbers(fast, slow) and len(fast["curriculum"]) > 3  # levels rose (the vectors widened)
+    assert fast["timing"]["activation_memory_mb"] == slow["timing"]["activation_memory_mb"]
+
+
 def test_a_checkpoint_of_the_other_optimizer_layout_starts_afresh(tmp_path, caplog):
     """A checkpoint written with Adam per tensor (before issue #24's flat parameters, or on a GPU) has
     optimizer state of another shape: the run says so and starts afresh, with an uninterrupted run's numbers."""
@@ -390,7 +414,8 @@ def test_adam_on_flat_parameters_is_adam_on_each_tensor(method, kw):
                zip(moments, [(g, k) for g in flat.opt.param_groups for k in ("exp_avg", "exp_avg_sq")]))
     again_model, _, _ = make_net(method, **kw)
     again = WindowTrainer(again_model, rnn_run.make_optimizer(again_model, cfg), cfg, "cpu")
-    saved = copy.deepcopy({"model": flat_model.state_dict(), "opt": flat.opt.state_dict(), "trainer": flat.state_dict()})
+    saved = copy.deepcopy({"model": flat_model.state_dict(), "opt": flat.opt.state_dict(),
+                           "trainer": flat.state_dict()})
     runtime.restore(saved, {"model": again_model, "opt": again.opt, "trainer": again})
     for x, y, mask in ws[5:]:
         flat.step(x, y, mask), again.step(x, y, mask)
