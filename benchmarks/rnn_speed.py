@@ -12,8 +12,9 @@ Each cell runs the runner's own pieces (sgbench.tasks.EpisodeStream, the family'
 copy at a fixed level, T steps per window, after a warm-up. A benchmark that prints a table, not a
 test: nothing here asserts a speed.
 
-`--against REV` times the whole training loop instead (sgbench.families.rnn.run._train: windows,
-updates, curriculum, logging, checkpoints; not the set-up or the final signal measurement) of the
+`--against REV` times the whole training loop instead (sgbench.loop._train; before issue #22
+sgbench.families.rnn.run._train: windows, updates, curriculum, logging, checkpoints; not the set-up
+or the final signal measurement) of the
 code at git revision REV (checked out once with `git worktree add` under /tmp) and of the working
 tree, each in its own process on one thread, in alternating rounds (base, new, base, new, ...) so
 that a change in the machine's load falls on both; it prints the medians of steps per second of
@@ -76,14 +77,15 @@ def measure(method, hidden, streams, T, level, windows, device):
 
 ROOT = Path(__file__).resolve().parent.parent
 # The child of --against: train one run with the code on PYTHONPATH and print the training loop's
-# steps/s. It uses only train_rnn, RNNConfig and run._train, which every revision since the
-# runner's first has.
+# steps/s. It uses only train_rnn, RNNConfig and the loop's _train: run._train up to the shared loop
+# (issue #22), sgbench.loop._train (run.loop) since.
 CHILD = """
 import json, sys, time, torch
 import sgbench.families.rnn.run as run
 from sgbench.families.rnn.config import RNNConfig
 torch.set_num_threads(1)
-spent, original = [0.0, 0.0], run._train
+owner = run if hasattr(run, "_train") else run.loop
+spent, original = [0.0, 0.0], owner._train
 def timed(*args, **kwargs):
     t0, c0 = time.perf_counter(), time.process_time()
     try:
@@ -91,11 +93,11 @@ def timed(*args, **kwargs):
     finally:
         spent[0] += time.perf_counter() - t0
         spent[1] += time.process_time() - c0
-run._train = timed
+owner._train = timed
 cfg = RNNConfig(**json.loads(sys.argv[1]))
 metrics = run.train_rnn(cfg, sys.argv[2])
 print(json.dumps({"steps_per_s": cfg.timesteps / spent[0], "steps_per_cpu_s": cfg.timesteps / spent[1],
-                  "length": metrics["final"]["largest_length_solved"], "sgbench": run.__file__}))
+                  "length": metrics["final"]["largest_length_solved"], "sgbench": [run.__file__, owner.__file__]}))
 """
 
 
@@ -115,7 +117,8 @@ def time_child(root: Path, cfg: dict, out: Path) -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg), str(out)], env=env, cwd=root, check=True,
                           capture_output=True, text=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["sgbench"].startswith(str(root)), f"the child imported {result['sgbench']}, not {root}"
+    assert all(f.startswith(str(root)) for f in result["sgbench"]), f"the child imported {result['sgbench']}, " \
+        f"not {root}"
     return result
 
 

@@ -31,10 +31,11 @@ The loss is on output steps only (a mask), summed over channels: a sequence's er
 binary cross-entropy in bits, the unit of [Graves14]'s curricula.
 
 `EpisodeStream` holds B independent streams, generated on the device a window at a time for all
-streams and steps at once (`window_tensors`; the only loop over time steps finds where episodes end
-and draws the new ones, so the generator's draws are those of a step-by-step generator). Streams are desynchronised: each starts at a random
-point of its first episode (that partial episode is not scored), and episodes differ in length,
-so window boundaries fall at different phases in different streams.
+streams and steps at once (`window_tensors`; the only loop over time steps is in Python ints: it finds
+where episodes end and draws the new ones, so the generator's draws are those of a step-by-step
+generator). Streams are desynchronised: each starts at a random point of its first episode (that
+partial episode is not scored), and episodes differ in length, so window boundaries fall at
+different phases in different streams.
 """
 from __future__ import annotations
 
@@ -165,27 +166,23 @@ def step_tensors(task: Task, seq, n, r, pos):
 
 def window_tensors(task: Task, bank, row, n, r, pos):
     """step_tensors for every step of a window at once: inputs [T, B, in], targets [T, B, out], mask
-    [T, B]. bank [rows, width, bits] holds the episodes' vectors; row, n, r, pos [T, B] say which
-    episode each stream is in at each step, and where. The same elementwise operations as
-    step_tensors, so the values are identical."""
-    width = bank.shape[1]
-    reading = pos < n
-    x = torch.zeros(*pos.shape, task.in_dim, device=bank.device)
-    x[..., :task.n_bits] = bank[row, pos.clamp(max=width - 1)] * reading.unsqueeze(-1)
-    count = r.float() / task.repeat_norm if task.repeat else torch.ones_like(pos, dtype=torch.float)
-    x[..., task.n_bits] = torch.where(pos == n, count, 0.0)
-    if task.start_channel:
-        x[..., task.n_bits + 1] = (pos == 0).float()
-    d = pos - n - task.out_offset
+    [T, B]. bank [rows, width + 1, bits] holds the episodes' vectors, then a zero vector (column
+    `width`) that a step with no vector to read or write reads; row, n, r, pos [T, B] say which episode
+    each stream is in at each step, and where. The values are step_tensors' (a vector's bits are 0 or
+    1, so reading the zero vector gives what step_tensors' multiplication by 0 gives)."""
+    blank = bank.shape[1] - 1
+    d = pos - n - task.out_offset  # index of the output vector due now (negative: still reading)
     writing = (d >= 0) & (d < n * r)
-    y = torch.zeros(*pos.shape, task.out_dim, device=bank.device)
-    y[..., :task.n_bits] = bank[row, (d.clamp(min=0) % n.clamp(min=1)).clamp(max=width - 1)] * writing.unsqueeze(-1)
-    mask = writing.clone()
+    reading = bank[row, torch.where(pos < n, pos, blank)]
+    delimiter = pos == n
+    count = torch.where(delimiter, r.float() / task.repeat_norm, 0.0) if task.repeat else delimiter.float()
+    x = [reading, count.unsqueeze(-1)] + ([(pos == 0).float().unsqueeze(-1)] if task.start_channel else [])
+    y = bank[row, torch.where(writing, d % n.clamp(min=1), blank)]
+    mask = writing
     if task.repeat:
         end = d == n * r
-        y[..., task.n_bits] = end.float()
-        mask |= end
-    return x, y, mask.float()
+        y, mask = torch.cat([y, end.float().unsqueeze(-1)], -1), mask | end
+    return torch.cat(x, -1), y, mask.float()
 
 
 def _widen(seq: torch.Tensor, width: int) -> torch.Tensor:
@@ -241,48 +238,77 @@ class EpisodeStream:
         self.level[idx], self.scored[idx] = level, True
 
     def window(self, T: int, level: int):
-        """The next T steps of every stream. A loop over time steps only finds where episodes end and
-        draws the new ones (the generator's draws stay in the per-step order); every tensor is then
-        built at once over [T, B]: each step's episode is a row of a bank of vectors (the streams'
-        current ones, then every episode drawn in the window)."""
-        B, device = self.batch_size, self.device
-        # every stream's position, N, R, level, bank row, episode length, scored: one tensor, so that a
-        # step's snapshot and a new episode's start are one operation each
-        state = torch.stack([self.pos, self.n, self.r, self.level, torch.arange(B, device=device),
-                             self.task.episode_length(self.n, self.r), self.scored.long()])
-        steps = torch.empty(T, *state.shape, dtype=torch.long, device=device)
-        done = torch.empty(T, B, dtype=torch.bool, device=device)
+        """The next T steps of every stream. The bookkeeping is in Python ints: which stream ends an
+        episode at which step, and so how many episodes each step draws (the generator's draws stay in
+        the step-by-step order: one draw per step at which episodes end, streams in order), and which
+        scored episodes end where. Every tensor is then built at once over [T, B]: each step's episode
+        is a row of a bank of vectors (the streams' current episodes, then every episode drawn here)."""
+        B, device, task = self.batch_size, self.device, self.task
+        pos, *current = torch.stack([self.pos, self.n, self.r, self.level, self.scored.long()]).tolist()
+        episodes = list(zip(*current))  # per bank row: (N, R, level, scored)
+        row = list(range(B))  # each stream's current episode (bank row)
+        start = [-p for p in pos]  # the step its current episode started at (its position at step t: t - start)
+        ends: dict[int, list[int]] = {}  # step -> streams whose episode has its last step there
+        for b, (n, r, *_) in enumerate(episodes):
+            ends.setdefault(start[b] + task.episode_length(n, r) - 1, []).append(b)
         bank, width = [self.seq], self.seq.shape[1]
+        new, scored_ends = [], []  # (step, stream) of each episode's end; (stream, step, level, outputs)
         for t in range(T):
-            steps[t] = state
-            state[0] += 1
-            torch.ge(state[0], state[5], out=done[t])
-            idx = done[t].nonzero().flatten()
-            if len(idx):
-                n, r, bits, width = self._draw(len(idx), level, width)
-                rows = torch.arange(sum(map(len, bank)), sum(map(len, bank)) + len(idx), device=device)
-                state[:, idx] = torch.stack([torch.zeros_like(n), n, r, torch.full_like(n, level), rows,
-                                             self.task.episode_length(n, r), torch.ones_like(n)])
-                bank.append(bits)
-        bank = torch.cat([_widen(b, width) for b in bank])
-        pos, n, r, lvl, row, _, scored = steps.unbind(1)
-        self._ends = (done, done & scored.bool(), lvl, n * r + int(self.task.repeat))  # outputs per episode
-        self.pos, self.n, self.r, self.level, _, _, self.scored = state.clone().unbind(0)
-        self.scored = self.scored.bool()
-        self.seq = bank[state[4]]
-        return window_tensors(self.task, bank, row, n, r, pos)
+            if t not in ends:
+                continue
+            streams = sorted(ends.pop(t))
+            n, r, bits, width = self._draw(len(streams), level, width)
+            bank.append(bits)
+            for b, n_b, r_b in zip(streams, n.tolist(), r.tolist()):
+                ended_n, ended_r, ended_level, ended_scored = episodes[row[b]]
+                if ended_scored:
+                    scored_ends.append((b, t, ended_level, ended_n * ended_r + int(task.repeat)))  # outputs
+                new.append((t, b))
+                row[b], start[b] = len(episodes), t + 1
+                episodes.append((n_b, r_b, level, 1))
+                ends.setdefault(t + task.episode_length(n_b, r_b), []).append(b)
+        bank = F.pad(torch.cat([_widen(b, width) for b in bank]), (0, 0, 0, 1))  # + window_tensors' zero vector
+        carried = [(T - start[b], *episodes[row[b]], row[b]) for b in range(B)]  # the state after the window
+        # every int the tensors need, in one call (a call per list costs more than the lists): N, R of each
+        # bank row, (step, stream) of each end, the carried state
+        ints = torch.tensor([v for e in episodes for v in e[:2]] + [v for e in new for v in e]
+                            + [v for c in zip(*carried) for v in c], device=device)
+        table, ends_at, carried = ints.split([2 * len(episodes), 2 * len(new), 6 * B])
+        steps = torch.arange(T, device=device).unsqueeze(1)
+        done = torch.zeros(T, B, dtype=torch.bool, device=device)
+        if new:  # the episode each step is in: the last one started at or before it (cummax), else the first
+            t_end, stream = ends_at.view(-1, 2).unbind(1)
+            done[t_end, stream] = True
+            started = torch.full((T + 1, B), -1, device=device)
+            started[t_end + 1, stream] = t_end + 1
+            new_row = torch.zeros(T + 1, B, dtype=torch.long, device=device)
+            new_row[t_end + 1, stream] = torch.arange(B, len(episodes), device=device)
+            began = started[:T].cummax(0).values
+            fresh = began >= 0
+            step_row = torch.where(fresh, new_row[:T].gather(0, began.clamp(min=0)), torch.arange(B, device=device))
+            step_pos = torch.where(fresh, steps - began, self.pos + steps)
+        else:
+            step_row, step_pos = torch.arange(B, device=device).expand(T, B), self.pos + steps
+        self._ends = (done, sorted(scored_ends))
+        self.pos, self.n, self.r, self.level, scored, last_row = carried.view(6, B).clone().unbind(0)
+        self.scored, self.seq = scored.bool(), bank[last_row, :width]
+        n, r = table.view(-1, 2)[step_row].unbind(-1)
+        return window_tensors(task, bank, step_row, n, r, step_pos)
 
     def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float, int]]:
         """bits: [T, B] error of each step (0 off the output steps). (level, bits, output steps) of each
-        scored episode that ended here."""
-        done, scored_end, level, outputs = self._ends
+        scored episode that ended here, per stream in time order."""
+        done, scored_ends = self._ends
         totals = torch.empty_like(bits)
-        for t, step_bits in enumerate(bits.detach()):  # in time order: the sums are those of a step-wise loop
-            self.error += step_bits
-            totals[t] = self.error
-            self.error = torch.where(done[t], 0.0, self.error)
-        flags = scored_end.T  # [B, T]: per stream, in time order
-        return list(zip(level.T[flags].tolist(), totals.T[flags].tolist(), outputs.T[flags].tolist()))
+        error = self.error
+        for step_bits, total, ended in zip(bits.detach().unbind(0), totals.unbind(0), done.unbind(0)):
+            torch.add(error, step_bits, out=total)  # in time order: the sums are those of a step-wise loop
+            error = total.masked_fill(ended, 0.0)
+        self.error = error
+        if not scored_ends:
+            return []
+        stream, step, level, outputs = zip(*scored_ends)
+        return list(zip(level, totals[list(step), list(stream)].tolist(), outputs))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "n": self.n, "r": self.r, "pos": self.pos,

@@ -1,4 +1,5 @@
 """RNN runs: truncation, the SG target (scale vs discount), BP(λ), resume, divergence, end to end."""
+import copy
 import json
 from pathlib import Path
 
@@ -211,6 +212,46 @@ def test_a_killed_run_resumes_bit_exactly(tmp_path, method):
     assert resumed["timing"]["activation_memory_mb"] == whole["timing"]["activation_memory_mb"]  # kept across
 
 
+@pytest.mark.parametrize("method, kw", [("bptt", {}), ("dni", {"probe_every": 300}),
+                                        ("dni_bpl", {"task": "repeat_copy", "bpl_horizon": 3})])
+def test_a_run_equals_one_on_the_step_by_step_stream_and_adam_per_tensor(tmp_path, monkeypatch, method, kw):
+    """Issue #24's speed-ups change no number, on any CPU: a short run equals the same run on the first
+    stream (one time step at a time: test_tasks.StepByStepStream) with torch's Adam over the separate
+    tensors: every curve, the curriculum, the final numbers and the memory."""
+    from test_tasks import StepByStepStream
+
+    def per_tensor(model, cfg):
+        groups = [{"params": model.network_parameters(), "lr": cfg.lr}]
+        if model.boundary is not None:
+            groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr, "sg_model": True})
+        return torch.optim.Adam(groups)
+
+    cfg = RNNConfig(method=method, T=4, timesteps=1200, batch_size=8, hidden_size=16, curriculum_window=10,
+                    threshold=20.0, log_points=6, device="cpu", threads=1, **kw)
+    fast = train_rnn(cfg, tmp_path / "fast")
+    monkeypatch.setattr(rnn_run, "EpisodeStream", StepByStepStream)
+    monkeypatch.setattr(rnn_run, "make_optimizer", per_tensor)
+    slow = train_rnn(cfg, tmp_path / "slow")
+    assert same_numbers(fast, slow) and len(fast["curriculum"]) > 3  # levels rose (the vectors widened)
+    assert fast["timing"]["activation_memory_mb"] == slow["timing"]["activation_memory_mb"]
+
+
+def test_a_checkpoint_of_the_other_optimizer_layout_starts_afresh(tmp_path, caplog):
+    """A checkpoint written with Adam per tensor (before issue #24's flat parameters, or on a GPU) has
+    optimizer state of another shape: the run says so and starts afresh, with an uninterrupted run's numbers."""
+    cfg = RNNConfig(method="dni", T=3, timesteps=120, batch_size=4, hidden_size=16, curriculum_window=3,
+                    log_points=4, device="cpu", threads=1)
+    whole = train_rnn(cfg, tmp_path / "whole")
+    with pytest.raises(rnn_run.RunInterrupted):
+        train_rnn(cfg, tmp_path / "killed", _stop_after=60)
+    path = tmp_path / "killed" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt.pop("flat_adam") is True
+    torch.save(ckpt, path)
+    again = train_rnn(cfg, tmp_path / "killed")
+    assert not again["meta"]["resumed"] and same_numbers(whole, again) and "starting afresh" in caplog.text
+
+
 # ------------------------------------------------------------------ A1: the memory of a window's update
 def test_step_memory_counts_each_saved_storage_once_and_skips_the_excluded():
     a, b = torch.randn(1024, requires_grad=True), torch.randn(1024, requires_grad=True)
@@ -329,17 +370,56 @@ def test_schemas_name_what_the_catalog_and_configs_name():
     assert rnn["schedule"]["enum"] == list(SCHEDULES) and rnn["streams"]["enum"] == list(STREAMS)
 
 
-REFERENCE_RUN = "results/reference/quick/runs/rnn/quick/copy-T4-bptt-seed2/metrics.json"
+REFERENCE_RUN = "results/reference/quick/runs/rnn/quick/copy-T4-{method}-seed2/metrics.json"
 
 
 @pytest.mark.slow
-def test_a_committed_reference_run_reproduces_its_numbers(tmp_path):
-    """The quick tier's committed run (made before the stream was vectorised and the checkpoints timed),
-    rerun from its resolved config: every curve, the curriculum and the final numbers are equal, bit for
-    bit on CPU (the reference was made on a 2-core AMD EPYC; another CPU may round differently)."""
-    ref = json.loads((Path(__file__).resolve().parent.parent / REFERENCE_RUN).read_text())
-    got = train_rnn(RNNConfig(**{**ref["config"], "device": "cpu"}), tmp_path / "again")
+@pytest.mark.parametrize("method", ["bptt", "dni"])
+def test_a_committed_reference_run_reproduces_its_numbers(tmp_path, method):
+    """The quick tier's committed runs (made before the stream was vectorised, the checkpoints timed and
+    Adam run on flat parameters: issue #24), rerun from their resolved config: every curve, the curriculum
+    and the final numbers are equal, bit for bit on CPU (the references were made on a 2-core AMD EPYC;
+    another CPU may round differently). The DNI run predates the SG's own Adam rate: it trained the SG at
+    the network's (sg_lr = lr, the same update)."""
+    ref = json.loads((Path(__file__).resolve().parent.parent / REFERENCE_RUN.format(method=method)).read_text())
+    got = train_rnn(RNNConfig(**{"sg_lr": ref["config"]["lr"], **ref["config"], "device": "cpu"}), tmp_path / "again")
     assert same_numbers(ref, got) and got["final"]["largest_length_solved"] == ref["final"]["largest_length_solved"]
+    assert got["timing"]["activation_memory_mb"] == ref["timing"]["activation_memory_mb"]
+
+
+@pytest.mark.parametrize("method, kw", [("bptt", {}), ("dni_aux", {"clip": 0.05}),
+                                        ("dni_bpl", {"bpl_horizon": 3, "clip": 0.05})])
+def test_adam_on_flat_parameters_is_adam_on_each_tensor(method, kw):
+    """make_optimizer's flat parameters (one buffer per rate) change no number: the parameters, the
+    optimizer's moments and the stats after every window equal those of torch's Adam over the separate
+    tensors, with gradient clipping and through BP(λ)'s first windows (no SG loss yet: the SG's group
+    skips those steps, as a parameter without a gradient is skipped); the state dict round trip resumes
+    the flat optimizer identically."""
+    ws = windows(Task("copy"), 3, 8)
+    flat_model, _, cfg = make_net(method, **kw)
+    plain_model, _, _ = make_net(method, **kw)
+    flat = WindowTrainer(flat_model, rnn_run.make_optimizer(flat_model, cfg), cfg, "cpu")
+    groups = [{"params": plain_model.network_parameters(), "lr": cfg.lr}]
+    if plain_model.boundary is not None:
+        groups.append({"params": list(plain_model.boundary.parameters()), "lr": cfg.sg_lr, "sg_model": True})
+    plain = WindowTrainer(plain_model, torch.optim.Adam(groups), cfg, "cpu")
+    assert [len(g["params"]) for g in flat.opt.param_groups] == [1] * len(groups)
+    for x, y, mask in ws[:5]:
+        a, b = flat.step(x, y, mask), plain.step(x, y, mask)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1].nan_to_num(), b[1].nan_to_num())
+        assert all(torch.equal(p, q) for p, q in zip(flat_model.parameters(), plain_model.parameters()))
+    moments = [torch.cat([plain.opt.state[p][k].reshape(-1) for p in g["params"]])
+               for g in plain.opt.param_groups for k in ("exp_avg", "exp_avg_sq")]
+    assert all(torch.equal(m, flat.opt.state[g["params"][0]][k]) for m, (g, k) in
+               zip(moments, [(g, k) for g in flat.opt.param_groups for k in ("exp_avg", "exp_avg_sq")]))
+    again_model, _, _ = make_net(method, **kw)
+    again = WindowTrainer(again_model, rnn_run.make_optimizer(again_model, cfg), cfg, "cpu")
+    saved = copy.deepcopy({"model": flat_model.state_dict(), "opt": flat.opt.state_dict(),
+                           "trainer": flat.state_dict()})
+    runtime.restore(saved, {"model": again_model, "opt": again.opt, "trainer": again})
+    for x, y, mask in ws[5:]:
+        flat.step(x, y, mask), again.step(x, y, mask)
+    assert all(torch.equal(p, q) for p, q in zip(flat_model.parameters(), again_model.parameters()))
 
 
 @pytest.mark.slow

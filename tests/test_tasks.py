@@ -171,6 +171,17 @@ class StepByStepStream(EpisodeStream):
         self._ends = tuple(torch.stack(e) for e in zip(*ends))
         return torch.cat(xs), torch.cat(ys), torch.cat(ms)
 
+    def finish_window(self, bits):
+        """The first scoring: each stream's error summed step by step, read where a scored episode ends."""
+        done, scored_end, level, outputs = self._ends
+        totals = []
+        for t in range(len(bits)):
+            self.error = self.error + bits[t]
+            totals.append(self.error)
+            self.error = torch.where(done[t], 0.0, self.error)
+        flags = scored_end.T  # [B, T]: per stream, in time order
+        return list(zip(level.T[flags].tolist(), torch.stack(totals).T[flags].tolist(), outputs.T[flags].tolist()))
+
 
 STREAM_CASES = [("copy", "paper", "upto", True), ("copy", "legacy", "fixed", True), ("copy", "paper", "upto", False),
                 ("repeat_copy", "paper", "upto", True), ("repeat_copy", "legacy", "fixed", False),

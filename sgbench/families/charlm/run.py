@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ... import loop, runtime
 from ...corpus import load_corpus
 from ...nets import SequenceNet
-from ..rnn.run import WindowTrainer, crossed, make_optimizer, sequence_model_size
+from ..rnn.run import WindowTrainer, crossed, flat_adam, make_optimizer, sequence_model_size
 from .config import NON_RESULT_FIELDS, CharLMConfig
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,9 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
     streams = TextStreams(train_ids, cfg.batch_size)
     run = loop.new_run("timestep", {k: [] for k in CURVES})
     stateful = {"model": model, "opt": opt, "streams": streams, "trainer": trainer}
-    ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS)},
-                           stateful, device, "timestep", t_start)
+    ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS),
+                                                       "flat_adam": flat_adam(model)}, stateful, device, "timestep",
+                           t_start)
     ckpt.resume(run)
     log.info("train-charlm %s/%s T=%d seed %d on %s: %d chars train, vocabulary %d, %d time steps x %d streams",
              corpus.name, cfg.method, cfg.T, cfg.seed, device, len(train_ids), corpus.vocab_size, cfg.timesteps,
