@@ -423,41 +423,6 @@ def test_select_lr_trains_backprop_on_the_grid_and_records_the_choice(tmp_path):
     assert lrs == [3e-3, 0.5]
 
 
-def test_select_lr_tunes_each_listed_method_on_its_own_in_parallel_jobs(tmp_path):
-    """The same budget per method (issue #23 item 4): with `methods:` every method gets the same trials,
-    trained --jobs at a time, and takes the rate of its own lowest mean validation error; the grids
-    then run each method at its own rate; a second call reuses the finished runs."""
-    import yaml
-    from helpers import write_learnable_mnist
-
-    from sgbench import cli
-    from sgbench.families import grid
-
-    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
-    tiers = tmp_path / "tiers"
-    tiers.mkdir()
-    (tiers / "smoke.yaml").write_text(
-        "description: t\nlr_selection:\n  grid: [1.0e-5, 3.0e-3]\n  dataset: mnist\n  arch: fcn\n  layers: [2]\n"
-        "  seed: [0]\n  iterations: 20\n  methods: [backprop, cdni]\n  settings: {batch_size: 32, eval_every: 10}\n"
-        "  chosen: null\nfeedforward:\n"
-        "  - {dataset: [mnist], arch: [fcn], layers: [2], method: [backprop, cdni], seed: [0], iterations: 20}\n")
-    out = tmp_path / "selection"
-    argv = ["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out), "--data-root", str(root),
-            "--jobs", "2"]
-    assert cli.main(argv) == 0
-    runs = pd.read_csv(out / "smoke" / "selection_runs.csv")
-    assert sorted(zip(runs["method"], runs["lr"])) == [("backprop", 1e-5), ("backprop", 3e-3), ("cdni", 1e-5),
-                                                       ("cdni", 3e-3)]
-    own = {m: g.loc[g["val_error"].idxmin(), "lr"] for m, g in runs.groupby("method")}
-    chosen = yaml.safe_load((tiers / "smoke.yaml").read_text())["lr_selection"]["chosen"]
-    assert chosen == own and set(chosen) == {"backprop", "cdni"}
-    tier = yaml.safe_load((tiers / "smoke.yaml").read_text())
-    assert {c.method: c.lr for c in grid.expand(tier, "smoke")["feedforward"].values()} == own
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "smoke" / "runs").glob("*/metrics.json")}
-    assert len(stamps) == 4 and cli.main(argv) == 0
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
-
-
 def test_select_lr_jobs_below_one_is_one_error(tmp_path, capsys):
     from sgbench import cli
     assert cli.main(["select-lr", "--tier", "quick", "--jobs", "0", "--out", str(tmp_path / "sel")]) == 2
@@ -653,11 +618,15 @@ def test_select_lr_gives_every_method_the_same_trials(tmp_path):
         "  chosen: null  # written by select-lr\nfeedforward:\n"
         "  - {dataset: [mnist], arch: [fcn], layers: [2], method: [backprop, cdni], seed: [0], iterations: 20}\n")
     out = tmp_path / "selection"
-    assert cli.main(["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out),
-                     "--data-root", str(root)]) == 0
+    argv = ["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out), "--data-root", str(root),
+            "--jobs", "2"]  # two runs at a time, in worker processes
+    assert cli.main(argv) == 0
     runs = pd.read_csv(out / "smoke" / "selection_runs.csv")
     assert sorted(zip(runs["method"], runs["lr"])) == [("backprop", 1e-5), ("backprop", 3e-3), ("cdni", 1e-5),
                                                        ("cdni", 3e-3)]
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "smoke" / "runs").glob("*/metrics.json")}
+    assert len(stamps) == 4 and cli.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # a second call reuses the finished runs
     tier = yaml.safe_load((tiers / "smoke.yaml").read_text())
     chosen = tier["lr_selection"]["chosen"]
     for method, g in runs.groupby("method"):

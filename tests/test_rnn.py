@@ -378,10 +378,15 @@ REFERENCE_RUN = "results/reference/quick/runs/rnn/quick/copy-T4-{method}-seed2/m
 def test_a_committed_reference_run_reproduces_its_numbers(tmp_path, method):
     """The quick tier's committed runs (made before the stream was vectorised, the checkpoints timed and
     Adam run on flat parameters: issue #24), rerun from their resolved config: every curve, the curriculum
-    and the final numbers are equal, bit for bit on CPU (the references were made on a 2-core AMD EPYC;
-    another CPU may round differently). The DNI run predates the SG's own Adam rate: it trained the SG at
-    the network's (sg_lr = lr, the same update)."""
+    and the final numbers are equal, bit for bit on CPU. Only on the kind of CPU that made them (their
+    meta.hardware.cpu): another one rounds the matrix products differently (an AMD EPYC's run differs
+    from an Intel Xeon's from the first logged points), and that is not what this test is about; the
+    step-by-step reference test below checks the same equality on any CPU. A run that predates the SG's
+    own Adam rate trained the SG at the network's (sg_lr = lr, the same update)."""
     ref = json.loads((Path(__file__).resolve().parent.parent / REFERENCE_RUN.format(method=method)).read_text())
+    made_on, here = ref["meta"]["hardware"]["cpu"], runtime.run_metadata(torch.device("cpu"))["hardware"]["cpu"]
+    if made_on != here:
+        pytest.skip(f"the committed run was made on {made_on}, this is {here}: bit-for-bit needs the same kind of CPU")
     got = train_rnn(RNNConfig(**{"sg_lr": ref["config"]["lr"], **ref["config"], "device": "cpu"}), tmp_path / "again")
     assert same_numbers(ref, got) and got["final"]["largest_length_solved"] == ref["final"]["largest_length_solved"]
     assert got["timing"]["activation_memory_mb"] == ref["timing"]["activation_memory_mb"]
