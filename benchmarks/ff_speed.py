@@ -52,15 +52,15 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(setup, method, device, batch, steps):
+def measure(setup, method, device, batch, steps, precision="fp32"):
     model, opt, x, y = make(setup, method, device, batch)
-    train_step(model, opt, x, y)  # warm-up (allocations, cuDNN autotune)
+    train_step(model, opt, x, y, precision=precision)  # warm-up (allocations, cuDNN autotune)
     with FlopCounterMode(display=False) as counter:
-        train_step(model, opt, x, y)
+        train_step(model, opt, x, y, precision=precision)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(model, opt, x, y)
+        train_step(model, opt, x, y, precision=precision)
     sync(device)
     return steps / (time.perf_counter() - t0), counter.get_total_flops()
 
@@ -143,7 +143,7 @@ def main():
     ap.add_argument("--against-dni-pytorch", metavar="PATH", help="dni.py of a koz4k/dni-pytorch clone: time "
                     "the paper's FCN-3 DNI step side by side with it (see above)")
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of the side-by-side timing")
-    ap.add_argument("--precisions", default="fp32,bf16", help="of the side-by-side timing")
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated, of fp32, bf16, tf32 (CUDA)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,15 +155,19 @@ def main():
         side_by_side(args.against_dni_pytorch, device, args.batch, args.steps or 10, args.rounds,
                      args.precisions.split(","))
         return
-    print(f"{'setup':<11} {'method':<9} {'steps/s':>9} {'ms/step':>9} {'GFLOP/step':>11} {'cost x bp':>10} {'FLOPs x bp':>11}")
+    print(f"{'setup':<11} {'method':<9} {'precision':<9} {'steps/s':>9} {'ms/step':>9} {'GFLOP/step':>11} "
+          f"{'cost x bp':>10} {'FLOPs x bp':>11} {'x fp32':>7}")
     for setup in args.setups.split(","):
         steps = args.steps or (20 if SETUPS[setup][0] == "fcn" or device.type == "cuda" else 3)
-        base = None
+        base, fp32 = {}, {}
         for method in args.methods.split(","):
-            rate, flops = measure(setup, method, device, args.batch, steps)
-            base = base or (rate, flops)
-            print(f"{setup:<11} {method:<9} {rate:>9.2f} {1000 / rate:>9.1f} {flops / 1e9:>11.2f} "
-                  f"{base[0] / rate:>10.2f} {flops / base[1]:>11.2f}", flush=True)
+            for precision in args.precisions.split(","):
+                rate, flops = measure(setup, method, device, args.batch, steps, precision)
+                base.setdefault(precision, (rate, flops))
+                fp32.setdefault(method, rate)
+                print(f"{setup:<11} {method:<9} {precision:<9} {rate:>9.2f} {1000 / rate:>9.1f} {flops / 1e9:>11.2f} "
+                      f"{base[precision][0] / rate:>10.2f} {flops / base[precision][1]:>11.2f} "
+                      f"{rate / fp32[method]:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -529,12 +529,16 @@ def test_ids_are_unique_and_every_record_generates_its_check_and_words():
 
 
 # What the hand-written rules of 0e3aa4e (before the records) said on the committed runs; the gated
-# cells (RNN, both methods at the floor: R1, R3, Q2, A1, A5 at the quick tier) are left out.
+# cells (RNN, both methods at the floor: R1, R3, Q2, A1, A5 at the quick tier) are left out. The quick
+# tier's runs were remade under the same tuning budget per method (issue #23 item 4): F1 turned
+# reproduced (DNI at its own 3e-5 is far below No Bprop; at backprop's 1e-3 it stalled level with it)
+# and P1 inconclusive (timing noise between two seeds); the records' verdicts on the remade runs are
+# pinned here, so a change to a record that moves a committed verdict is seen.
 # A4 now reads time to result (seconds to backprop's own targets) instead of steps per second: the same
 # verdicts, supported at quick (every SG method slower or never there) and inconclusive at long (load noise).
 BEFORE = {
-    "quick": {"F1": INCONCLUSIVE, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": REPRODUCED, "R2": INCONCLUSIVE,
-              "C1": INCONCLUSIVE, "U1": INCONCLUSIVE, "RU1": REPRODUCED, "P1": CONTRADICTED, "P2": CONTRADICTED,
+    "quick": {"F1": REPRODUCED, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": REPRODUCED, "R2": INCONCLUSIVE,
+              "C1": INCONCLUSIVE, "U1": INCONCLUSIVE, "RU1": REPRODUCED, "P1": INCONCLUSIVE, "P2": CONTRADICTED,
               "Q1": SUPPORTED, "Q3": SUPPORTED, "A2": SUPPORTED, "A3": SUPPORTED, "A4": SUPPORTED, "A6": REFUTED,
               "A7": SUPPORTED},
     "long": {"F1": INCONCLUSIVE, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": INCONCLUSIVE, "U1": REPRODUCED,
