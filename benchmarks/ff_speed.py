@@ -34,7 +34,8 @@ from sgbench.families.feedforward.run import train_step
 from sgbench.nets import FeedForwardNet, fcn_blocks
 from sgbench.runtime import autocast, resolve_device, run_metadata
 
-SETUPS = {"mnist-fcn6": ("fcn", 6, (1, 28, 28)), "cifar-cnn3": ("cnn", 3, (3, 32, 32))}
+SETUPS = {"mnist-fcn3": ("fcn", 3, (1, 28, 28)), "mnist-fcn6": ("fcn", 6, (1, 28, 28)),
+          "cifar-cnn3": ("cnn", 3, (3, 32, 32))}
 
 
 def make(setup, method, device, batch):
@@ -134,7 +135,7 @@ def side_by_side(path, device, batch, steps, rounds, precisions):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
+    ap.add_argument("--setups", default="mnist-fcn6,cifar-cnn3", help=f"comma-separated, of {', '.join(SETUPS)}")
     ap.add_argument("--methods", default="backprop,dni,cdni")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=0, help="timed steps per cell (0: 20 FCN / 3 CNN on CPU)")

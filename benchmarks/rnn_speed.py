@@ -44,11 +44,11 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(method, hidden, streams, T, level, windows, device):
+def measure(method, hidden, streams, T, level, windows, device, precision="fp32"):
     """(windows/s of the whole update, ms per window of episode generation alone, the update's
     activation memory in MiB: sgbench.runtime.step_memory, measured by the trainer's first window)."""
     task = Task("copy")
-    cfg = RNNConfig(method=method, hidden_size=hidden, batch_size=streams, T=T).resolved()
+    cfg = RNNConfig(method=method, hidden_size=hidden, batch_size=streams, T=T, precision=precision).resolved()
     torch.manual_seed(0)
     model = SequenceNet(task.in_dim, task.out_dim, cfg).to(device)
     trainer = WindowTrainer(model, make_optimizer(model, cfg), cfg, device)
@@ -163,6 +163,7 @@ def main():
     ap.add_argument("--level", type=int, default=8, help="copy level (episode lengths drawn from 1..level)")
     ap.add_argument("--windows", type=int, default=100, help="timed windows per cell")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="fp32", help="fp32, bf16 or tf32 (CUDA) for the window's update")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--against", metavar="REV", help="time the training loop at git revision REV and in the "
                     "working tree, back to back (one thread each)")
@@ -184,7 +185,8 @@ def main():
         for hidden in map(int, args.hidden.split(",")):
             for streams in map(int, args.streams.split(",")):
                 for T in map(int, args.T.split(",")):
-                    rate, gen_ms, mib = measure(method, hidden, streams, T, args.level, args.windows, device)
+                    rate, gen_ms, mib = measure(method, hidden, streams, T, args.level, args.windows, device,
+                                                args.precision)
                     print(f"{method:8} {hidden:6d} {streams:7d} {T:4d} {rate:10.1f} {1e3 / rate:10.2f} "
                           f"{rate * T:15.1f} {rate * T * streams:15.0f} {mib:9.2f} {gen_ms:14.3f}", flush=True)
 

@@ -197,7 +197,8 @@ def test_bad_metrics_file_is_an_error_naming_it(tmp_path, capsys, breakage, mess
     assert not (tmp_path / "t" / "feedforward.md").exists()
 
 
-def test_report_states_tier_budget_and_every_verdict(tmp_path):
+def test_report_states_tier_budget_and_every_verdict(tmp_path, monkeypatch):
+    from sgbench.claims import render
     tables, figures = tmp_path / "results" / "tables" / "quick", tmp_path / "results" / "figures" / "quick"
     runs = [ff_metrics(m, layers=n, seed=s, test_error=e + 0.1 * s, iterations=2000, curve=(e + 0.1 * s, None))
             for m, e in (("backprop", 3.0), ("dni", 5.0), ("cdni", 4.0), ("no_bprop", 30.0)) for n in (3, 6)
@@ -223,10 +224,15 @@ def test_report_states_tier_budget_and_every_verdict(tmp_path):
     assert "**inconclusive at this tier**" in rows["| A7"] and "no unlock runs beside No Bprop" in rows["| A7"]
     assert "**inconclusive at this tier**" in rows["| Q2"] and "no (task, T) with both DNI and BPTT" in rows["| Q2"]
     assert "**refuted**" in rows["| A6"]                       # here every SG step is as slow as backprop's
-    assert "Learning rate: tuning ruleset **backprop-only choice** (the older one): tier `quick`" in text
-    # the committed quick tier chose its rate on backprop alone: F1 / F2 / F4 say so beside the verdict
+    assert "Learning rate: tuning ruleset **the same budget per method**: tier `quick`" in text
+    # the quick tier tunes every method alike; a tier that chose its rate on backprop alone (the long tier,
+    # the older ruleset) says so beside F1 / F2 / F4, the records marked `tuned`
     caveat = "was chosen on backprop alone (the older ruleset), so this verdict measures that protocol as much as DNI"
-    assert all(caveat in rows[f"| {c}"] for c in ("F1", "F2", "F4")) and caveat not in rows["| F3"]
+    assert not any(caveat in rows[f"| {c}"] for c in ("F1", "F2", "F3", "F4"))
+    monkeypatch.setattr(render, "backprop_alone", lambda tier: 1e-3)
+    older = write_report("quick", tables, figures, tmp_path / "older.md")
+    older_rows = {line.split(" | ")[0]: line for line in older.splitlines() if line.startswith("| F")}
+    assert all(caveat in older_rows[f"| {c}"] for c in ("F1", "F2", "F4")) and caveat not in older_rows["| F3"]
     assert "(figures/quick/ff_test_error.png)" in text and "(tables/quick/feedforward.md)" in text
 
 
