@@ -255,7 +255,7 @@ def main(argv=None) -> int:
                          "the runs and the choice into --out/<tier>/ and sets `lr_selection: chosen:` in the tier "
                          "file. Every feed-forward and diagnostics run of the tier then uses it (docs/statistics.md). "
                          "The committed selections are reused, not rerun, by the default command; redoing the quick "
-                         "tier's (5 methods x 5 rates x 2 nets) takes about 30 min on 2 cores.")
+                         "tier's (5 methods x 6 rates x 2 nets, --jobs 2) took 56 min on 2 cores.")
     sel.add_argument("--tier", required=True, help="a tier file with an lr_selection: block (quick, long)")
     sel.add_argument("--tiers", type=Path, default=Path("workflows/config/tiers"), help="folder of the tier files")
     sel.add_argument("--out", type=Path, default=Path("results/reference/lr-selection"),
