@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sgbench import families, runtime
 from sgbench.analysis.stats import difference, seed_stats
 
 FF_METHODS = ("backprop", "dni", "cdni")
@@ -58,18 +59,13 @@ def find_runs(runs: Path, tier: str) -> list[tuple[str, Path, dict]]:
 
 
 def train(job: tuple[str, dict, str]) -> str:
-    """Train one bf16 partner in this (worker) process, one torch thread."""
-    family, cfg, out_dir = job
+    """Train one bf16 partner in this (worker) process, one torch thread, with the family's own config
+    and runner (as `sgbench train-<family>` does)."""
+    name, cfg, out_dir = job
     import torch
     torch.set_num_threads(1)
-    if family == "feedforward":
-        from sgbench.families.feedforward.config import FFConfig
-        from sgbench.families.feedforward.run import train_ff
-        train_ff(FFConfig.from_dict(cfg), Path(out_dir))
-    else:
-        from sgbench.families.rnn.config import RNNConfig
-        from sgbench.families.rnn.run import train_rnn
-        train_rnn(RNNConfig.from_dict(cfg), Path(out_dir))
+    family = families.get(name)
+    family.train(family.config_class().from_dict(cfg), Path(out_dir))
     return out_dir
 
 
@@ -158,9 +154,9 @@ def main(argv=None) -> int:
                           bf16_step_s=step_s(family, b), status=b.get("status", "completed")))
     table = parity_table(pairs)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "parity.csv").write_text(pd.DataFrame(pairs).to_csv(index=False))
+    runtime.atomic_write_bytes(a.out / "parity.csv", pd.DataFrame(pairs).to_csv(index=False).encode())
     text = markdown(table, a.tier, a.runs)
-    (a.out / "parity.md").write_text(text)
+    runtime.atomic_write_bytes(a.out / "parity.md", text.encode())
     print(text)
     return 0
 
