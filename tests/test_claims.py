@@ -423,6 +423,28 @@ def test_select_lr_trains_backprop_on_the_grid_and_records_the_choice(tmp_path):
     assert lrs == [3e-3, 0.5]
 
 
+def test_select_lr_refuses_a_stale_run_before_training_anything(tmp_path, capsys):
+    """A runs folder holding a selection run of another budget is one error naming the fix, before any
+    missing run of the grid trains."""
+    from helpers import write_learnable_mnist
+
+    from sgbench import cli
+    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
+    tiers, out = tmp_path / "tiers", tmp_path / "selection"
+    tiers.mkdir()
+    block = ("description: t\nlr_selection:\n  grid: {grid}\n  dataset: mnist\n  arch: fcn\n  layers: [2]\n"
+             "  seed: [0]\n  iterations: {iterations}\n  settings: {{batch_size: 32, eval_every: 10}}\n  chosen: null\n")
+    argv = ["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out), "--data-root", str(root)]
+    (tiers / "smoke.yaml").write_text(block.format(grid="[1.0e-3]", iterations=10))
+    assert cli.main(argv) == 0
+    (tiers / "smoke.yaml").write_text(block.format(grid="[1.0e-3, 3.0e-3]", iterations=20))
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "a selection run of 10 iterations, not the tier's 20" in err and "to select afresh" in err
+    assert [p.name for p in (out / "smoke" / "runs").iterdir()] == ["mnist-fcn2-backprop-lr0.001-seed0"]
+
+
 def test_select_lr_jobs_below_one_is_one_error(tmp_path, capsys):
     from sgbench import cli
     assert cli.main(["select-lr", "--tier", "quick", "--jobs", "0", "--out", str(tmp_path / "sel")]) == 2

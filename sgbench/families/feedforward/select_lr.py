@@ -83,14 +83,17 @@ def run_selection(tier: str, tiers_dir: Path, out_root: Path, threads: int = 0, 
         raise ValueError(f"{tier_file}: no lr_selection: block (this tier keeps the paper's settings)")
     out = Path(out_root) / tier
     configs = selection_configs(tier, block, threads, data_root)
+    finished = {name: json.loads(p.read_text()) for name in configs
+                if (p := out / "runs" / name / "metrics.json").exists()}
+    for name, m in finished.items():  # a stale run is an error before anything trains
+        if m["config"]["iterations"] != configs[name].iterations:
+            raise ValueError(f"{out / 'runs' / name / 'metrics.json'}: a selection run of {m['config']['iterations']} "
+                             f"iterations, not the tier's {configs[name].iterations}; delete {out / 'runs'} to "
+                             "select afresh")
     train_missing(configs, out / "runs", jobs)
     rows = []
     for name, cfg in configs.items():
-        metrics_path = out / "runs" / name / "metrics.json"
-        m = json.loads(metrics_path.read_text())
-        if m["config"]["iterations"] != cfg.iterations:
-            raise ValueError(f"{metrics_path}: a selection run of {m['config']['iterations']} iterations, not the "
-                             f"tier's {cfg.iterations}; delete {out / 'runs'} to select afresh")
+        m = finished.get(name) or json.loads((out / "runs" / name / "metrics.json").read_text())
         final = m.get("final", {})
         rows.append({"dataset": m["dataset"]["variant"], "arch": cfg.arch, "layers": cfg.layers,
                      "method": cfg.method, "lr": cfg.lr,
