@@ -471,6 +471,7 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
+
 def time_to_target(steps, errors, seconds, target: float) -> tuple[float, float]:
     """(iterations, seconds) of the first evaluation whose error is at or below `target` -- a target
     crossed between two evaluations counts at the later one, where it was seen; (inf, inf) when no
