@@ -134,9 +134,7 @@ def finished_run(out: Path, config, family) -> dict | None:
         return None
     if metrics.get("status") not in FINISHED:
         return None
-    new = {k: v for k, v in dataclasses.asdict(config).items() if k not in family.non_result}
-    old = {k: v for k, v in config.as_recorded(metrics["config"]).items() if k not in family.non_result}
-    differ = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
+    differ = config.differences(metrics["config"], family.non_result)
     if differ:
         raise ValueError(f"{path} holds a finished run of another config (differs in {', '.join(differ)}); "
                          "choose another --out, or add --force to replace it")

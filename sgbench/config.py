@@ -171,6 +171,14 @@ class RunConfig:
         same run instead of retraining every committed run."""
         return {k: v for k, v in cls.ADDED.items() if k not in d} | cls.without_legacy(d)
 
+    def differences(self, recorded: dict, skip=frozenset()) -> dict[str, tuple]:
+        """{key: (recorded value, this config's)} for every key but `skip` (the fields that set no number)
+        in which a recorded config (metrics.json, read as_recorded) differs from this one: empty for the
+        same run. The finished-run checks (`sgbench train-*`, `select-lr`) use it."""
+        new = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        old = {k: v for k, v in self.as_recorded(recorded).items() if k not in skip}
+        return {k: (old.get(k), new.get(k)) for k in sorted(new.keys() | old.keys()) if new.get(k) != old.get(k)}
+
     @classmethod
     def from_dict(cls, d: dict):
         d = cls.without_legacy(d)

@@ -441,8 +441,32 @@ def test_select_lr_refuses_a_stale_run_before_training_anything(tmp_path, capsys
     capsys.readouterr()
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "a selection run of 10 iterations, not the tier's 20" in err and "to select afresh" in err
+    assert "a selection run of another config (iterations 10 there, 20 in the tier)" in err and "to select afresh" in err
     assert [p.name for p in (out / "smoke" / "runs").iterdir()] == ["mnist-fcn2-backprop-lr0.001-seed0"]
+
+
+def test_each_method_is_tuned_with_the_settings_the_tier_runs_it_with():
+    """cunlock is selected with the tier grid's linear input models and a bf16 tier's runs in bf16 (the
+    selection once trained cunlock with the default input models the tier never ran); a grid with its own
+    lr does not count; two grids running a method differently, or a block setting the grid contradicts,
+    are refused before anything trains."""
+    from sgbench.families.feedforward.select_lr import selection_configs
+    block = {"grid": [1e-4, 1e-3], "dataset": "mnist", "arch": "fcn", "layers": [3], "seed": [0], "iterations": 9,
+             "methods": ["backprop", "cunlock"], "settings": {"batch_size": 32}}
+    doc = {"feedforward": [
+        {"method": ["backprop"], "settings": {"precision": "bf16"}},
+        {"method": ["cunlock"], "settings": {"precision": "bf16", "input_hidden_layers": 0}},
+        {"method": ["cunlock"], "settings": {"lr": 0.5, "input_hidden_layers": 2}}]}
+    configs = selection_configs("smoke", block, tier_doc=doc)
+    assert len(configs) == 4 and {c.precision for c in configs.values()} == {"bf16"}
+    assert {c.batch_size for c in configs.values()} == {32}
+    assert {c.input_hidden_layers for n, c in configs.items() if "cunlock" in n} == {0}
+    assert {c.resolved().input_hidden_layers for n, c in configs.items() if "cunlock" in n} == {0}
+    two = {"feedforward": doc["feedforward"] + [{"method": ["cunlock"], "settings": {"precision": "bf16"}}]}
+    with pytest.raises(ValueError, match="run cunlock with different settings"):
+        selection_configs("smoke", block, tier_doc=two)
+    with pytest.raises(ValueError, match="disagree on batch_size"):
+        selection_configs("smoke", block, tier_doc={"feedforward": [{"method": ["backprop"], "settings": {"batch_size": 64}}]})
 
 
 def test_select_lr_jobs_below_one_is_one_error(tmp_path, capsys):

@@ -32,21 +32,59 @@ from .config import FFConfig
 log = logging.getLogger(__name__)
 
 
-def selection_configs(tier: str, block: dict, threads: int = 0, data_root: str | None = None) -> dict[str, FFConfig]:
+def tier_settings(tier_doc: dict, method: str) -> dict:
+    """The settings the tier's feed-forward grids run `method` with, but the rate (what is tuned), so
+    that each method is tuned as the tier runs it (cunlock with the tier's linear input models, a bf16
+    tier in bf16). Grids with their own lr take no chosen rate and do not count. Two grids running the
+    method with different settings are refused: one rate cannot be chosen for both."""
+    found = {}
+    for g in tier_doc.get("feedforward") or []:
+        if method in g.get("method", []) and "lr" not in g.get("settings", {}):
+            found.setdefault(json.dumps(g.get("settings", {}), sort_keys=True), g.get("settings", {}))
+    if len(found) > 1:
+        raise ValueError(f"the tier's feedforward grids run {method} with different settings ({' and '.join(found)}); "
+                         f"one chosen rate cannot serve both: give them the same settings, or one of them its own lr")
+    return dict(next(iter(found.values()), {}))
+
+
+def selection_configs(tier: str, block: dict, threads: int = 0, data_root: str | None = None,
+                      tier_doc: dict | None = None) -> dict[str, FFConfig]:
     """{run name: config} of every (method, lr, net, seed) the block declares: the same trials for every
-    method, nothing but the learning rate changed."""
+    method, nothing but the learning rate changed, each method with the block's `settings` and the ones
+    the tier runs it with (tier_settings; a key set differently in both is refused)."""
     configs = {}
     for name in selection_methods(block):
         catalog_method("feedforward", name)  # an unknown method: an error naming the valid ones
-    for method, lr, layers, seed in itertools.product(selection_methods(block), block["grid"], block["layers"],
-                                                      block["seed"]):
-        cfg = FFConfig.from_dict({"dataset": block["dataset"], "arch": block["arch"], "layers": layers,
-                                  "method": method, "seed": seed, "iterations": block["iterations"], "lr": lr,
-                                  "tier": tier, "threads": threads, "data_root": data_root,
-                                  **block.get("settings", {})})
-        cfg.resolved()  # a bad value is an error before anything trains
-        configs[f"{block['dataset']}-{block['arch']}{layers}-{method}-lr{lr:g}-seed{seed}"] = cfg
+    for method in selection_methods(block):
+        own = tier_settings(tier_doc or {}, method)
+        clash = sorted(k for k in own.keys() & block.get("settings", {}).keys() if own[k] != block["settings"][k])
+        if clash:
+            raise ValueError(f"lr_selection settings and the tier's {method} grid disagree on {', '.join(clash)}; "
+                             "set them once, in the grid")
+        for lr, layers, seed in itertools.product(block["grid"], block["layers"], block["seed"]):
+            cfg = FFConfig.from_dict({"dataset": block["dataset"], "arch": block["arch"], "layers": layers,
+                                      "method": method, "seed": seed, "iterations": block["iterations"], "lr": lr,
+                                      "tier": tier, "threads": threads, "data_root": data_root,
+                                      **block.get("settings", {}), **own})
+            cfg.resolved()  # a bad value is an error before anything trains
+            configs[f"{block['dataset']}-{block['arch']}{layers}-{method}-lr{lr:g}-seed{seed}"] = cfg
     return configs
+
+
+def stale_runs(configs: dict[str, FFConfig], runs_dir: Path) -> dict[str, dict]:
+    """The finished selection runs in `runs_dir` ({name: metrics}), each checked to be the run the tier
+    declares now (every setting that sets a number, as `sgbench train-ff` checks a finished run): one of
+    another config is an error naming the fix, before anything trains."""
+    from .. import get
+    finished = {name: json.loads(p.read_text()) for name in configs
+                if (p := runs_dir / name / "metrics.json").exists()}
+    for name, m in finished.items():
+        differ = configs[name].resolved().differences(m["config"], get("feedforward").non_result)
+        if differ:
+            said = "; ".join(f"{k} {old!r} there, {new!r} in the tier" for k, (old, new) in differ.items())
+            raise ValueError(f"{runs_dir / name / 'metrics.json'}: a selection run of another config ({said}); "
+                             f"delete it (or all of {runs_dir}) to select afresh")
+    return finished
 
 
 def _train(job: tuple[FFConfig, Path]) -> None:
@@ -82,14 +120,8 @@ def run_selection(tier: str, tiers_dir: Path, out_root: Path, threads: int = 0, 
     if not block:
         raise ValueError(f"{tier_file}: no lr_selection: block (this tier keeps the paper's settings)")
     out = Path(out_root) / tier
-    configs = selection_configs(tier, block, threads, data_root)
-    finished = {name: json.loads(p.read_text()) for name in configs
-                if (p := out / "runs" / name / "metrics.json").exists()}
-    for name, m in finished.items():  # a stale run is an error before anything trains
-        if m["config"]["iterations"] != configs[name].iterations:
-            raise ValueError(f"{out / 'runs' / name / 'metrics.json'}: a selection run of {m['config']['iterations']} "
-                             f"iterations, not the tier's {configs[name].iterations}; delete {out / 'runs'} to "
-                             "select afresh")
+    configs = selection_configs(tier, block, threads, data_root, yaml.safe_load(text))
+    finished = stale_runs(configs, out / "runs")
     train_missing(configs, out / "runs", jobs)
     rows = []
     for name, cfg in configs.items():
