@@ -1,6 +1,7 @@
 """The three-valued verdict rules on hand-made tables: for every claim of [DNI] and every point of the
 question, a clear win, a clear loss and overlapping intervals give the three verdicts; diverged runs,
 too few seeds, short budgets and missing cells give the documented reasons. Statistics: docs/statistics.md."""
+import logging
 import math
 
 import pandas as pd
@@ -648,7 +649,7 @@ def test_a_per_method_choice_splits_the_grids_and_refuses_an_untuned_method():
     assert yaml.safe_load(out)["lr_selection"]["chosen"] == {"backprop": 1e-3, "dni": 3e-5} and "# select-lr" in out
 
 
-def test_select_lr_gives_every_method_the_same_trials(tmp_path):
+def test_select_lr_gives_every_method_the_same_trials(tmp_path, capfd, caplog):
     """`methods:` in the block: backprop and cDNI each train at every rate of the grid (same nets, seeds,
     budget), each picks on its own validation error, the tier file records {method: lr}, the grids take
     them and the report states the ruleset."""
@@ -670,7 +671,10 @@ def test_select_lr_gives_every_method_the_same_trials(tmp_path):
     out = tmp_path / "selection"
     argv = ["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out), "--data-root", str(root),
             "--jobs", "2"]  # two runs at a time, in worker processes
+    caplog.set_level(logging.INFO)  # as the command line sets it (pytest leaves WARNING)
     assert cli.main(argv) == 0
+    err = capfd.readouterr().err  # each worker's progress, led by its run's name
+    assert "mnist-fcn2-cdni-lr0.003-seed0 INFO step 10/20" in err and "ETA" in err
     runs = pd.read_csv(out / "smoke" / "selection_runs.csv")
     assert sorted(zip(runs["method"], runs["lr"])) == [("backprop", 1e-5), ("backprop", 3e-3), ("cdni", 1e-5),
                                                        ("cdni", 3e-3)]

@@ -87,10 +87,15 @@ def stale_runs(configs: dict[str, FFConfig], runs_dir: Path) -> dict[str, dict]:
     return finished
 
 
-def _train(job: tuple[FFConfig, Path]) -> None:
-    """One selection run in a worker process (a module-level function: the pool pickles it)."""
+def _train(job: tuple[FFConfig, Path, int]) -> None:
+    """One selection run (a module-level function: the pool pickles it). A spawned worker starts with
+    logging unset: it is set here for each run, each line led by the run's name, so the runs' progress
+    and ETA reach the user; the parent process keeps its own."""
     from .run import train_ff
-    cfg, out_dir = job
+    cfg, out_dir, level = job
+    if multiprocessing.parent_process() is not None:
+        logging.basicConfig(level=level, format=f"%(asctime)s {out_dir.name} %(levelname)s %(message)s",
+                            datefmt="%H:%M:%S", force=True)
     train_ff(cfg, out_dir)
 
 
@@ -98,7 +103,9 @@ def train_missing(configs: dict[str, FFConfig], runs_dir: Path, jobs: int) -> No
     """Train every run without a metrics.json, `jobs` at a time (one process each; a killed selection
     resumes: finished runs are kept, an unfinished one resumes from its checkpoint). Most costly first
     (DNI's 2 x 1024 SG, deep nets), so that the last runs to finish are short ones."""
-    todo = [(cfg, runs_dir / name) for name, cfg in configs.items() if not (runs_dir / name / "metrics.json").exists()]
+    level = logging.getLogger().getEffectiveLevel()
+    todo = [(cfg, runs_dir / name, level) for name, cfg in configs.items()
+            if not (runs_dir / name / "metrics.json").exists()]
     todo.sort(key=lambda job: -(1 + (job[0].resolved().sg_hidden_layers or 0) * 10) * job[0].layers)
     log.info("%d selection runs, %d to train, %d at a time", len(configs), len(todo), jobs)
     if jobs <= 1 or len(todo) <= 1:
