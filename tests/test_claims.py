@@ -470,6 +470,18 @@ def test_each_method_is_tuned_with_the_settings_the_tier_runs_it_with():
         selection_configs("smoke", block, tier_doc={"feedforward": [{"method": ["backprop"], "settings": {"batch_size": 64}}]})
 
 
+def test_a_tier_whose_selection_has_not_run_is_refused_naming_the_command():
+    """chosen: null with grids that take the chosen rate would silently run them at the default rate."""
+    from sgbench.families import grid
+    tier = {"lr_selection": {"chosen": None},
+            "feedforward": [{"dataset": ["mnist"], "arch": ["fcn"], "layers": [3], "method": ["dni"], "seed": [0],
+                             "iterations": 9}]}
+    with pytest.raises(ValueError, match=r"tiers/long.yaml: lr_selection has chosen no.*sgbench select-lr --tier long"):
+        grid.expand(tier, "long")
+    tier["feedforward"][0]["settings"] = {"lr": 3e-5}  # a grid with its own rate needs no choice
+    assert [c.lr for c in grid.expand(tier, "long")["feedforward"].values()] == [3e-5]
+
+
 def test_select_lr_jobs_below_one_is_one_error(tmp_path, capsys):
     from sgbench import cli
     assert cli.main(["select-lr", "--tier", "quick", "--jobs", "0", "--out", str(tmp_path / "sel")]) == 2

@@ -14,19 +14,25 @@ def expand(tier_config: dict, tier: str) -> dict[str, dict]:
     if unknown:
         raise ValueError(f"tiers/{tier}.yaml: unknown experiment families {unknown}; "
                          f"valid: {', '.join(f.name for f in FAMILIES)}")
-    return {f.name: expand_family(f.name, with_chosen_lr(tier_config, f.name), tier) for f in FAMILIES}
+    return {f.name: expand_family(f.name, with_chosen_lr(tier_config, f.name, tier), tier) for f in FAMILIES}
 
 
-def with_chosen_lr(tier_config: dict, family: str) -> list[dict]:
+def with_chosen_lr(tier_config: dict, family: str, tier: str = "T") -> list[dict]:
     """The family's grids, each given the tier's `lr_selection: chosen:` learning rate unless the grid
-    sets its own lr (a tier without a chosen rate keeps its grids as they are). Only families declared
+    sets its own lr (a tier without lr_selection keeps its grids as they are; one whose selection has not
+    run yet is refused, naming the command). Only families declared
     chosen_lr take it (the fair short-budget protocol, docs/statistics.md); the parallel timing runs
     keep the lr their grid sets. A chosen {method: lr} (each method tuned on its own) splits a grid by
     method, each with its own rate."""
     grids = tier_config.get(family, [])
-    chosen = (tier_config.get("lr_selection") or {}).get("chosen")
-    if chosen is None or not get(family).chosen_lr:
+    block = tier_config.get("lr_selection")
+    chosen = (block or {}).get("chosen")
+    if not get(family).chosen_lr or not block:
         return grids
+    if chosen is None and any("lr" not in g.get("settings", {}) for g in grids):
+        raise ValueError(f"tiers/{tier}.yaml: lr_selection has chosen no learning rate yet (chosen: null), so its "
+                         f"{family} grids would run at the default rate: run `sgbench select-lr --tier {tier}` "
+                         "first (it writes chosen)")
     out = []
     for g in grids:
         if "lr" in g.get("settings", {}):
