@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The set-up study of issue #24 (README.md): one run at a time, each appended to study.csv as it ends.
-# usage: study.sh PART   (PART: bptt | dni | long; run from a checkout whose sgbench is on PYTHONPATH)
+# usage: study.sh PART   (PART: bptt | dni | long | million; run from a checkout whose sgbench is on PYTHONPATH)
 # A run whose metrics.json exists is not trained again, and a run already in study.csv is not added
 # again (rerun the script to finish an interrupted part).
 set -euo pipefail
@@ -58,8 +58,16 @@ long)
     # the anchor's best factor with twice the budget: does BPTT reach N = 10 with whole episodes in a window?
     run anchor-lstm-256-300k 22 bptt 0 300000 --hidden-size 256
     ;;
+million)
+    # the next measurement (README, "What it says"): LSTM 256 at T = 2..5 with 10^6 time steps per stream,
+    # BPTT and DNI: does truncated BPTT pass T - 1 given a long budget, and DNI pass BPTT? T = 4 first,
+    # one seed of each method, then the other T, then a second seed (~20-36 min per run on one core)
+    for seed in 0 1; do
+        for T in 4 2 3 5; do for method in bptt dni; do run lstm-256-1M "$T" "$method" "$seed" 1000000 --hidden-size 256; done; done
+    done
+    ;;
 *)
-    echo "usage: $0 bptt|dni|long" >&2
+    echo "usage: $0 bptt|dni|long|million" >&2
     exit 2
     ;;
 esac
