@@ -650,12 +650,12 @@ def test_a_per_method_choice_splits_the_grids_and_refuses_an_untuned_method():
     tier = {"lr_selection": {"chosen": {"backprop": 1e-3, "dni": 3e-5}},
             "feedforward": [{"method": ["backprop", "dni"], "layers": [3]},
                             {"method": ["dni"], "settings": {"lr": 0.5}}]}
-    grids = with_chosen_lr(tier, "feedforward")
+    grids = with_chosen_lr(tier, "feedforward", "quick")
     assert [(g["method"], g["settings"]["lr"]) for g in grids] == [(["backprop"], 1e-3), (["dni"], 3e-5),
                                                                    (["dni"], 0.5)]
     tier["feedforward"].append({"method": ["cdni"]})
     with pytest.raises(ValueError, match="no rate for method 'cdni'.*select-lr"):
-        with_chosen_lr(tier, "feedforward")
+        with_chosen_lr(tier, "feedforward", "quick")
     out = write_chosen("lr_selection:\n  grid: [1.0]\n  chosen: null  # select-lr\n", {"backprop": 1e-3, "dni": 3e-5})
     import yaml
     assert yaml.safe_load(out)["lr_selection"]["chosen"] == {"backprop": 1e-3, "dni": 3e-5} and "# select-lr" in out

@@ -17,7 +17,7 @@ def expand(tier_config: dict, tier: str) -> dict[str, dict]:
     return {f.name: expand_family(f.name, with_chosen_lr(tier_config, f.name, tier), tier) for f in FAMILIES}
 
 
-def with_chosen_lr(tier_config: dict, family: str, tier: str = "T") -> list[dict]:
+def with_chosen_lr(tier_config: dict, family: str, tier: str) -> list[dict]:
     """The family's grids, each given the tier's `lr_selection: chosen:` learning rate unless the grid
     sets its own lr (a tier without lr_selection keeps its grids as they are; one whose selection has not
     run yet is refused, naming the command). Only families declared
@@ -26,9 +26,9 @@ def with_chosen_lr(tier_config: dict, family: str, tier: str = "T") -> list[dict
     method, each with its own rate."""
     grids = tier_config.get(family, [])
     block = tier_config.get("lr_selection")
-    chosen = (block or {}).get("chosen")
     if not get(family).chosen_lr or not block:
         return grids
+    chosen = block.get("chosen")
     if chosen is None and any("lr" not in g.get("settings", {}) for g in grids):
         raise ValueError(f"tiers/{tier}.yaml: lr_selection has chosen no learning rate yet (chosen: null), so its "
                          f"{family} grids would run at the default rate: run `sgbench select-lr --tier {tier}` "

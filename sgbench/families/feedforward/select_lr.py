@@ -71,7 +71,7 @@ def selection_configs(tier: str, block: dict, threads: int = 0, data_root: str |
     return configs
 
 
-def stale_runs(configs: dict[str, FFConfig], runs_dir: Path) -> dict[str, dict]:
+def checked_finished_runs(configs: dict[str, FFConfig], runs_dir: Path) -> dict[str, dict]:
     """The finished selection runs in `runs_dir` ({name: metrics}), each checked to be the run the tier
     declares now (every setting that sets a number, as `sgbench train-ff` checks a finished run): one of
     another config is an error naming the fix, before anything trains."""
@@ -123,12 +123,13 @@ def run_selection(tier: str, tiers_dir: Path, out_root: Path, threads: int = 0, 
     (a number, or {method: lr} when the block lists `methods:`)."""
     tier_file = Path(tiers_dir) / f"{tier}.yaml"
     text = tier_file.read_text()
-    block = (yaml.safe_load(text) or {}).get("lr_selection")
+    doc = yaml.safe_load(text) or {}
+    block = doc.get("lr_selection")
     if not block:
         raise ValueError(f"{tier_file}: no lr_selection: block (this tier keeps the paper's settings)")
     out = Path(out_root) / tier
-    configs = selection_configs(tier, block, threads, data_root, yaml.safe_load(text))
-    finished = stale_runs(configs, out / "runs")
+    configs = selection_configs(tier, block, threads, data_root, doc)
+    finished = checked_finished_runs(configs, out / "runs")
     train_missing(configs, out / "runs", jobs)
     rows = []
     for name, cfg in configs.items():
