@@ -110,35 +110,9 @@ def build_config(config_cls, args: argparse.Namespace):
     return config_cls.from_dict(values)
 
 
-FINISHED = ("completed", "diverged", "complete")  # "complete": how older runs spelled completed
-
-
 def check_out_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the run (metrics.json goes inside it)")
-
-
-def finished_run(out: Path, config, family) -> dict | None:
-    """The finished metrics.json of this very run in `out`, or None when there is none or it is
-    damaged (then the run is trained again and the file replaced). A finished run of another config
-    is an error: retraining would silently replace a result."""
-    path = out / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-        runtime.validate(metrics, family.schema)
-    except Exception as e:  # unreadable, truncated, not a finished run of this family
-        logging.getLogger(__name__).warning("%s is not a finished run (%s): training again", path,
-                                            str(e).splitlines()[0][:200])
-        return None
-    if metrics.get("status") not in FINISHED:
-        return None
-    differ = config.differences(metrics["config"], family.non_result)
-    if differ:
-        raise ValueError(f"{path} holds a finished run of another config (differs in {', '.join(differ)}); "
-                         "choose another --out, or add --force to replace it")
-    return metrics
 
 
 def train(family, args) -> None:
@@ -153,7 +127,8 @@ def train(family, args) -> None:
     def claim():
         """Hold the run folder; yield the finished run it holds (then it is skipped), else None."""
         with runtime.run_lock(args.out, note):
-            done = None if args.force else finished_run(args.out, config, family)
+            fix = "choose another --out, or add --force to replace it"
+            done = None if args.force else runtime.finished_run(args.out, config, family, fix)
             if done is not None:
                 note(f"{args.out / 'metrics.json'} already holds this run (status {done['status']}); "
                      "skipped (add --force to train it again)")

@@ -393,6 +393,34 @@ def validate(obj: dict, schema_name: str) -> None:
     jsonschema.validate(obj, load_schema(schema_name))
 
 
+FINISHED = ("completed", "diverged", "complete")  # "complete": how older runs spelled completed
+
+
+def finished_run(out: Path, config, family, fix: str) -> dict | None:
+    """The finished metrics.json of this very run in `out`, or None when there is none or it is damaged
+    (unreadable, truncated, not a finished run of `family`: then the run is trained again and the file
+    replaced). A finished run of another config is an error naming each differing setting and `fix`:
+    retraining would silently replace a result. `sgbench train-*` and `select-lr` both check with it."""
+    path = Path(out) / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+        validate(metrics, family.schema)
+    except Exception as e:
+        import logging
+        logging.getLogger(__name__).warning("%s is not a finished run (%s): training again", path,
+                                            str(e).splitlines()[0][:200])
+        return None
+    if metrics.get("status") not in FINISHED:
+        return None
+    differ = config.differences(metrics["config"], family.non_result)
+    if differ:
+        said = "; ".join(f"{k}: {old!r} there, {new!r} here" for k, (old, new) in differ.items())
+        raise ValueError(f"{path} holds a finished run of another config (differs in {said}); {fix}")
+    return metrics
+
+
 class DeviceUnavailable(ValueError):
     """--device names a device this machine does not have (or no device at all)."""
 

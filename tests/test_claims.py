@@ -442,8 +442,30 @@ def test_select_lr_refuses_a_stale_run_before_training_anything(tmp_path, capsys
     capsys.readouterr()
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "a selection run of another config (iterations 10 there, 20 in the tier)" in err and "to select afresh" in err
+    assert "holds a finished run of another config (differs in iterations: 10 there, 20 here)" in err and "to select afresh" in err
     assert [p.name for p in (out / "smoke" / "runs").iterdir()] == ["mnist-fcn2-backprop-lr0.001-seed0"]
+
+
+def test_select_lr_trains_a_damaged_selection_run_again(tmp_path):
+    """A selection run whose metrics.json is truncated (say, a disk filled up) is trained again, as
+    `sgbench train-ff` would, instead of stopping the selection with a JSON error."""
+    import json
+
+    from helpers import write_learnable_mnist
+
+    from sgbench import cli
+    root = write_learnable_mnist(tmp_path / "data", n_train=240, n_test=60)
+    tiers, out = tmp_path / "tiers", tmp_path / "selection"
+    tiers.mkdir()
+    (tiers / "smoke.yaml").write_text(
+        "description: t\nlr_selection:\n  grid: [1.0e-3]\n  dataset: mnist\n  arch: fcn\n  layers: [2]\n"
+        "  seed: [0]\n  iterations: 10\n  settings: {batch_size: 32, eval_every: 10}\n  chosen: null\n")
+    argv = ["select-lr", "--tier", "smoke", "--tiers", str(tiers), "--out", str(out), "--data-root", str(root)]
+    assert cli.main(argv) == 0
+    metrics = out / "smoke" / "runs" / "mnist-fcn2-backprop-lr0.001-seed0" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:100])
+    assert cli.main(argv) == 0
+    assert json.loads(metrics.read_text())["status"] == "completed"
 
 
 def test_each_method_is_tuned_with_the_settings_the_tier_runs_it_with():

@@ -94,7 +94,7 @@ def test_finished_run_of_another_config_is_not_overwritten(data_root, tmp_path, 
     before = (out / "metrics.json").read_bytes()
     capsys.readouterr()
     assert train(data_root, out, "--seed", "1") == 2
-    assert "holds a finished run of another config (differs in seed)" in one_error_line(capsys)
+    assert "holds a finished run of another config (differs in seed: 0 there, 1 here)" in one_error_line(capsys)
     assert (out / "metrics.json").read_bytes() == before
 
 

@@ -148,7 +148,6 @@ def test_a_run_recorded_before_the_config_split_is_the_same_run(tmp_path):
     probe_every, step (issue #22: it composes the shared fields instead of inheriting and refusing
     them). A committed metrics.json records them at the values the old code forced: it loads, and the
     finished-run check counts it as the same run; any other value of one is refused."""
-    from sgbench import cli
     from sgbench.families import get
     recorded = json.loads((REFERENCE / "mnist-fcn3-cdni-k2-seed0" / "metrics.json").read_text())
     assert set(ParallelConfig.LEGACY) <= set(recorded["config"])
@@ -157,11 +156,11 @@ def test_a_run_recorded_before_the_config_split_is_the_same_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "metrics.json").write_text(json.dumps(recorded))
-    assert cli.finished_run(out, cfg, get("parallel")) == recorded
+    assert runtime.finished_run(out, cfg, get("parallel"), "fix") == recorded
     recorded["config"]["warmup"] = 0.3  # not a value any parallel run trained with
     (out / "metrics.json").write_text(json.dumps(recorded))
-    with pytest.raises(ValueError, match="differs in warmup"):
-        cli.finished_run(out, cfg, get("parallel"))
+    with pytest.raises(ValueError, match="differs in warmup: 0.3 there"):
+        runtime.finished_run(out, cfg, get("parallel"), "fix")
     with pytest.raises(ValueError, match="retired config key.*warmup=0.3.*warmup=0.0"):
         ParallelConfig.from_dict(recorded["config"])
     with pytest.raises(TypeError):
@@ -305,7 +304,7 @@ def test_torchrun_on_two_nodes_gives_the_spawned_runs_metrics(data_root, tmp_pat
     config.write_text(json.dumps(dataclasses.asdict(cfg) | {"iterations": 20}))  # another run, same --out
     logs = run_nodes(config, outs, rc=1)  # torchrun's own code for a failed worker; the worker's is 2
     assert all(re.search(r"exitcode\s*: 2", log) for log in logs)
-    assert "holds a finished run of another config (differs in iterations)" in logs[0]
+    assert "holds a finished run of another config (differs in iterations: " in logs[0]
     assert "rank 0 refused the run, no worker trained" in logs[1] and "differs in iterations" in logs[1]
 
 

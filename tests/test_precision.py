@@ -142,7 +142,6 @@ def test_bf16_charlm_trains_and_records_bf16(tmp_path):
 def test_a_run_recorded_before_precision_existed_is_the_same_fp32_run(data_root, tmp_path):
     """metrics.json written before issue #26 has no precision: the finished-run check counts it as the
     fp32 run (not retrained), and as another run than a bf16 one."""
-    from sgbench import cli
     from sgbench.families import get
     cfg = tiny_ff_config(data_root, iterations=10, eval_every=5)
     train_ff(cfg, tmp_path / "run")
@@ -150,7 +149,7 @@ def test_a_run_recorded_before_precision_existed_is_the_same_fp32_run(data_root,
     recorded = json.loads(path.read_text())
     del recorded["config"]["precision"]
     path.write_text(json.dumps(recorded))
-    assert cli.finished_run(tmp_path / "run", cfg.resolved(), get("feedforward")) == recorded
-    with pytest.raises(ValueError, match="differs in precision"):
-        cli.finished_run(tmp_path / "run", tiny_ff_config(data_root, iterations=10, eval_every=5,
-                                                          precision="bf16").resolved(), get("feedforward"))
+    assert runtime.finished_run(tmp_path / "run", cfg.resolved(), get("feedforward"), "fix") == recorded
+    with pytest.raises(ValueError, match="differs in precision: 'fp32' there, 'bf16' here"):
+        runtime.finished_run(tmp_path / "run", tiny_ff_config(data_root, iterations=10, eval_every=5,
+                                                              precision="bf16").resolved(), get("feedforward"), "fix")

@@ -72,19 +72,14 @@ def selection_configs(tier: str, block: dict, threads: int = 0, data_root: str |
 
 
 def checked_finished_runs(configs: dict[str, FFConfig], runs_dir: Path) -> dict[str, dict]:
-    """The finished selection runs in `runs_dir` ({name: metrics}), each checked to be the run the tier
-    declares now (every setting that sets a number, as `sgbench train-ff` checks a finished run): one of
-    another config is an error naming the fix, before anything trains."""
+    """The finished selection runs in `runs_dir` ({name: metrics}), each checked as `sgbench train-ff` checks
+    a finished run (runtime.finished_run): one of another config is an error naming the fix, before anything
+    trains; a damaged metrics.json is left out, and its run is trained again."""
     from .. import get
-    finished = {name: json.loads(p.read_text()) for name in configs
-                if (p := runs_dir / name / "metrics.json").exists()}
-    for name, m in finished.items():
-        differ = configs[name].resolved().differences(m["config"], get("feedforward").non_result)
-        if differ:
-            said = "; ".join(f"{k} {old!r} there, {new!r} in the tier" for k, (old, new) in differ.items())
-            raise ValueError(f"{runs_dir / name / 'metrics.json'}: a selection run of another config ({said}); "
-                             f"delete it (or all of {runs_dir}) to select afresh")
-    return finished
+    family, fix = get("feedforward"), f"delete it (or all of {runs_dir}) to select afresh"
+    finished = {name: runtime.finished_run(runs_dir / name, cfg.resolved(), family, fix)
+                for name, cfg in configs.items()}
+    return {name: m for name, m in finished.items() if m is not None}
 
 
 def _train(job: tuple[FFConfig, Path, int]) -> None:
@@ -100,14 +95,13 @@ def _train(job: tuple[FFConfig, Path, int]) -> None:
 
 
 def train_missing(configs: dict[str, FFConfig], runs_dir: Path, jobs: int) -> None:
-    """Train every run without a metrics.json, `jobs` at a time (one process each; a killed selection
+    """Train every run of `configs`, `jobs` at a time (one process each; a killed selection
     resumes: finished runs are kept, an unfinished one resumes from its checkpoint). Most costly first
     (DNI's 2 x 1024 SG, deep nets), so that the last runs to finish are short ones."""
     level = logging.getLogger().getEffectiveLevel()
-    todo = [(cfg, runs_dir / name, level) for name, cfg in configs.items()
-            if not (runs_dir / name / "metrics.json").exists()]
+    todo = [(cfg, runs_dir / name, level) for name, cfg in configs.items()]
     todo.sort(key=lambda job: -(1 + (job[0].resolved().sg_hidden_layers or 0) * 10) * job[0].layers)
-    log.info("%d selection runs, %d to train, %d at a time", len(configs), len(todo), jobs)
+    log.info("%d selection runs to train, %d at a time", len(todo), jobs)
     if jobs <= 1 or len(todo) <= 1:
         for job in todo:
             _train(job)
@@ -130,7 +124,8 @@ def run_selection(tier: str, tiers_dir: Path, out_root: Path, threads: int = 0, 
     out = Path(out_root) / tier
     configs = selection_configs(tier, block, threads, data_root, doc)
     finished = checked_finished_runs(configs, out / "runs")
-    train_missing(configs, out / "runs", jobs)
+    log.info("tier %s: %d selection runs, %d finished in %s", tier, len(configs), len(finished), out / "runs")
+    train_missing({k: c for k, c in configs.items() if k not in finished}, out / "runs", jobs)
     rows = []
     for name, cfg in configs.items():
         m = finished.get(name) or json.loads((out / "runs" / name / "metrics.json").read_text())
