@@ -4,6 +4,8 @@
     python benchmarks/ff_speed.py --device cuda --steps 50
     python benchmarks/ff_speed.py --against-dni-pytorch ~/src/dni-pytorch/dni.py --rounds 7 --threads 1
                                                   # side by side with koz4k/dni-pytorch, fp32 and bf16
+    python benchmarks/ff_speed.py --against-dni-pytorch ~/src/dni-pytorch/dni.py --profile --threads 1
+                                                  # where each side's step goes: Adam, products, rest
 
 `--against-dni-pytorch PATH` (issue #26 item 3) times the paper's MNIST FCN-3 with a 2 x 1024 SG after
 every hidden layer ([DNI] Sec. 3.2) in sgbench (sgbench.nets.FeedForwardNet, method dni, the runner's
@@ -15,6 +17,9 @@ dni-pytorch's BasicSynthesizer has none (BN on 1024 units costs about 1 % of the
 Rounds alternate (sgbench, theirs, sgbench, ...) so that a change in load falls on both; it prints the
 median ms per step of each and the ratio sgbench / theirs, per precision (bf16: torch.autocast around
 each forward, which in dni-pytorch also holds the SG's backward, as a user would wrap it).
+With `--profile` it prints instead, per side and precision, the share of the step spent in Adam's
+step, in the matrix products (aten::mm / addmm) and in everything else (torch.profiler over --steps
+steps): shares stay readable on a loaded machine, where the milliseconds do not.
 
 Random inputs of the right shape stand in for the data (speed does not depend on pixel values).
 The FLOP ratio counts the matrix/conv FLOPs of one training step (torch's FlopCounterMode): what
@@ -102,7 +107,20 @@ def their_step(model, opt, x, y, precision):
     opt.step()
 
 
-def side_by_side(path, device, batch, steps, rounds, precisions):
+def step_shares(step, steps: int) -> tuple[float, float, float, float]:
+    """(ms per step, Adam's share, the matrix products' share, the rest's share) of `step`, profiled."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    adam = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#"))
+    products = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    return total / steps / 1000, adam / total, products / total, 1 - (adam + products) / total
+
+
+def side_by_side(path, device, batch, steps, rounds, precisions, shares=False):
     """Median ms per step of sgbench's and dni-pytorch's FCN-3 DNI step, in alternating rounds."""
     dni = load_dni_pytorch(path)
     torch.manual_seed(0)
@@ -113,6 +131,14 @@ def side_by_side(path, device, batch, steps, rounds, precisions):
             "dni-pytorch": torch.optim.Adam(theirs.parameters(), lr=3e-5)}
     steps_of = {"sgbench": lambda p: train_step(ours, opts["sgbench"], x, y, precision=p),
                 "dni-pytorch": lambda p: their_step(theirs, opts["dni-pytorch"], x, y, p)}
+    if shares:
+        print(f"{'precision':<9} {'side':<12} {'ms/step (profiled)':>19} {'Adam':>6} {'products':>9} {'rest':>6}")
+        for precision in precisions:
+            for name, step in steps_of.items():
+                step(precision), step(precision)  # warm-up
+                ms, adam, products, rest = step_shares(lambda: step(precision), steps)
+                print(f"{precision:<9} {name:<12} {ms:>19.1f} {adam:>6.0%} {products:>9.0%} {rest:>6.0%}", flush=True)
+        return
     print(f"{'precision':<9} {'sgbench ms':>11} {'dni-pytorch ms':>15} {'ratio':>7}   (median of {rounds} rounds "
           f"x {steps} steps, alternating)")
     for precision in precisions:
@@ -144,6 +170,8 @@ def main():
     ap.add_argument("--against-dni-pytorch", metavar="PATH", help="dni.py of a koz4k/dni-pytorch clone: time "
                     "the paper's FCN-3 DNI step side by side with it (see above)")
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of the side-by-side timing")
+    ap.add_argument("--profile", action="store_true", help="with --against-dni-pytorch: the share of each side's "
+                    "step in Adam, the matrix products and the rest, instead of the timing")
     ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated, of fp32, bf16, tf32 (CUDA)")
     args = ap.parse_args()
     if args.threads:
@@ -154,7 +182,7 @@ def main():
           f"{meta['hardware']['torch_threads']} threads, torch {meta['torch']}, batch {args.batch}")
     if args.against_dni_pytorch:
         side_by_side(args.against_dni_pytorch, device, args.batch, args.steps or 10, args.rounds,
-                     args.precisions.split(","))
+                     args.precisions.split(","), shares=args.profile)
         return
     print(f"{'setup':<11} {'method':<9} {'precision':<9} {'steps/s':>9} {'ms/step':>9} {'GFLOP/step':>11} "
           f"{'cost x bp':>10} {'FLOPs x bp':>11} {'x fp32':>7}")

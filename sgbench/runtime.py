@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import math
 import os
 import platform
@@ -407,8 +408,7 @@ def finished_run(out: Path, config, family, fix: str) -> dict | None:
     try:
         metrics = json.loads(path.read_text())
         validate(metrics, family.schema)
-    except Exception as e:
-        import logging
+    except Exception as e:  # unreadable, truncated, not a finished run of this family
         logging.getLogger(__name__).warning("%s is not a finished run (%s): training again", path,
                                             str(e).splitlines()[0][:200])
         return None
