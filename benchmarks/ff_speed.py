@@ -18,8 +18,9 @@ Rounds alternate (sgbench, theirs, sgbench, ...) so that a change in load falls 
 median ms per step of each and the ratio sgbench / theirs, per precision (bf16: torch.autocast around
 each forward, which in dni-pytorch also holds the SG's backward, as a user would wrap it).
 With `--profile` it prints instead, per side and precision, the share of the step spent in Adam's
-step, in the matrix products (aten::mm / addmm) and in everything else (torch.profiler over --steps
-steps): shares stay readable on a loaded machine, where the milliseconds do not.
+step, in the matrix products (aten::mm / addmm) and in everything else (torch.profiler's CPU time over
+--steps steps; CPU only: on a GPU the host's time says little about the kernels'): shares stay readable
+on a loaded machine, where the milliseconds do not.
 
 Random inputs of the right shape stand in for the data (speed does not depend on pixel values).
 The FLOP ratio counts the matrix/conv FLOPs of one training step (torch's FlopCounterMode): what
@@ -108,9 +109,9 @@ def their_step(model, opt, x, y, precision):
 
 
 def step_shares(step, steps: int) -> tuple[float, float, float, float]:
-    """(ms per step, Adam's share, the matrix products' share, the rest's share) of `step`, profiled."""
+    """(ms per step, Adam's share, the matrix products' share, the rest's share) of `step`'s CPU time, profiled."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])]) as prof:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
     events = prof.key_averages()
@@ -177,6 +178,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.profile and (not args.against_dni_pytorch or device.type != "cpu"):
+        ap.error("--profile goes with --against-dni-pytorch on --device cpu (it reads CPU time)")
     meta = run_metadata(device)
     print(f"# device {device} ({meta['hardware'].get('gpu', meta['hardware']['cpu'])}), "
           f"{meta['hardware']['torch_threads']} threads, torch {meta['torch']}, batch {args.batch}")
