@@ -105,7 +105,7 @@ ARCHS = ("fcn", "cnn")
 PLACEMENTS = ("every", "every_second", "middle")      # where DNI boundaries sit (dni / cdni)
 DATASETS = ("mnist", "cifar10", "cifar10-jpeg")
 TASKS = ("copy", "repeat_copy")
-TIERS = ("smoke", "quick", "long", "paper", "gpu", "custom")  # the `tier` label every run config takes
+TIERS = ("smoke", "quick", "long", "rnn", "paper", "gpu", "custom")  # the `tier` label every run config takes
 # How a feed-forward step runs (sgbench.fast): eager (default), fused, captured (CUDA graph), auto
 STEP_MODES = ("eager", "fused", "captured", "auto")
 # A run's arithmetic (issue #26): fp32; bf16 autocast around each step's forward (any device); tf32 matmuls (CUDA).
