@@ -529,6 +529,7 @@ def test_the_report_says_which_learning_rate_protocol_a_tier_used(tmp_path):
     assert "tuning ruleset **the same budget per method**" in fair
     assert "At the grid's edge: backprop 0.001 (the grid's largest), dni 0.0001 (the grid's smallest)" in fair
     assert "tuning ruleset **[DNI]'s settings**" in protocol_text("paper", runs, tmp_path)
+    assert "has no feed-forward runs, so no learning rate was tuned" in protocol_text("paper", runs[:0], tmp_path)
     assert [backprop_alone(t, tmp_path) for t in ("quick", "fair", "paper", "long")] == [1e-3, None, None, None]
 
 
@@ -628,8 +629,12 @@ BEFORE = {
     "long": {"F1": REPRODUCED, "F2": CONTRADICTED, "F3": REPRODUCED, "F4": REPRODUCED, "U1": REPRODUCED,
              "RU1": REPRODUCED, "A2": SUPPORTED, "A3": SUPPORTED, "A4": INCONCLUSIVE, "A6": REFUTED,
              "A7": SUPPORTED, "R1": INCONCLUSIVE, "R3": INCONCLUSIVE, "Q2": INCONCLUSIVE, "C1": INCONCLUSIVE},
+    # the rnn tier (issue #24 item 4): past BPTT's ceiling every method still stops at T - 1 (or at length 2)
+    "rnn": {"R1": INCONCLUSIVE, "R2": INCONCLUSIVE, "R3": INCONCLUSIVE, "Q2": INCONCLUSIVE, "A1": INCONCLUSIVE,
+            "A5": INCONCLUSIVE},
 }
-TABLES = {"quick": "results/reference/quick/tables/quick", "long": "results/reference/long/tables/long"}
+TABLES = {"quick": "results/reference/quick/tables/quick", "long": "results/reference/long/tables/long",
+          "rnn": "results/reference/rnn/tables/rnn"}
 
 
 @pytest.mark.parametrize("tier, record_id", [(t, r) for t, v in BEFORE.items() for r in v])
@@ -641,6 +646,20 @@ def test_each_record_gives_the_old_rules_verdict_on_the_committed_runs(tier, rec
     m = measured(load_runs(tables), tables)
     record = next(r for r in list(rules.CLAIMS) + list(answers.POINTS) if r.id == record_id)
     assert record.check(m).verdict == BEFORE[tier][record_id]
+
+
+@pytest.mark.parametrize("record_id", ["R1", "R2", "R3", "Q2", "A5"])
+def test_the_rnn_tier_cells_are_held_back_by_the_gate_not_by_noise(record_id):
+    """On the committed rnn tier every copy cell is undecided because both methods sit at the floor (T - 1, or
+    the curriculum's first two levels) in every seed: the gate's reason, not a straddling interval."""
+    from pathlib import Path
+
+    from sgbench.claims.gate import NO_POWER
+    from sgbench.claims.render import load_runs, measured
+    tables = Path(__file__).parent.parent / TABLES["rnn"]
+    check = next(r for r in list(rules.CLAIMS) + list(answers.POINTS) if r.id == record_id).check(
+        measured(load_runs(tables), tables))
+    assert len(check.evidence) >= 4 and all(e.decision.reason.startswith(NO_POWER) for e in check.evidence)
 
 
 def test_the_sg_signal_is_read_in_plain_words_from_the_numbers():

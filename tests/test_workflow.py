@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from helpers import write_learnable_mnist, write_tiny_corpus
 
-from sgbench.families import FAMILIES
+from sgbench.families import FAMILIES, grid
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ("prepare_data", *(f"{stage}_{f.name}" for stage in ("train", "aggregate", "figures") for f in FAMILIES),
@@ -37,6 +38,24 @@ def test_every_tier_resolves(tier, tmp_path):
         assert f"rule {rule}:" in out.stdout, rule
     report_md = "results/REPORT.md" if tier == "quick" else f"results/reports/{tier}/REPORT.md"
     assert report_md in out.stdout
+
+
+def test_rnn_tier_runs_copy_past_the_ceiling(tmp_path):
+    """Issue #24 item 4: the rnn tier trains only RNN runs, copy at T = 2..5 with 3 seeds each, BPTT, DNI and
+    DNI + Aux at every T (BP(λ) at T = 4), at least 100k time steps per stream, LSTM 256 (the set-up
+    study's best), and reports into its own REPORT.md."""
+    out = snakemake("-n", "--directory", str(tmp_path), "--config", "tier=rnn", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    trained = {line.split()[0] for line in out.stdout.splitlines() if line.startswith("train_")}
+    assert trained == {"train_rnn"}
+    assert "results/reports/rnn/REPORT.md" in out.stdout
+    runs = grid.expand(yaml.safe_load((ROOT / "workflows/config/tiers/rnn.yaml").read_text()), "rnn")["rnn"]
+    cells = {(c.T, c.method): set() for c in runs.values()}
+    for c in runs.values():
+        assert (c.task, c.hidden_size, c.tier) == ("copy", 256, "rnn") and c.timesteps >= 100_000, c
+        cells[(c.T, c.method)].add(c.seed)
+    expected = {(T, m) for T in (2, 3, 4, 5) for m in ("bptt", "dni", "dni_aux")} | {(4, "dni_bpl")}
+    assert set(cells) == expected and all(seeds == {0, 1, 2} for seeds in cells.values())
 
 
 def test_lint_is_clean():

@@ -141,6 +141,9 @@ def protocol_text(tier: str, ff_runs: pd.DataFrame, tiers_dir: Path = TIERS_DIR)
     block = (tier_config(tier, tiers_dir) or {}).get("lr_selection")
     used = sorted(ff_runs["lr"].dropna().unique()) if "lr" in ff_runs and not ff_runs.empty else []
     used_text = ", ".join(f"{v:g}" for v in used) or "none (no feed-forward runs)"
+    if not block and not used:  # e.g. the rnn tier: no learning rate here was tuned or taken from [DNI]
+        return (f"tier `{tier}` has no feed-forward runs, so no learning rate was tuned; its runs keep their "
+                "family's settings, the same for every method.")
     if not block:
         return (f"tuning ruleset **[DNI]'s settings** (nothing tuned): tier `{tier}` keeps [DNI]'s settings (Adam, "
                 f"the paper's learning rate, /10 at 60 % and 80 % of "
