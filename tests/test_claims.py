@@ -638,28 +638,27 @@ TABLES = {"quick": "results/reference/quick/tables/quick", "long": "results/refe
           "rnn": "results/reference/rnn/tables/rnn"}
 
 
-@pytest.mark.parametrize("tier, record_id", [(t, r) for t, v in BEFORE.items() for r in v])
-def test_each_record_gives_the_old_rules_verdict_on_the_committed_runs(tier, record_id):
+def committed_check(tier: str, record_id: str):
+    """The record's check on a committed tier's tables (TABLES)."""
     from pathlib import Path
 
     from sgbench.claims.render import load_runs, measured
     tables = Path(__file__).parent.parent / TABLES[tier]
-    m = measured(load_runs(tables), tables)
     record = next(r for r in list(rules.CLAIMS) + list(answers.POINTS) if r.id == record_id)
-    assert record.check(m).verdict == BEFORE[tier][record_id]
+    return record.check(measured(load_runs(tables), tables))
+
+
+@pytest.mark.parametrize("tier, record_id", [(t, r) for t, v in BEFORE.items() for r in v])
+def test_each_record_gives_the_old_rules_verdict_on_the_committed_runs(tier, record_id):
+    assert committed_check(tier, record_id).verdict == BEFORE[tier][record_id]
 
 
 @pytest.mark.parametrize("record_id", ["R1", "R2", "R3", "Q2", "A5"])
 def test_the_rnn_tier_cells_are_held_back_by_the_gate_not_by_noise(record_id):
     """On the committed rnn tier every copy cell is undecided because both methods sit at the floor (T - 1, or
     the curriculum's first two levels) in every seed: the gate's reason, not a straddling interval."""
-    from pathlib import Path
-
     from sgbench.claims.gate import NO_POWER
-    from sgbench.claims.render import load_runs, measured
-    tables = Path(__file__).parent.parent / TABLES["rnn"]
-    check = next(r for r in list(rules.CLAIMS) + list(answers.POINTS) if r.id == record_id).check(
-        measured(load_runs(tables), tables))
+    check = committed_check("rnn", record_id)
     assert len(check.evidence) >= 4 and all(e.decision.reason.startswith(NO_POWER) for e in check.evidence)
 
 

@@ -53,7 +53,7 @@ class FFNetConfig(RunConfig):
     train_limit: int = 0                # train on N training examples, every class in its share (0: all)
     test_limit: int = 0                 # evaluate on N test examples, every class in its share (0: all)
     val_size: int | None = None         # validation hold-out from the training set (None: 10,000; 0: none)
-    tier: str = "custom"                # label only: smoke | quick | long | rnn | paper | gpu | custom
+    tier: str = "custom"                # label only: the tier that ran it
     precision: str = "fp32"             # bf16: autocast around each forward (CPU too); tf32: TF32 matmuls (CUDA)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     data_root: str | None = None        # else $SGBENCH_DATA, else ./data

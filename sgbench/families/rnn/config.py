@@ -56,7 +56,7 @@ class RNNConfig(RunConfig):
                                         # since the last checkpoint (0: at every logged point), and at the end
     probe_every: int = 0                # SG methods: SG fidelity probe every n time steps (0: off)
     probe_horizon: int = 8              # the probe's exact gradient: losses of this many windows ahead
-    tier: str = "custom"                # label only: smoke | quick | long | rnn | paper | gpu | custom
+    tier: str = "custom"                # label only: the tier that ran it
     precision: str = "fp32"             # bf16: autocast around each forward (CPU too); tf32: TF32 matmuls (CUDA)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int = 0                    # torch CPU threads (0: torch's default)
