@@ -49,6 +49,7 @@ from .catalog import TASKS
 LAYOUTS = ("paper", "legacy")
 SCHEDULES = ("upto", "fixed")
 N_BITS = 8
+AHEAD_STEPS = 64  # EpisodeStream.window makes this many time steps' windows at once (at least one window)
 
 
 def fixed_nr(level: int) -> tuple[int, int]:
@@ -211,7 +212,8 @@ class EpisodeStream:
         self.seq = torch.zeros(batch_size, 1, task.n_bits, device=self.device)
         self.error = torch.zeros(batch_size, device=self.device)
         self.scored = torch.ones(batch_size, dtype=torch.bool, device=self.device)
-        self._ends = None
+        self._ends = None  # the ends of the window served last (finish_window)
+        self._ahead, self._ahead_key, self._served = [], None, None  # windows made ahead (window), for (T, level)
         everyone = torch.ones(batch_size, dtype=torch.bool, device=self.device)
         self._new_episodes(everyone, start_level)
         if desync:  # a random point of a first, unscored episode
@@ -220,30 +222,44 @@ class EpisodeStream:
             self.scored[:] = False
 
     def _draw(self, count: int, level: int, width: int):
-        """(N, R, vectors [count, width', bits], width') of `count` new episodes: the draws of the
-        stream's generator, in this order, one call each per time step at which episodes start. The
-        vectors span the widest episode so far (width'), as one block per stream would."""
+        """(N, R, vectors [count, width', bits] of integer 0s and 1s, width') of `count` new episodes: the
+        draws of the stream's generator, in this order, one call each per time step at which episodes
+        start. The vectors span the widest episode so far (width'), as one block per stream would."""
         n, r = self.task.draw(level, count, self.generator, self.device)
         width = max(width, int(n.max()) if self.task.schedule == "fixed" else level)
         bits = torch.randint(0, 2, (count, width, self.task.n_bits), generator=self.generator, device=self.device)
-        return n, r, bits.float(), width
+        return n, r, bits, width  # made float where they meet the float vectors (a cast per call costs)
 
     def _new_episodes(self, which: torch.Tensor, level: int) -> None:
         """Start new episodes in the streams `which` (the constructor's first episodes)."""
         idx = which.nonzero().flatten()
         n, r, bits, width = self._draw(len(idx), level, self.seq.shape[1])
         self.seq = _widen(self.seq, width)
-        self.seq[idx] = bits
+        self.seq[idx] = bits.float()
         self.n[idx], self.r[idx], self.pos[idx] = n, r, 0
         self.level[idx], self.scored[idx] = level, True
 
     def window(self, T: int, level: int):
-        """The next T steps of every stream. The bookkeeping is in Python ints: which stream ends an
-        episode at which step, and so how many episodes each step draws (the generator's draws stay in
-        the step-by-step order: one draw per step at which episodes end, streams in order), and which
-        scored episodes end where. Every tensor is then built at once over [T, B]: each step's episode
-        is a row of a bank of vectors (the streams' current episodes, then every episode drawn here)."""
-        B, device, task = self.batch_size, self.device, self.task
+        """The next T steps of every stream. Windows are made `AHEAD_STEPS // T` at a time (at least one:
+        a tensor op costs the same for 4 steps as for 64) and served in order; a call with another T or
+        level first rewinds the stream to the end of the last window served, so every window, and the
+        state a checkpoint saves, is what a window-at-a-time stream gives (tests/test_tasks.py)."""
+        if self._ahead and self._ahead_key != (T, level):
+            self._rewind()
+        if not self._ahead:
+            self._ahead_key = (T, level)
+            self._ahead = self._make(T, level, max(1, AHEAD_STEPS // T))
+        x, y, mask, self._ends, self._served = self._ahead.pop(0)
+        return x, y, mask
+
+    def _make(self, T: int, level: int, count: int) -> list:
+        """`count` windows of T steps: per window (inputs, targets, mask, its ends for finish_window, the
+        stream's state after it). The bookkeeping is in Python ints: which stream ends an episode at which
+        step, and so how many episodes each step draws (the generator's draws stay in the step-by-step
+        order: one draw per step at which episodes end, streams in order), and which scored episodes end
+        where. Every tensor is then built at once over [count * T, B]: each step's episode is a row of a
+        bank of vectors (the streams' current episodes, then every episode drawn here)."""
+        B, device, task, steps = self.batch_size, self.device, self.task, count * T
         pos, *current = torch.stack([self.pos, self.n, self.r, self.level, self.scored.long()]).tolist()
         episodes = list(zip(*current))  # per bank row: (N, R, level, scored)
         row = list(range(B))  # each stream's current episode (bank row)
@@ -252,48 +268,78 @@ class EpisodeStream:
         for b, (n, r, *_) in enumerate(episodes):
             ends.setdefault(start[b] + task.episode_length(n, r) - 1, []).append(b)
         bank, width = [self.seq], self.seq.shape[1]
-        new, scored_ends = [], []  # (step, stream) of each episode's end; (stream, step, level, outputs)
-        for t in range(T):
-            if t not in ends:
-                continue
-            streams = sorted(ends.pop(t))
-            n, r, bits, width = self._draw(len(streams), level, width)
-            bank.append(bits)
-            for b, n_b, r_b in zip(streams, n.tolist(), r.tolist()):
-                ended_n, ended_r, ended_level, ended_scored = episodes[row[b]]
-                if ended_scored:
-                    scored_ends.append((b, t, ended_level, ended_n * ended_r + int(task.repeat)))  # outputs
-                new.append((t, b))
-                row[b], start[b] = len(episodes), t + 1
-                episodes.append((n_b, r_b, level, 1))
-                ends.setdefault(t + task.episode_length(n_b, r_b), []).append(b)
+        new = []  # (step, stream) of each episode's end
+        scored_ends = [[] for _ in range(count)]  # per window: (stream, step in it, level, outputs)
+        carried, widths, generators = [], [], []  # per window: the state after it
+        for t in range(steps):
+            if t in ends:
+                streams = sorted(ends.pop(t))
+                n, r, bits, width = self._draw(len(streams), level, width)
+                bank.append(bits)
+                for b, n_b, r_b in zip(streams, n.tolist(), r.tolist()):
+                    ended_n, ended_r, ended_level, ended_scored = episodes[row[b]]
+                    if ended_scored:  # outputs: N * R (+ the end marker)
+                        scored_ends[t // T].append((b, t % T, ended_level, ended_n * ended_r + int(task.repeat)))
+                    new.append((t, b))
+                    row[b], start[b] = len(episodes), t + 1
+                    episodes.append((n_b, r_b, level, 1))
+                    ends.setdefault(t + task.episode_length(n_b, r_b), []).append(b)
+            if t % T == T - 1:
+                carried.append([(t + 1 - start[b], *episodes[row[b]], row[b]) for b in range(B)])
+                widths.append(width)
+                generators.append(self.generator.get_state())
         bank = F.pad(torch.cat([_widen(b, width) for b in bank]), (0, 0, 0, 1))  # + window_tensors' zero vector
-        carried = [(T - start[b], *episodes[row[b]], row[b]) for b in range(B)]  # the state after the window
         # every int the tensors need, in one call (a call per list costs more than the lists): N, R of each
-        # bank row, (step, stream) of each end, the carried state
+        # bank row, (step, stream) of each end, the state after each window
         ints = torch.tensor([v for e in episodes for v in e[:2]] + [v for e in new for v in e]
-                            + [v for c in zip(*carried) for v in c], device=device)
-        table, ends_at, carried = ints.split([2 * len(episodes), 2 * len(new), 6 * B])
-        steps = torch.arange(T, device=device).unsqueeze(1)
-        done = torch.zeros(T, B, dtype=torch.bool, device=device)
+                            + [v for after in carried for c in zip(*after) for v in c], device=device)
+        table, ends_at, carried = ints.split([2 * len(episodes), 2 * len(new), 6 * B * count])
+        step_index = torch.arange(steps, device=device).unsqueeze(1)
+        done = torch.zeros(steps, B, dtype=torch.bool, device=device)
         if new:  # the episode each step is in: the last one started at or before it (cummax), else the first
             t_end, stream = ends_at.view(-1, 2).unbind(1)
             done[t_end, stream] = True
-            started = torch.full((T + 1, B), -1, device=device)
+            started = torch.full((steps + 1, B), -1, device=device)
             started[t_end + 1, stream] = t_end + 1
-            new_row = torch.zeros(T + 1, B, dtype=torch.long, device=device)
+            new_row = torch.zeros(steps + 1, B, dtype=torch.long, device=device)
             new_row[t_end + 1, stream] = torch.arange(B, len(episodes), device=device)
-            began = started[:T].cummax(0).values
+            began = started[:steps].cummax(0).values
             fresh = began >= 0
-            step_row = torch.where(fresh, new_row[:T].gather(0, began.clamp(min=0)), torch.arange(B, device=device))
-            step_pos = torch.where(fresh, steps - began, self.pos + steps)
+            step_row = torch.where(fresh, new_row[:steps].gather(0, began.clamp(min=0)),
+                                   torch.arange(B, device=device))
+            step_pos = torch.where(fresh, step_index - began, self.pos + step_index)
         else:
-            step_row, step_pos = torch.arange(B, device=device).expand(T, B), self.pos + steps
-        self._ends = (done, sorted(scored_ends))
-        self.pos, self.n, self.r, self.level, scored, last_row = carried.view(6, B).clone().unbind(0)
-        self.scored, self.seq = scored.bool(), bank[last_row, :width]
+            step_row, step_pos = torch.arange(B, device=device).expand(steps, B), self.pos + step_index
         n, r = table.view(-1, 2)[step_row].unbind(-1)
-        return window_tensors(task, bank, step_row, n, r, step_pos)
+        x, y, mask = window_tensors(task, bank, step_row, n, r, step_pos)
+        after = (carried.view(count, 6, B), bank, widths, generators)  # the state after each window (_after)
+        made = []
+        for k in range(count):  # clones: a window's tensors own their memory (what a step's update saves)
+            steps_k = slice(k * T, (k + 1) * T)
+            made.append((x[steps_k].clone(), y[steps_k].clone(), mask[steps_k].clone(),
+                         (done[steps_k], sorted(scored_ends[k])), (k, after)))
+        self._set(self._after(made[-1][4]))
+        return made
+
+    @staticmethod
+    def _after(made) -> dict:
+        """The stream's state (state_dict's form) after window k of a `_make`: made only when asked for (a
+        resume, a rewind, the last window)."""
+        k, (carried, bank, widths, generators) = made
+        pos, n, r, level, scored, last_row = carried[k].clone().unbind(0)
+        return {"generator": generators[k], "n": n, "r": r, "pos": pos, "level": level,
+                "seq": bank[last_row, :widths[k]], "scored": scored.bool()}
+
+    def _set(self, state: dict) -> None:
+        """Make `state` (state_dict's form) the stream's state."""
+        self.generator.set_state(state["generator"].cpu())  # a generator's state is a CPU tensor, even on CUDA
+        for key in ("n", "r", "pos", "level", "seq", "scored"):
+            setattr(self, key, state[key].to(self.device))
+
+    def _rewind(self) -> None:
+        """Drop the windows made ahead: back to the state after the last window served."""
+        self._set(self._after(self._served))
+        self._ahead = []
 
     def finish_window(self, bits: torch.Tensor) -> list[tuple[int, float, int]]:
         """bits: [T, B] error of each step (0 off the output steps). (level, bits, output steps) of each
@@ -311,13 +357,15 @@ class EpisodeStream:
         return list(zip(level, totals[list(step), list(stream)].tolist(), outputs))
 
     def state_dict(self) -> dict:
+        """The state after the last window served (windows made ahead are made again after a resume)."""
+        if self._ahead:
+            return {**self._after(self._served), "error": self.error}
         return {"generator": self.generator.get_state(), "n": self.n, "r": self.r, "pos": self.pos,
                 "level": self.level, "seq": self.seq, "error": self.error, "scored": self.scored}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"].cpu())  # a generator's state is a CPU tensor, even on CUDA
-        for key in ("n", "r", "pos", "level", "seq", "error", "scored"):
-            setattr(self, key, state[key].to(self.device))
+        self._set(state)
+        self.error, self._ahead = state["error"].to(self.device), []
 
 
 THRESHOLD_UNITS = ("sequence", "vector")
@@ -343,10 +391,17 @@ class Curriculum:
         self.outputs: list[int] = []  # output steps of each recent episode
 
     def record(self, level: int, bits: float, outputs: int = 1) -> None:
-        if level == self.level:
-            self.recent.append(bits)
-            self.outputs.append(outputs)
+        self.record_all([(level, bits, outputs)])
+
+    def record_all(self, ended: list[tuple[int, float, int]]) -> list[float]:
+        """Record the (level, bits, outputs) of episodes that ended, in order (EpisodeStream.finish_window);
+        returns the bits of those that count: the ones at the current level."""
+        current = [(bits, outputs) for level, bits, outputs in ended if level == self.level]
+        if current:
+            self.recent.extend(bits for bits, _ in current)
+            self.outputs.extend(outputs for _, outputs in current)
             del self.recent[:-self.window], self.outputs[:-self.window]
+        return [bits for bits, _ in current]
 
     def mean_error(self) -> float | None:
         """Bits per sequence of the recent episodes (whatever the unit of the test)."""

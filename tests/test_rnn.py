@@ -427,6 +427,32 @@ def test_adam_on_flat_parameters_is_adam_on_each_tensor(method, kw):
     assert all(torch.equal(p, q) for p, q in zip(flat_model.parameters(), again_model.parameters()))
 
 
+def test_the_sequence_net_runs_its_lstm_as_the_module_does():
+    """SequenceNet calls the LSTM's kernel without nn.LSTM's argument checks (issue #24's speed-up): the
+    outputs, the end state and every gradient equal those of the module's own call, on the flat
+    parameters of make_optimizer too; a state of the wrong size is refused by name."""
+    model, task, cfg = make_net("dni")
+    rnn_run.make_optimizer(model, cfg)  # the LSTM's weights become views of one flat parameter
+    x, _, _ = windows(task, 3, 1)[0]
+    state = torch.randn(4, 16)
+
+    def run(own):
+        leaf = state.clone().requires_grad_()
+        if own:
+            logits, out, end = model(x, leaf)
+        else:
+            h0, c0 = leaf[:, :8].unsqueeze(0).contiguous(), leaf[:, 8:].unsqueeze(0).contiguous()
+            out, (h, c) = model.lstm(x, (h0, c0))
+            logits, end = model.head(out), torch.cat([h[0], c[0]], dim=1)
+        model.zero_grad(set_to_none=True)
+        (logits.square().sum() + end.sum()).backward()
+        return [logits, out, end, leaf.grad] + [p.grad.clone() for p in model.lstm.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(run(True), run(False)))
+    with pytest.raises(ValueError, match=r"state \[B, 16\]"):
+        model(x, state[:, :12])
+
+
 @pytest.mark.slow
 def test_dni_at_h256_with_its_own_sg_rate_learns_as_bptt_does_and_the_shared_rate_diverges(tmp_path):
     """Issue #24: at H = 256, T = 4 the SG trained at the network's Adam rate (1e-3) blows up (norms of

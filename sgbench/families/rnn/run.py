@@ -64,7 +64,7 @@ def make_optimizer(model: SequenceNet, cfg) -> torch.optim.Adam:
     if model.boundary is not None:
         groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr, "sg_model": True})
     for group in groups if flat else ():
-        group["params"] = [flat_parameter(group["params"])]
+        group["params"], group["flat"] = [flat_parameter(group["params"])], True
     return torch.optim.Adam(groups)
 
 
@@ -90,6 +90,26 @@ def flat_parameter(params: list[torch.nn.Parameter]) -> torch.nn.Parameter:
     return flat
 
 
+def flat_adam_step(opt: torch.optim.Adam, groups: list[dict]) -> None:
+    """torch.optim.Adam's step on `groups` of make_optimizer's flat parameters (one per group, moments
+    already made): the arithmetic of torch's single-tensor Adam, which is what it runs on a CPU, op for
+    op (so the same numbers: tests/test_rnn.py), without the per-call work around it (hooks, profiler
+    scope, state gathering, option dispatch), a third of a small LSTM's update (issue #24). Only
+    make_optimizer's settings: no weight decay, amsgrad, maximize or float-tensor learning rate."""
+    with torch.no_grad():
+        for group in groups:
+            beta1, beta2 = group["betas"]
+            (param,) = group["params"]
+            state = opt.state[param]
+            state["step"] += 1
+            step = state["step"].item()
+            bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+            state["exp_avg"].lerp_(param.grad, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
+            denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(group["eps"])
+            param.addcdiv_(state["exp_avg"], denom, value=-(group["lr"] / (1 - beta1 ** step)))
+
+
 def forward_fp32(*tensors):
     """The window's outputs back in fp32 after a bf16 forward (a no-op in fp32): the losses, the aux head,
     the SG model on the end state and the SG regression (target, loss) then run in fp32, and the state
@@ -112,6 +132,8 @@ class WindowTrainer:
         self.history: collections.deque = collections.deque()
         self.last_target: torch.Tensor | None = None  # the latest SG target (per example): logging, tests
         self.memory: dict | None = None  # measured on the first window (runtime.step_memory): A1's memory vs T
+        # make_optimizer's flat parameters (a CPU); no optimizer: a trainer that only measures (window_loss)
+        self.flat = opt is not None and all(g.get("flat") for g in opt.param_groups)
 
     def window_loss(self, start, window):
         """(batch-summed loss of a window run from `start`, its end state)."""
@@ -131,7 +153,11 @@ class WindowTrainer:
 
     def _step(self, x, y, mask):
         model, cfg, batch = self.model, self.cfg, x.shape[1]
-        self.opt.zero_grad(set_to_none=False)  # flat gradients (make_optimizer): zeroed, never None
+        if self.flat:  # flat gradients (make_optimizer): zeroed, never None; one buffer per rate
+            for group in self.opt.param_groups:
+                group["params"][0].grad.zero_()
+        else:
+            self.opt.zero_grad(set_to_none=False)
         start = self.state.detach().requires_grad_()
         with runtime.autocast(cfg.precision, x.device):  # only the recurrence; see forward_fp32
             logits, out, end = model(x, start)
@@ -141,7 +167,8 @@ class WindowTrainer:
         sg_learns = True  # whether the SG model (if any) has a loss in this window
         if self.rule is None:  # truncated BPTT; the leaf measures what truncation drops
             (loss_sum / batch).backward()
-            stats = (start.grad * batch).norm(dim=1).mean().reshape(1)  # per example, as the SG's targets
+            # per example, as the SG's targets; vector_norm is what Tensor.norm calls, less its dispatch
+            stats = torch.linalg.vector_norm(start.grad * batch, dim=1).mean().reshape(1)
         else:
             sg_end = model.synthetic_gradient(end).detach()
             objective, stats, sg_learns = self._sg_objective(start, end, loss_sum, out, sg_end, (x, y, mask))
@@ -157,7 +184,11 @@ class WindowTrainer:
         the first λ-return) leaves the SG model without a gradient; torch's Adam skips a parameter whose
         gradient is None (its moments and step count stay), but flat gradients (make_optimizer) are
         zeroed, never None: the SG's group (make_optimizer's "sg_model") is taken out of that step as it
-        would be skipped."""
+        would be skipped. Flat parameters whose moments exist take flat_adam_step (the same arithmetic)."""
+        groups = [g for g in self.opt.param_groups if sg_learns or not g.get("sg_model")]
+        if self.flat and all(self.opt.state[g["params"][0]] for g in groups):
+            flat_adam_step(self.opt, groups)
+            return
         if sg_learns:
             self.opt.step()
             return
@@ -192,7 +223,8 @@ class WindowTrainer:
             self.history.popleft()
         sg = self.model.synthetic_gradient(boundary)
         self.last_target = target
-        stats = torch.stack([target.norm(dim=1).mean(), sg.detach().norm(dim=1).mean(),
+        norm = torch.linalg.vector_norm
+        stats = torch.stack([norm(target, dim=1).mean(), norm(sg.detach(), dim=1).mean(),
                              F.cosine_similarity(sg.detach(), target, dim=1, eps=1e-12).mean()])
         return objective + self.cfg.sg_loss_weight * self.rule.loss(sg, target)[0], stats, True
 
@@ -272,9 +304,7 @@ class CopyRun(loop.Hooks):
         if runtime.absurd(float(total), cfg.T * cfg.batch_size * self.task.out_dim):
             return runtime.diverged_record(run["timestep"] + cfg.T, _last_finite(run["curves"]))
         self.acc.add(total, mask.sum(), stats)
-        for level, seq_bits, outputs in self.stream.finish_window(errors):
-            curriculum.record(level, seq_bits, outputs)
-            self.acc.add_sequence(level == curriculum.level, seq_bits)
+        self.acc.seq += curriculum.record_all(self.stream.finish_window(errors))  # the current level's episodes
         run["timestep"] += cfg.T
         if curriculum.maybe_advance():
             run["curriculum"].append(dict(timestep=run["timestep"], **self.task.level(curriculum.level)))
@@ -345,7 +375,8 @@ class _Interval:
         self.bits = torch.zeros((), device=self.device)
         self.outputs = torch.zeros((), device=self.device)
         self.grad = torch.zeros(3, device=self.device)
-        self.n_grad, self.seq = torch.zeros(3, device=self.device), []
+        self.n_grad = torch.zeros(3, device=self.device)
+        self.seq: list[float] = []  # bits of each episode at the curriculum's level (CopyRun.step)
 
     def add(self, bits_sum, n_outputs, stats):
         self.bits += bits_sum
@@ -353,10 +384,6 @@ class _Interval:
         ok = torch.isfinite(stats)  # a BP(λ) boundary whose target is not known yet is NaN
         self.grad[:len(stats)] += torch.where(ok, stats, 0.0)
         self.n_grad[:len(stats)] += ok
-
-    def add_sequence(self, at_current_level: bool, seq_bits: float):
-        if at_current_level:
-            self.seq.append(seq_bits)
 
     def flush_into(self, curves, timestep, length, train_time):
         n_out = float(self.outputs)
