@@ -49,7 +49,7 @@ from .catalog import TASKS
 LAYOUTS = ("paper", "legacy")
 SCHEDULES = ("upto", "fixed")
 N_BITS = 8
-AHEAD_STEPS = 64  # EpisodeStream.window makes this many time steps' windows at once (at least one window)
+AHEAD_STEPS = 128  # EpisodeStream.window makes this many time steps' windows at once (at least one window)
 
 
 def fixed_nr(level: int) -> tuple[int, int]:

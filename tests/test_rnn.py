@@ -427,6 +427,27 @@ def test_adam_on_flat_parameters_is_adam_on_each_tensor(method, kw):
     assert all(torch.equal(p, q) for p, q in zip(flat_model.parameters(), again_model.parameters()))
 
 
+def test_a_bptt_window_of_the_trainer_is_a_plain_pytorch_step():
+    """Issue #24's trimmed update (flat parameters, Adam's arithmetic without its wrapper, the LSTM kernel
+    without nn.LSTM's checks, the batch mean's gradient without a division node) against the textbook
+    step: nn.LSTM called as a module, the loss divided by the batch, torch's Adam over the separate
+    tensors. Equal parameters, bit for bit, after every window."""
+    model, task, cfg = make_net("bptt")
+    plain, _, _ = make_net("bptt")
+    trainer = WindowTrainer(model, rnn_run.make_optimizer(model, cfg), cfg, "cpu")
+    opt = torch.optim.Adam(plain.parameters(), lr=cfg.lr)
+    state = torch.zeros(4, 16)
+    for x, y, mask in windows(task, 3, 6):
+        trainer.step(x, y, mask)
+        opt.zero_grad()
+        out, (h, c) = plain.lstm(x, (state[:, :8].unsqueeze(0).contiguous(), state[:, 8:].unsqueeze(0).contiguous()))
+        (window_errors(plain.head(out), y, mask).sum() / 4).backward()
+        opt.step()
+        state = torch.cat([h[0], c[0]], dim=1).detach()
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), plain.parameters()))
+    assert torch.equal(trainer.state, state)
+
+
 def test_the_sequence_net_runs_its_lstm_as_the_module_does():
     """SequenceNet calls the LSTM's kernel without nn.LSTM's argument checks (issue #24's speed-up): the
     outputs, the end state and every gradient equal those of the module's own call, on the flat

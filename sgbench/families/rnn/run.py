@@ -129,6 +129,8 @@ class WindowTrainer:
         self.errors_fn = errors_fn or window_errors
         self.rule = None if model.boundary is None else model.boundary.rule  # BPLambda (sgbench.nets.SequenceNet)
         self.state = model.initial_state(cfg.batch_size, device)
+        # d(sum / B) / d(sum), computed as autograd's division node would: 1 / B in the loss's precision
+        self.batch_mean = torch.ones((), device=device) / cfg.batch_size
         self.history: collections.deque = collections.deque()
         self.last_target: torch.Tensor | None = None  # the latest SG target (per example): logging, tests
         self.memory: dict | None = None  # measured on the first window (runtime.step_memory): A1's memory vs T
@@ -166,7 +168,7 @@ class WindowTrainer:
         loss_sum = errors.sum()
         sg_learns = True  # whether the SG model (if any) has a loss in this window
         if self.rule is None:  # truncated BPTT; the leaf measures what truncation drops
-            (loss_sum / batch).backward()
+            loss_sum.backward(self.batch_mean)  # the batch mean's gradient, without a division node
             # per example, as the SG's targets; vector_norm is what Tensor.norm calls, less its dispatch
             stats = torch.linalg.vector_norm(start.grad * batch, dim=1).mean().reshape(1)
         else:
