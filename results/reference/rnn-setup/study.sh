@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The set-up study of issue #24 (README.md): one run at a time, each appended to study.csv as it ends.
-# usage: study.sh PART   (PART: bptt | dni | long | million | width | anchor-512[-300k] | lstm-512-300k | sg-rate; run from a checkout whose sgbench is on PYTHONPATH)
+# usage: study.sh PART   (PART: bptt | dni | long | million | width | anchor-512[-300k] | lstm-512-300k[-dni] | sg-rate; run from a checkout whose sgbench is on PYTHONPATH)
 # A run whose metrics.json exists is not trained again, and a run already in study.csv is not added
 # again (rerun the script to finish an interrupted part).
 set -euo pipefail
@@ -83,6 +83,11 @@ lstm-512-300k)
     # the width at which the anchor passes (11 in 300k), at T = 4 with the anchor's budget
     for seed in 0 1; do run lstm-512-300k 4 bptt $seed 300000 --hidden-size 512; done
     ;;
+lstm-512-300k-dni)
+    # DNI beside lstm-512-300k's BPTT (3, 3): the same width, T and budget, the SG at its own 1e-5
+    for seed in 0 1; do run lstm-512-300k 4 dni $seed 300000 --hidden-size 512 & done
+    wait
+    ;;
 sg-rate)
     # the rnn tier's copy cell at T = 4 (LSTM 256, 100k steps): its linear SG predicts the future gradient
     # (held-out cosine ~0.26) where the trained SG at sg_lr 1e-5 does not (~0): a faster SG rate, between
@@ -90,7 +95,7 @@ sg-rate)
     for lr in 1e-4 3e-4; do run rnn-tier-sglr$lr 4 dni 0 100000 --hidden-size 256 --sg-lr $lr; done
     ;;
 *)
-    echo "usage: $0 bptt|dni|long|million|width|anchor-512|anchor-512-300k|lstm-512-300k|sg-rate" >&2
+    echo "usage: $0 bptt|dni|long|million|width|anchor-512|anchor-512-300k|lstm-512-300k|lstm-512-300k-dni|sg-rate" >&2
     exit 2
     ;;
 esac
