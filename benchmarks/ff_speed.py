@@ -12,7 +12,8 @@ every hidden layer ([DNI] Sec. 3.2) in sgbench (sgbench.nets.FeedForwardNet, met
 own train_step) and in koz4k/dni-pytorch (its dni.py, loaded from the user's clone at PATH; nothing of
 it is copied here): the same blocks (linear 256, BN, ReLU; sgbench.nets.fcn_blocks) and head, one
 BackwardInterface(BasicSynthesizer(256, n_hidden=2, hidden_dim=1024)) after each block, Adam on every
-parameter. One difference stays: sgbench's SG puts batch norm after each hidden layer as [DNI] does,
+parameter (each side's own: sgbench.optim.Adam, which sgbench's runs use and which gives torch's numbers
+with a cache-friendly CPU step; torch.optim.Adam for dni-pytorch, as its users run it). One difference stays: sgbench's SG puts batch norm after each hidden layer as [DNI] does,
 dni-pytorch's BasicSynthesizer has none (BN on 1024 units costs about 1 % of the SG's products).
 Rounds alternate (sgbench, theirs, sgbench, ...) so that a change in load falls on both; it prints the
 median ms per step of each and the ratio sgbench / theirs, per precision (bf16: torch.autocast around
@@ -36,6 +37,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from sgbench import optim
 from sgbench.families.feedforward.run import train_step
 from sgbench.nets import FeedForwardNet, fcn_blocks
 from sgbench.runtime import autocast, resolve_device, run_metadata
@@ -48,7 +50,7 @@ def make(setup, method, device, batch):
     arch, layers, shape = SETUPS[setup]
     torch.manual_seed(0)
     model = FeedForwardNet(arch, layers, method, shape).to(device)
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=3e-5)
+    opt = optim.Adam(model.trainable_parameters(), lr=3e-5)  # the runs' Adam (sgbench.fast.make_optimizer)
     x = torch.rand(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     return model, opt, x, y
@@ -128,7 +130,8 @@ def side_by_side(path, device, batch, steps, rounds, precisions, shares=False):
     x, y = torch.rand(batch, 1, 28, 28, device=device), torch.randint(0, 10, (batch,), device=device)
     ours = FeedForwardNet("fcn", 3, "dni", (1, 28, 28)).to(device)
     theirs = TheirFCN(dni).to(device)
-    opts = {"sgbench": torch.optim.Adam(ours.trainable_parameters(), lr=3e-5),
+    # each side's own Adam: sgbench's runs use sgbench.optim.Adam (torch's numbers, a cache-friendly CPU step)
+    opts = {"sgbench": optim.Adam(ours.trainable_parameters(), lr=3e-5),
             "dni-pytorch": torch.optim.Adam(theirs.parameters(), lr=3e-5)}
     steps_of = {"sgbench": lambda p: train_step(ours, opts["sgbench"], x, y, precision=p),
                 "dni-pytorch": lambda p: their_step(theirs, opts["dni-pytorch"], x, y, p)}

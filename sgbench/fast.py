@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import catalog, runtime
+from . import catalog, optim, runtime
 from .catalog import STEP_MODES
 from .data import as_input
 from .dni import DNI, MLPSG, one_hot
@@ -74,11 +74,12 @@ def sync(device: torch.device) -> None:
 
 
 def make_optimizer(params, lr: float, mode: str, device: torch.device) -> torch.optim.Adam:
-    """Adam as the run uses it. Captured: capturable (its step count on the device) with the learning
-    rate a device tensor, so the LR schedule's milestones reach the replayed graph (`fill_`)."""
+    """Adam as the run uses it: sgbench.optim.Adam (torch's numbers, a CPU step that keeps its arrays in
+    the cache). Captured: torch's, capturable (its step count on the device) with the learning rate a
+    device tensor, so the LR schedule's milestones reach the replayed graph (`fill_`)."""
     if mode == "captured":
         return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), capturable=True, foreach=True)
-    return torch.optim.Adam(params, lr=lr)
+    return optim.Adam(params, lr=lr)
 
 
 # ---------------------------------------------------------------- data on the device

@@ -17,7 +17,7 @@ from sgbench.families import FAMILIES, get
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "sgbench"
 CORE = {"__init__", "catalog", "config", "runtime", "dni", "unlock", "nets", "tasks", "fidelity", "data", "corpus",
-        "fast", "loop", "schemas"}
+        "fast", "loop", "schemas", "optim"}
 
 
 def module_name(path: Path) -> str:

@@ -8,6 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ... import optim
 from ...data import as_input
 from .config import ParallelConfig
 from .protocols import LateSG, protocol_of
@@ -43,7 +44,7 @@ def profile_units(cfg: ParallelConfig, net, data, device, batch: int) -> tuple[l
     for k in range(len(net.blocks) + 1):
         stage = Stage(net, k, k + 1)
         late = LateSG(stage, cfg.late_sg)
-        opt = torch.optim.Adam([p for p in stage.parameters() if p.requires_grad], lr=cfg.lr)
+        opt = optim.Adam([p for p in stage.parameters() if p.requires_grad], lr=cfg.lr)
 
         def unit_forward():
             h_in = as_input(train_x[idx]) if k == 0 else inputs[k].clone().requires_grad_()  # stage 0 reads the data

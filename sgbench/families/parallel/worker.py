@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ... import loop, runtime
+from ... import loop, optim, runtime
 from ..feedforward.run import build_net, load_run_data, lr_schedule
 from .config import ParallelConfig
 from .protocols import Batches, finish_links, first_divergence, protocol_of
@@ -34,7 +34,7 @@ def train_worker(rank: int, cfg: ParallelConfig, device, backend: str, split: li
     net = build_net(cfg.net_config(), data).to(device)
     protocol = protocol_of(cfg)
     w = protocol.build_worker(rank, net, data, device, backend, split)
-    opt = torch.optim.Adam([p for p in w.stage.parameters() if p.requires_grad], lr=cfg.lr)
+    opt = optim.Adam([p for p in w.stage.parameters() if p.requires_grad], lr=cfg.lr)
     sched = lr_schedule(opt, cfg)
     batches = Batches(cfg, w, train_x, train_y)
     latency, allreduce = protocol.measure(w, batches.global_batch, device)

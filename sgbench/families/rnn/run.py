@@ -35,7 +35,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ... import loop, runtime
+from ... import loop, optim, runtime
 from ...loop import RunInterrupted  # noqa: F401  (the runners' test hook; tests import it from here)
 from ...nets import SequenceNet
 from ...tasks import Curriculum, EpisodeStream, Task, bits, window_errors
@@ -65,7 +65,7 @@ def make_optimizer(model: SequenceNet, cfg) -> torch.optim.Adam:
         groups.append({"params": list(model.boundary.parameters()), "lr": cfg.sg_lr, "sg_model": True})
     for group in groups if flat else ():
         group["params"], group["flat"] = [flat_parameter(group["params"])], True
-    return torch.optim.Adam(groups)
+    return optim.Adam(groups)
 
 
 def flat_adam(model: SequenceNet) -> bool:
@@ -91,23 +91,14 @@ def flat_parameter(params: list[torch.nn.Parameter]) -> torch.nn.Parameter:
 
 
 def flat_adam_step(opt: torch.optim.Adam, groups: list[dict]) -> None:
-    """torch.optim.Adam's step on `groups` of make_optimizer's flat parameters (one per group, moments
-    already made): the arithmetic of torch's single-tensor Adam, which is what it runs on a CPU, op for
-    op (so the same numbers: tests/test_rnn.py), without the per-call work around it (hooks, profiler
-    scope, state gathering, option dispatch), a third of a small LSTM's update (issue #24). Only
-    make_optimizer's settings: no weight decay, amsgrad, maximize or float-tensor learning rate."""
+    """The optimizer's step on `groups` of make_optimizer's flat parameters (one per group, moments
+    already made): sgbench.optim.update, Adam's arithmetic as torch does it, without the per-call work
+    of Optimizer.step (hooks, profiler scope, option checks), a third of a small LSTM's update (issue
+    #24). Only make_optimizer's settings: no weight decay, amsgrad or maximize."""
     with torch.no_grad():
         for group in groups:
-            beta1, beta2 = group["betas"]
             (param,) = group["params"]
-            state = opt.state[param]
-            state["step"] += 1
-            step = state["step"].item()
-            bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-            state["exp_avg"].lerp_(param.grad, 1 - beta1)
-            state["exp_avg_sq"].mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
-            denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(group["eps"])
-            param.addcdiv_(state["exp_avg"], denom, value=-(group["lr"] / (1 - beta1 ** step)))
+            optim.update(param, param.grad, opt.state[param], group["lr"], *group["betas"], group["eps"])
 
 
 def forward_fp32(*tensors):
