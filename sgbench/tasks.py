@@ -33,9 +33,9 @@ binary cross-entropy in bits, the unit of [Graves14]'s curricula.
 `EpisodeStream` holds B independent streams, generated on the device several windows at a time for all
 streams and steps at once (`window_tensors`; the only loop over time steps is in Python ints: it finds
 where episodes end and draws the new ones, so the generator's draws are those of a step-by-step
-generator; a change of level rewinds to the last window served). Streams are desynchronised: each starts at a random point of its first episode (that
-partial episode is not scored), and episodes differ in length, so window boundaries fall at
-different phases in different streams.
+generator; a change of level rewinds to the last window served). Streams are desynchronised: each
+starts at a random point of its first episode (that partial episode is not scored), and episodes
+differ in length, so window boundaries fall at different phases in different streams.
 """
 from __future__ import annotations
 
