@@ -13,8 +13,9 @@ own train_step) and in koz4k/dni-pytorch (its dni.py, loaded from the user's clo
 it is copied here): the same blocks (linear 256, BN, ReLU; sgbench.nets.fcn_blocks) and head, one
 BackwardInterface(BasicSynthesizer(256, n_hidden=2, hidden_dim=1024)) after each block, Adam on every
 parameter (each side's own: sgbench.optim.Adam, which sgbench's runs use and which gives torch's numbers
-with a cache-friendly CPU step; torch.optim.Adam for dni-pytorch, as its users run it). One difference stays: sgbench's SG puts batch norm after each hidden layer as [DNI] does,
-dni-pytorch's BasicSynthesizer has none (BN on 1024 units costs about 1 % of the SG's products).
+with a cache-friendly CPU step; torch.optim.Adam for dni-pytorch, as its users run it). One difference
+stays: sgbench's SG puts batch norm after each hidden layer as [DNI] does, dni-pytorch's
+BasicSynthesizer has none (BN on 1024 units costs about 1 % of the SG's products).
 Rounds alternate (sgbench, theirs, sgbench, ...) so that a change in load falls on both; it prints the
 median ms per step of each and the ratio sgbench / theirs, per precision (bf16: torch.autocast around
 each forward, which in dni-pytorch also holds the SG's backward, as a user would wrap it).

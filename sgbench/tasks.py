@@ -240,10 +240,11 @@ class EpisodeStream:
         self.level[idx], self.scored[idx] = level, True
 
     def window(self, T: int, level: int):
-        """The next T steps of every stream. Windows are made `AHEAD_STEPS // T` at a time (at least one:
-        a tensor op costs about the same for 4 steps as for 128) and served in order; a call with another T or
-        level first rewinds the stream to the end of the last window served, so every window, and the
-        state a checkpoint saves, is what a window-at-a-time stream gives (tests/test_tasks.py)."""
+        """The next T steps of every stream. Windows are made `AHEAD_STEPS // T` at a time (at least
+        one: a tensor op costs about the same for 4 steps as for 128) and served in order; a call with
+        another T or level first rewinds the stream to the end of the last window served, so every
+        window, and the state a checkpoint saves, is what a window-at-a-time stream gives
+        (tests/test_tasks.py)."""
         if self._ahead and self._ahead_key != (T, level):
             self._rewind()
         if not self._ahead:
