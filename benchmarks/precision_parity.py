@@ -1,8 +1,11 @@
-"""bf16 against fp32 on a tier's own cells (issue #26 item 2): does reduced precision move a result?
+"""bf16 against fp32 (or the fused Adam against the for-loop one) on a tier's own cells (issue #26):
+does the change move a result?
 
     python benchmarks/precision_parity.py --runs results/runs --tier quick --out results/precision-parity
     python benchmarks/precision_parity.py --runs results/reference/quick/runs --tier quick \\
         --out results/reference/precision-parity --jobs 2
+    python benchmarks/precision_parity.py --change adam=fused --base-here --runs results/reference/quick/runs \\
+        --tier quick --out results/reference/adam-parity --jobs 2
 
 For every fp32 run of the tier in the cells that matter for precision -- the MNIST FCN-3 / FCN-6
 backprop, DNI and cDNI runs (every layer updated, DNIs at every boundary, no warm-up) and the copy
@@ -15,7 +18,10 @@ own 95 % interval (the one the tier's tables print), and the ratio of seconds pe
 (from each run's own timing, so a load change between the two sets falls on that ratio; the
 interleaved step benchmark, benchmarks/ff_speed.py, is the steadier speed figure).
 
-The fp32 side is the tier's runs as they are: run this on the machine and commit that made them.
+The fp32 side is the tier's runs as they are: run this on the machine and commit that made them, or
+give --base-here, which trains the base side too, on this machine, into --out/runs/ (the tier's runs
+then only say which configs to pair). --change adam=fused pairs the fused Adam with the for-loop one
+(sgbench.fast.make_optimizer) instead: the feed-forward cells only (the RNN has no adam setting).
 """
 import argparse
 import json
@@ -32,11 +38,15 @@ from sgbench.analysis.stats import difference, seed_stats
 
 FF_METHODS = ("backprop", "dni", "cdni")
 COPY_METHODS = ("bptt", "dni")
+CHANGES = {"precision": ("fp32", ("bf16",)), "adam": ("for-loop", ("fused",))}  # key: (base value, changes)
 
 
-def wanted(family: str, cfg: dict) -> bool:
-    """The cells the parity check covers (the issue's list), nothing else of the tier."""
-    if cfg.get("precision", "fp32") != "fp32":
+def wanted(family: str, cfg: dict, key: str = "precision") -> bool:
+    """The cells the parity check covers (the issue's list), nothing else of the tier: runs at the base
+    value of `key` (and at fp32 when the change is Adam's)."""
+    if cfg.get(key, CHANGES[key][0]) != CHANGES[key][0] or cfg.get("precision", "fp32") != "fp32":
+        return False
+    if key == "adam" and family != "feedforward":
         return False
     if family == "feedforward":
         return (cfg["dataset"] == "mnist" and cfg["arch"] == "fcn" and cfg["layers"] in (3, 6)
@@ -45,12 +55,12 @@ def wanted(family: str, cfg: dict) -> bool:
     return family == "rnn" and cfg["task"] == "copy" and cfg["method"] in COPY_METHODS
 
 
-def find_runs(runs: Path, tier: str) -> list[tuple[str, Path, dict]]:
+def find_runs(runs: Path, tier: str, key: str = "precision") -> list[tuple[str, Path, dict]]:
     out = []
     for family in ("feedforward", "rnn"):
         for path in sorted((runs / family / tier).glob("*/metrics.json")):
             m = json.loads(path.read_text())
-            if wanted(family, m["config"]):
+            if wanted(family, m["config"], key):
                 out.append((family, path, m))
     if not out:
         raise SystemExit(f"no fp32 feedforward / copy runs of tier {tier!r} under {runs} "
@@ -59,7 +69,7 @@ def find_runs(runs: Path, tier: str) -> list[tuple[str, Path, dict]]:
 
 
 def train(job: tuple[str, dict, str]) -> str:
-    """Train one bf16 partner in this (worker) process, one torch thread, with the family's own config
+    """Train one run of the pair in this (worker) process, one torch thread, with the family's own config
     and runner (as `sgbench train-<family>` does)."""
     name, cfg, out_dir = job
     import torch
@@ -87,9 +97,13 @@ def step_s(family: str, m: dict) -> float:
     return t.get("step_s") or math.nan
 
 
-def parity_table(pairs: list[dict]) -> pd.DataFrame:
+def parity_table(pairs: list[dict], base: str = "fp32", changed: str = "bf16") -> pd.DataFrame:
+    """Per cell: both sides' means, the paired difference changed - base with its 95 % interval, whether the
+    changed mean leaves the base cell's interval, the speed-up. Columns keep the names fp32 / bf16 whatever
+    the change (the committed precision-parity files use them): fp32 = the base side, bf16 = the changed."""
     rows = []
-    df = pd.DataFrame(pairs)
+    df = pd.DataFrame(pairs).rename(columns={base: "fp32", changed: "bf16", f"{base}_step_s": "fp32_step_s",
+                                             f"{changed}_step_s": "bf16_step_s"})
     for key, g in df.groupby(["task", "net", "method"], sort=False):
         g = g.set_index("seed")
         f32, b16 = seed_stats(g["fp32"]), seed_stats(g["bf16"])
@@ -106,12 +120,12 @@ def parity_table(pairs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame, tier: str, runs: Path) -> str:
-    lines = [f"# bf16 against fp32, tier `{tier}` (fp32 runs: `{runs}`)", "",
-             "Paired by seed; diff = bf16 - fp32 with its 95 % t-interval over the seeds (feed-forward: final "
-             "test error, %; copy: largest length solved). `outside` = the bf16 mean lies outside the fp32 "
-             "cell's 95 % interval. speed-up = median over seeds of fp32 / bf16 seconds per step.", "",
-             "| task | net | method | metric | seeds | fp32 | bf16 | diff [95 % CI] | outside | speed-up | "
+def markdown(table: pd.DataFrame, tier: str, runs: Path, base: str = "fp32", changed: str = "bf16") -> str:
+    lines = [f"# {changed} against {base}, tier `{tier}` ({base} runs: `{runs}`)", "",
+             f"Paired by seed; diff = {changed} - {base} with its 95 % t-interval over the seeds (feed-forward: "
+             f"final test error, %; copy: largest length solved). `outside` = the {changed} mean lies outside the "
+             f"{base} cell's 95 % interval. speed-up = median over seeds of {base} / {changed} seconds per step.", "",
+             f"| task | net | method | metric | seeds | {base} | {changed} | diff [95 % CI] | outside | speed-up | "
              "non-completed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         ci = "" if math.isnan(r.diff_low) else f" [{r.diff_low:+.2f}, {r.diff_high:+.2f}]"
@@ -126,36 +140,50 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=Path, required=True, help="a tier's runs folder: <runs>/<family>/<tier>/<run>/")
     p.add_argument("--tier", default="quick")
-    p.add_argument("--out", type=Path, required=True, help="bf16 runs go to OUT/runs/, the table to OUT/parity.*")
-    p.add_argument("--jobs", type=int, default=1, help="bf16 runs trained at once (one process and thread each)")
+    p.add_argument("--out", type=Path, required=True, help="the partner runs go to OUT/runs/, the table to OUT/parity.*")
+    p.add_argument("--change", default="precision=bf16", help="KEY=VALUE: precision=bf16 (default) or adam=fused")
+    p.add_argument("--base-here", action="store_true", help="train the base side too, on this machine, into OUT/runs/")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (one process and thread each)")
     p.add_argument("--data-root", default=os.environ.get("SGBENCH_DATA"))
     a = p.parse_args(argv)
-    found = find_runs(a.runs, a.tier)
+    key, _, changed = a.change.partition("=")
+    if key not in CHANGES or changed not in CHANGES[key][1]:
+        p.error(f"--change {a.change!r}: choose one of "
+                + ", ".join(f"{k}={v}" for k, (_, vs) in CHANGES.items() for v in vs))
+    base = CHANGES[key][0]
+    found = find_runs(a.runs, a.tier, key)
     jobs, partners = [], []
     for family, path, m in found:
-        cfg = {**m["config"], "precision": "bf16", "data_root": a.data_root} if family == "feedforward" else \
-            {**m["config"], "precision": "bf16"}
-        out_dir = a.out / "runs" / family / f"{path.parent.name}-bf16"
-        partners.append((family, m, out_dir))
-        if not (out_dir / "metrics.json").exists():
-            jobs.append((family, cfg, str(out_dir)))
-    print(f"{len(found)} fp32 runs; {len(jobs)} bf16 partners to train ({len(found) - len(jobs)} finished)",
-          flush=True)
+        cfg = {**m["config"], "data_root": a.data_root} if family == "feedforward" else dict(m["config"])
+        sides = {}
+        for value in ([base] if a.base_here else []) + [changed]:
+            tag = "" if value == base else f"-{changed}" + ("-adam" if key == "adam" else "")
+            out_dir = a.out / "runs" / family / f"{path.parent.name}{tag}"
+            sides[value] = out_dir
+            if not (out_dir / "metrics.json").exists():
+                jobs.append((family, {**cfg, key: value}, str(out_dir)))
+        partners.append((family, m, sides))
+    jobs.sort(key=lambda job: (job[1]["method"] != "dni", -job[1].get("layers", 0)))  # longest first: less idle at the end
+    print(f"{len(found)} {base} runs; {len(jobs)} runs to train ({len(found) * (1 + a.base_here) - len(jobs)} "
+          "finished)", flush=True)
     with mp.get_context("spawn").Pool(max(1, a.jobs)) as pool:
         for i, done in enumerate(pool.imap_unordered(train, jobs), 1):
             print(f"[{i}/{len(jobs)}] {done}", flush=True)
     pairs = []
-    for family, m, out_dir in partners:
-        b = json.loads((out_dir / "metrics.json").read_text())
+    for family, m, sides in partners:
+        b = json.loads((sides[changed] / "metrics.json").read_text())
+        m = json.loads((sides[base] / "metrics.json").read_text()) if a.base_here else m
         task, net, method = cell_key(family, m["config"])
-        pairs.append(dict(task=task, net=net, method=method, seed=m["config"]["seed"],
-                          metric="test error %" if family == "feedforward" else "largest length",
-                          fp32=metric(family, m), bf16=metric(family, b), fp32_step_s=step_s(family, m),
-                          bf16_step_s=step_s(family, b), status=b.get("status", "completed")))
-    table = parity_table(pairs)
+        pairs.append({"task": task, "net": net, "method": method, "seed": m["config"]["seed"],
+                      "metric": "test error %" if family == "feedforward" else "largest length",
+                      base: metric(family, m), changed: metric(family, b), f"{base}_step_s": step_s(family, m),
+                      f"{changed}_step_s": step_s(family, b),
+                      "status": next((r.get("status") for r in (b, m) if r.get("status", "completed") != "completed"),
+                                     "completed")})  # non-completed on either side counts
+    table = parity_table(pairs, base, changed)
     a.out.mkdir(parents=True, exist_ok=True)
     runtime.atomic_write_bytes(a.out / "parity.csv", pd.DataFrame(pairs).to_csv(index=False).encode())
-    text = markdown(table, a.tier, a.runs)
+    text = markdown(table, a.tier, a.out / "runs" if a.base_here else a.runs, base, changed)
     runtime.atomic_write_bytes(a.out / "parity.md", text.encode())
     print(text)
     return 0

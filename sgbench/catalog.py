@@ -110,6 +110,9 @@ TIERS = ("smoke", "quick", "long", "rnn", "paper", "gpu", "custom")  # the `tier
 STEP_MODES = ("eager", "fused", "captured", "auto")
 # A run's arithmetic (issue #26): fp32; bf16 autocast around each step's forward (any device); tf32 matmuls (CUDA).
 PRECISIONS = ("fp32", "bf16", "tf32")
+# Adam's implementation in a feed-forward run (sgbench.fast.make_optimizer): for-loop (torch's single-tensor
+# arithmetic, bit for bit; the default, every committed run's) or fused (torch's one-pass kernel).
+ADAM_IMPLS = ("for-loop", "fused")
 
 
 def by_arch(arch: str, values: dict):

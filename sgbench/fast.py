@@ -73,13 +73,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_optimizer(params, lr: float, mode: str, device: torch.device) -> torch.optim.Adam:
-    """Adam as the run uses it: sgbench.optim.Adam (torch's numbers, a CPU step that keeps its arrays in
-    the cache). Captured: torch's, capturable (its step count on the device) with the learning rate a
-    device tensor, so the LR schedule's milestones reach the replayed graph (`fill_`)."""
+def make_optimizer(params, lr: float, mode: str, device: torch.device, adam: str = "for-loop") -> torch.optim.Adam:
+    """Adam as the run uses it (`adam`, FFConfig.adam):
+
+    * for-loop: sgbench.optim.Adam, torch's single-tensor numbers bit for bit with a CPU step that keeps
+      its arrays in the cache (every committed run's);
+    * fused: torch's fused kernel (`fused=True`), one pass over each tensor instead of seven. The same
+      update, rounded differently (its own order of the same operations), so a run's numbers differ
+      from the for-loop run's in the last bits and then drift as any two roundings do; about 2.5x
+      less time in Adam on a CPU, which is 10-15 % of a DNI step with the paper's 2 x 1024 SGs
+      (benchmarks/README.md). Parity with for-loop: results/reference/adam-parity/.
+
+    Captured: capturable (its step count on the device) with the learning rate a device tensor, so the LR
+    schedule's milestones reach the replayed graph (`fill_`); for-loop is torch's foreach form there (the
+    single-tensor one cannot be captured), fused its fused kernel."""
+    if adam not in catalog.ADAM_IMPLS:
+        raise ValueError(f"unknown adam {adam!r}; choose one of {', '.join(catalog.ADAM_IMPLS)}")
+    fused = adam == "fused"
     if mode == "captured":
-        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), capturable=True, foreach=True)
-    return optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), capturable=True, foreach=not fused,
+                                fused=fused)
+    return torch.optim.Adam(params, lr=lr, fused=True) if fused else optim.Adam(params, lr=lr)
 
 
 # ---------------------------------------------------------------- data on the device

@@ -117,7 +117,7 @@ def test_device_batches_follow_the_batch_stream_across_epochs():
     assert stream.pos == reference.pos and torch.equal(stream.perm, reference.perm)
 
 
-def run_stepper(mode, method, arch, device, steps, prob=1.0):
+def run_stepper(mode, method, arch, device, steps, prob=1.0, adam="for-loop"):
     """A tiny run through Stepper on random device-resident data with an LR milestone half-way;
     returns (per-step losses, final state dict)."""
     net = small_net(method, arch).to(device)
@@ -125,7 +125,7 @@ def run_stepper(mode, method, arch, device, steps, prob=1.0):
     shape = FCN_IN if arch == "fcn" else CNN_IN
     train_x = torch.randint(0, 256, (24, *shape), generator=g, dtype=torch.uint8).to(device)
     train_y = torch.randint(0, 10, (24,), generator=g).to(device)
-    opt = make_optimizer(net.trainable_parameters(), 1e-2, mode, torch.device(device))
+    opt = make_optimizer(net.trainable_parameters(), 1e-2, mode, torch.device(device), adam)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [steps // 2], gamma=0.1)
     schedule = UpdateSchedule(len(net.blocks) + 1, prob, seed=7)
     stepper = Stepper(mode, net, opt, BatchStream(24, 8, 0), train_x, train_y, schedule, train_step)
@@ -179,6 +179,17 @@ def test_captured_step_equals_eager_on_cuda(method, arch, monkeypatch):
     steps = 12  # 3 warm-up steps, the captured step, 8 replays; the LR drops at step 6
     loss_e, net_e = run_stepper("eager", method, arch, "cuda", steps)
     loss_c, net_c = run_stepper("captured", method, arch, "cuda", steps)
+    torch.testing.assert_close(loss_c, loss_e, atol=1e-4, rtol=1e-4)
+    assert_same_state(net_c, net_e, atol=1e-3, skip=pre_norm_biases(net_e))
+
+
+@cuda
+def test_captured_step_with_the_fused_adam_equals_eager_on_cuda(monkeypatch):
+    """adam fused under the captured step: torch's fused kernel, capturable, with the tensor LR through a
+    milestone, against the eager step with the fused kernel (tolerance as above)."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    loss_e, net_e = run_stepper("eager", "dni", "fcn", "cuda", 12, adam="fused")
+    loss_c, net_c = run_stepper("captured", "dni", "fcn", "cuda", 12, adam="fused")
     torch.testing.assert_close(loss_c, loss_e, atol=1e-4, rtol=1e-4)
     assert_same_state(net_c, net_e, atol=1e-3, skip=pre_norm_biases(net_e))
 

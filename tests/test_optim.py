@@ -63,3 +63,60 @@ def test_a_sparse_gradient_is_refused_as_torch_refuses_it():
     p.grad = torch.zeros(4).to_sparse()
     with pytest.raises(RuntimeError, match="sparse"):
         optim.Adam([p]).step()
+
+
+# ---------------------------------------------------------------- the adam setting of a feed-forward run
+def test_make_optimizer_builds_the_adam_the_run_names():
+    """for-loop: sgbench.optim.Adam (torch's single-tensor numbers); fused: torch's one-pass kernel, the
+    same update to rounding; anything else is refused naming both."""
+    from sgbench import fast
+    cpu = torch.device("cpu")
+    loop_opt = fast.make_optimizer(params(), 1e-3, "eager", cpu)
+    fused_opt = fast.make_optimizer(params(), 1e-3, "eager", cpu, "fused")
+    assert type(loop_opt) is optim.Adam and not loop_opt.param_groups[0]["fused"]
+    assert type(fused_opt) is torch.optim.Adam and fused_opt.param_groups[0]["fused"]
+    a, b = loop_opt.param_groups[0]["params"], fused_opt.param_groups[0]["params"]
+    for step in range(5):
+        grads(a, step), grads(b, step)
+        loop_opt.step(), fused_opt.step()
+    assert all(torch.allclose(p, q, rtol=0, atol=1e-6) for p, q in zip(a, b)), "fused Adam is Adam"
+    with pytest.raises(ValueError, match="unknown adam 'apex'; choose one of for-loop, fused"):
+        fast.make_optimizer(params(), 1e-3, "eager", cpu, "apex")
+
+
+def test_a_fused_adam_run_records_its_adam_has_its_own_name_and_is_not_pooled(data_root, tmp_path):
+    import json
+
+    from helpers import tiny_ff_config
+
+    from sgbench import runtime
+    from sgbench.families import get
+    from sgbench.families.diagnostics.config import run_name as diagnostics_name
+    from sgbench.families.feedforward.config import run_name
+    from sgbench.families.feedforward.run import train_ff
+    from sgbench.families.feedforward.tables import collect
+    base = dict(iterations=10, eval_every=5)
+    loop_m = train_ff(tiny_ff_config(data_root, **base), tmp_path / "loop")
+    fused_m = train_ff(tiny_ff_config(data_root, adam="fused", seed=1, **base), tmp_path / "fused")
+    runtime.validate(json.loads((tmp_path / "fused" / "metrics.json").read_text()), "ff_metrics")
+    assert loop_m["config"]["adam"] == "for-loop" and fused_m["config"]["adam"] == "fused"
+    assert fused_m["final"]["test_error"] < 90, "a fused-Adam DNI run learns"
+    point = dict(dataset="mnist", arch="fcn", layers=3, method="dni", seed=0)
+    assert run_name(point) == run_name(point | {"adam": "for-loop"}) == "mnist-fcn3-dni-seed0"
+    assert run_name(point | {"precision": "bf16", "adam": "fused"}) == "mnist-fcn3-dni-bf16-fused-adam-seed0"
+    assert diagnostics_name(point | {"adam": "fused"}) == "mnist-fcn3-dni-fused-adam-seed0"
+    with pytest.raises(runtime.MetricsError, match="several adam settings.*for-loop: 1, fused: 1.*on their own"):
+        collect([tmp_path / "loop" / "metrics.json", tmp_path / "fused" / "metrics.json"])
+    runs, _ = collect([tmp_path / "fused" / "metrics.json"])
+    assert list(runs["adam"]) == ["fused"]
+    # a finished for-loop run is not the fused run (nor the reverse); one recorded before the setting existed
+    # is the for-loop run, not retrained
+    with pytest.raises(ValueError, match="differs in adam: 'for-loop' there, 'fused' here"):
+        runtime.finished_run(tmp_path / "loop", tiny_ff_config(data_root, adam="fused", **base).resolved(),
+                             get("feedforward"), "fix")
+    path = tmp_path / "loop" / "metrics.json"
+    recorded = json.loads(path.read_text())
+    del recorded["config"]["adam"]
+    path.write_text(json.dumps(recorded))
+    assert runtime.finished_run(tmp_path / "loop", tiny_ff_config(data_root, **base).resolved(),
+                                get("feedforward"), "fix") == recorded

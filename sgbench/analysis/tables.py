@@ -77,31 +77,42 @@ def collect_runs(paths, schema: str, tier: str | None, run_row, run_columns: lis
     every run in long form. The first `n_keys` curve columns name a run; the rest are its curves. The
     same run twice is an error."""
     keys = curve_columns[:n_keys]
-    runs, curves, precisions = [], [], []
+    runs, curves, settings = [], [], {key: [] for key in RUN_WIDE}
     for path in paths:
         m = read_metrics(path, schema, tier)
         row = run_row(path, m)
         curves += curve_rows(path, m["curves"], curve_columns[n_keys:], {k: row[k] for k in keys})
         runs.append(row)
-        precisions.append(m["config"].get("precision", "fp32"))  # absent: a run from before issue #26, fp32
-    refuse_mixed_precision(paths, precisions)
+        for key, default in RUN_WIDE.items():  # absent: a run from before the setting, at its default
+            settings[key].append(m["config"].get(key, default))
+    for key, values in settings.items():
+        refuse_mixed(key, paths, values)
     runs_df = pd.DataFrame(runs, columns=run_columns)
-    runs_df["precision"] = pd.Series(precisions, dtype=object)  # every family's RUN_COLUMNS has it
+    for key, values in settings.items():
+        if key in run_columns:  # precision: every family's RUN_COLUMNS; adam: the feed-forward ones
+            runs_df[key] = pd.Series(values, dtype=object)
     refuse_duplicates(runs_df, keys)
     return runs_df, pd.DataFrame(curves, columns=curve_columns)
 
 
-def refuse_mixed_precision(paths, precisions: list[str]) -> None:
-    """One precision per table (issue #26): a cell's seeds pooled over fp32 and bf16 runs would be neither's
-    number, and their difference is what item 2's parity study measures, not noise. Refusing is the
-    simple honest choice; the runs table records each run's precision and the context line names it."""
-    if len(set(precisions)) > 1:
-        counts = ", ".join(f"{p}: {precisions.count(p)}" for p in sorted(set(precisions)))
-        example = {p: str(path) for path, p in zip(paths, precisions)}
-        raise MetricsError(f"runs of several precisions in one table ({counts}; e.g. "
-                           + ", ".join(f"{p} {example[p]}" for p in sorted(example))
-                           + "): their cells would pool them; aggregate each precision's runs on their own "
-                           "(a tier's runs share one precision)")
+# Settings a table holds one value of (issue #26), with the value of a run that does not record them
+# (it ran before the setting existed, or its family has none: an RNN's Adam is always for-loop).
+RUN_WIDE = {"precision": "fp32", "adam": "for-loop"}
+
+
+def refuse_mixed(key: str, paths, values: list[str]) -> None:
+    """One precision, one Adam per table (issue #26): a cell's seeds pooled over fp32 and bf16 runs (or
+    for-loop and fused Adam) would be neither's number, and their difference is what the parity studies
+    measure (results/reference/precision-parity, adam-parity), not noise. Refusing is the simple honest
+    choice; the runs table records each run's value and the context line names it."""
+    if len(set(values)) > 1:
+        counts = ", ".join(f"{v}: {values.count(v)}" for v in sorted(set(values)))
+        example = {v: str(path) for path, v in zip(paths, values)}
+        kind = "precisions" if key == "precision" else f"{key} settings"
+        raise MetricsError(f"runs of several {kind} in one table ({counts}; e.g. "
+                           + ", ".join(f"{v} {example[v]}" for v in sorted(example))
+                           + f"): their cells would pool them; aggregate each {key}'s runs on their own "
+                           f"(a tier's runs share one {key})")
 
 
 def refuse_duplicates(runs: pd.DataFrame, keys: list[str]) -> None:
@@ -171,10 +182,12 @@ def context_lines(runs: pd.DataFrame, tier: str, budget: str, unit: str, dataset
     seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
     where = "; ".join(f"{d} ({h}, {t} thread{'s' if t != 1 else ''})"
                       for d, h, t in runs[["device", "hardware", "threads"]].drop_duplicates().itertuples(index=False))
-    # the precision is named when it is not fp32 (collect_runs refuses a mix), so fp32 tables read as before
-    precision = ", ".join(p for p in runs.get("precision", pd.Series(dtype=object)).dropna().unique() if p != "fp32")
+    # precision and Adam are named when not the default (collect_runs refuses a mix), so tables read as before
+    named = {key: ", ".join(v for v in runs.get(key, pd.Series(dtype=object)).dropna().unique() if v != default)
+             for key, default in RUN_WIDE.items()}
     return (f"Tier: **{tier}**. Budget: {budget_text(runs, budget, unit)}. Data: {datasets}. "
-            + (f"Precision: {precision}. " if precision else "")
+            + (f"Precision: {named['precision']}. " if named["precision"] else "")
+            + (f"Adam: {named['adam']}. " if named["adam"] else "")
             + f"Seeds: {seeds}. Hardware: {where}.\n\nCells: {CI_TEXT}." + diverged_text(runs))
 
 

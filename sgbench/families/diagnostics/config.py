@@ -32,4 +32,6 @@ def run_name(c: dict) -> str:
     parts += [f"{key}{value:g}" for key, value in sg_changes(c).items()]
     if c.get("precision", "fp32") != "fp32":  # -bf16 / -tf32 (issue #26)
         parts.append(c["precision"])
+    if c.get("adam", "for-loop") != "for-loop":  # -fused-adam (feedforward.config.adam_tag)
+        parts.append(f"{c['adam']}-adam")
     return "-".join(parts + [f"seed{c['seed']}"])

@@ -42,7 +42,7 @@ BASELINE = baseline("feedforward")  # the method the others are measured against
 KEYS = ["dataset", "arch", "layers", "method", "dni_placement", "warmup", "sg_hidden_layers", "sg_loss_weight",
         "seed"]
 NET = ["dataset", "arch", "layers"]
-RUN_COLUMNS = KEYS + ["dni_boundaries", "default_sg", "tier", "precision", "iterations", "batch_size", "lr", "status",
+RUN_COLUMNS = KEYS + ["dni_boundaries", "default_sg", "tier", "precision", "adam", "iterations", "batch_size", "lr", "status",
                       "test_error",
                       "val_error", "late_drop",
                       "late_cosine_top", "late_cosine_bottom", "steps_per_s", "train_time_s", "device", "hardware",

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from ...catalog import (
+    ADAM_IMPLS,
     ARCHS,
     DATASETS,
     PLACEABLE_METHODS,
@@ -118,8 +119,11 @@ class FFConfig(FFNetConfig):
     warmup: float = 0.0                 # dni/cdni: fraction of iterations of exact backprop first (SGs learn)
     probe_every: int = 0                # SG fidelity probe every n steps (0: off)
     step: str = "eager"                 # eager | fused | captured (CUDA graph) | auto: see sgbench.fast
+    adam: str = "for-loop"              # for-loop: torch's single-tensor Adam numbers | fused: its one-pass kernel
 
-    CHOICES = {**FFNetConfig.CHOICES, "dni_placement": PLACEMENTS, "step": STEP_MODES}
+    CHOICES = {**FFNetConfig.CHOICES, "dni_placement": PLACEMENTS, "step": STEP_MODES, "adam": ADAM_IMPLS}
+    # a run recorded before the adam setting existed ran the for-loop Adam (RunConfig.as_recorded)
+    ADDED = {**FFNetConfig.ADDED, "adam": "for-loop"}
 
     def rules(self) -> list[tuple[bool, str]]:
         c = self
@@ -144,6 +148,14 @@ class FFConfig(FFNetConfig):
 
 def run_name(p: dict) -> str:
     """The pipeline's name of a run: mnist-fcn3-dni-seed0; an update probability below 1 is part of it:
-    mnist-fcn3-dni-p0.2-seed0."""
+    mnist-fcn3-dni-p0.2-seed0, and so are a precision other than fp32 and the fused Adam:
+    mnist-fcn3-dni-bf16-fused-adam-seed0."""
     prob = "" if p.get("update_prob", 1.0) == 1.0 else f"-p{p['update_prob']:g}"
-    return f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}{precision_tag(p)}-seed{p['seed']}"
+    return (f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}{precision_tag(p)}{adam_tag(p)}"
+            f"-seed{p['seed']}")
+
+
+def adam_tag(point: dict) -> str:
+    """A run name's Adam part: "" for the for-loop Adam (every name from before it could be chosen stands),
+    "-fused-adam" for the fused kernel, so a run of each can sit side by side (benchmarks/precision_parity.py)."""
+    return "" if point.get("adam", "for-loop") == "for-loop" else f"-{point['adam']}-adam"

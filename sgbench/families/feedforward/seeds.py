@@ -57,7 +57,7 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
         torch.manual_seed(s)
         nets.append(build_net(cfg, data).to(device))
     stacked = fast.StackedFCN(nets).to(device)
-    opt = fast.make_optimizer(stacked.trainable_parameters(), cfg.lr, mode, device)
+    opt = fast.make_optimizer(stacked.trainable_parameters(), cfg.lr, mode, device, cfg.adam)
     sched = lr_schedule(opt, cfg)
     streams = [BatchStream(len(sp.train_y), cfg.batch_size, s) for s in seeds]
     n_b = len(nets[0].boundaries or [])

@@ -25,7 +25,7 @@ from .. import get
 from . import time_to_result
 
 FF_CELL = ["dataset", "arch", "layers"]
-RUN_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "precision", "iterations",
+RUN_COLUMNS = ["dataset", "arch", "layers", "method", "update_prob", "seed", "tier", "precision", "adam", "iterations",
                "batch_size", "lr", "status", "test_error", "val_error", "late_drop", "update_fraction", "steps_per_s",
                "train_time_s",
                "device", "hardware", "threads", "git_commit", "path"]
