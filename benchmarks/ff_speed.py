@@ -2,8 +2,10 @@
 
     python benchmarks/ff_speed.py                 # MNIST FCN-6 and CIFAR CNN-3, batch 256
     python benchmarks/ff_speed.py --device cuda --steps 50
-    python benchmarks/ff_speed.py --against-dni-pytorch ~/src/dni-pytorch/dni.py --rounds 7 --threads 1
+    python benchmarks/ff_speed.py --against-dni-pytorch ~/src/dni-pytorch/dni.py --rounds 15 --threads 1
                                                   # side by side with koz4k/dni-pytorch, fp32 and bf16
+    python benchmarks/ff_speed.py --against-dni-pytorch ~/src/dni-pytorch/dni.py --adam for-loop,fused --threads 1
+                                                  # ... with each of sgbench's Adam implementations
     python benchmarks/ff_speed.py --against-dni-pytorch ~/src/dni-pytorch/dni.py --profile --threads 1
                                                   # where each side's step goes: Adam, products, rest
 
@@ -12,13 +14,18 @@ every hidden layer ([DNI] Sec. 3.2) in sgbench (sgbench.nets.FeedForwardNet, met
 own train_step) and in koz4k/dni-pytorch (its dni.py, loaded from the user's clone at PATH; nothing of
 it is copied here): the same blocks (linear 256, BN, ReLU; sgbench.nets.fcn_blocks) and head, one
 BackwardInterface(BasicSynthesizer(256, n_hidden=2, hidden_dim=1024)) after each block, Adam on every
-parameter (each side's own: sgbench.optim.Adam, which sgbench's runs use and which gives torch's numbers
-with a cache-friendly CPU step; torch.optim.Adam for dni-pytorch, as its users run it). One difference
+parameter (each side's own: sgbench's as a run makes it, sgbench.fast.make_optimizer with --adam: for-loop,
+sgbench.optim.Adam, torch's single-tensor numbers with a cache-friendly CPU step, or fused, torch's one-pass
+kernel; torch.optim.Adam's default for dni-pytorch, as its users run it). One difference
 stays: sgbench's SG puts batch norm after each hidden layer as [DNI] does, dni-pytorch's
 BasicSynthesizer has none (BN on 1024 units costs about 1 % of the SG's products).
 Rounds alternate (sgbench, theirs, sgbench, ...) so that a change in load falls on both; it prints the
-median ms per step of each and the ratio sgbench / theirs, per precision (bf16: torch.autocast around
-each forward, which in dni-pytorch also holds the SG's backward, as a user would wrap it).
+median ms per step of each, the ratio of the medians sgbench / theirs and the quartiles of the per-round
+ratios (each sgbench round over the dni-pytorch round next to it: the spread a noisy machine puts on the
+ratio), per precision (bf16: torch.autocast around each forward, which in dni-pytorch also holds the
+SG's backward, as a user would wrap it); and the matrix FLOPs of each side's step, whose ratio is what
+the time ratio would be if both ran their products at the same rate and did nothing else (dni-pytorch
+runs each SG's forward twice, in the forward pass and again to train it: 9.67 against 7.26 GFLOP, 0.75).
 With `--profile` it prints instead, per side and precision, the share of the step spent in Adam's
 step, in the matrix products (aten::mm / addmm) and in everything else (torch.profiler's CPU time over
 --steps steps; CPU only: on a GPU the host's time says little about the kernels'): shares stay readable
@@ -38,7 +45,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sgbench import optim
+from sgbench import fast
+from sgbench.catalog import ADAM_IMPLS
 from sgbench.families.feedforward.run import train_step
 from sgbench.nets import FeedForwardNet, fcn_blocks
 from sgbench.runtime import autocast, resolve_device, run_metadata
@@ -51,7 +59,7 @@ def make(setup, method, device, batch):
     arch, layers, shape = SETUPS[setup]
     torch.manual_seed(0)
     model = FeedForwardNet(arch, layers, method, shape).to(device)
-    opt = optim.Adam(model.trainable_parameters(), lr=3e-5)  # the runs' Adam (sgbench.fast.make_optimizer)
+    opt = fast.make_optimizer(model.trainable_parameters(), 3e-5, "eager", device)  # a run's Adam (for-loop)
     x = torch.rand(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     return model, opt, x, y
@@ -124,28 +132,44 @@ def step_shares(step, steps: int) -> tuple[float, float, float, float]:
     return total / steps / 1000, adam / total, products / total, 1 - (adam + products) / total
 
 
-def side_by_side(path, device, batch, steps, rounds, precisions, shares=False):
-    """Median ms per step of sgbench's and dni-pytorch's FCN-3 DNI step, in alternating rounds."""
+def sgbench_step(adam, device, x, y):
+    """sgbench's FCN-3 DNI step with the Adam a run makes for `adam` (sgbench.fast.make_optimizer)."""
+    torch.manual_seed(0)
+    model = FeedForwardNet("fcn", 3, "dni", (1, 28, 28)).to(device)
+    opt = fast.make_optimizer(model.trainable_parameters(), 3e-5, "eager", device, adam)
+    return lambda p: train_step(model, opt, x, y, precision=p)
+
+
+def step_flops(step, precision) -> int:
+    step(precision)
+    with FlopCounterMode(display=False) as counter:
+        step(precision)
+    return counter.get_total_flops()
+
+
+def side_by_side(path, device, batch, steps, rounds, precisions, shares=False, adams=("for-loop",)):
+    """Median ms per step of sgbench's (with each of `adams`) and dni-pytorch's FCN-3 DNI step, in
+    alternating rounds."""
     dni = load_dni_pytorch(path)
     torch.manual_seed(0)
     x, y = torch.rand(batch, 1, 28, 28, device=device), torch.randint(0, 10, (batch,), device=device)
-    ours = FeedForwardNet("fcn", 3, "dni", (1, 28, 28)).to(device)
     theirs = TheirFCN(dni).to(device)
-    # each side's own Adam: sgbench's runs use sgbench.optim.Adam (torch's numbers, a cache-friendly CPU step)
-    opts = {"sgbench": optim.Adam(ours.trainable_parameters(), lr=3e-5),
-            "dni-pytorch": torch.optim.Adam(theirs.parameters(), lr=3e-5)}
-    steps_of = {"sgbench": lambda p: train_step(ours, opts["sgbench"], x, y, precision=p),
-                "dni-pytorch": lambda p: their_step(theirs, opts["dni-pytorch"], x, y, p)}
+    their_opt = torch.optim.Adam(theirs.parameters(), lr=3e-5)  # torch's default, as dni-pytorch's users run it
+    steps_of = {f"sgbench {adam}": sgbench_step(adam, device, x, y) for adam in adams}
+    steps_of["dni-pytorch"] = lambda p: their_step(theirs, their_opt, x, y, p)
     if shares:
-        print(f"{'precision':<9} {'side':<12} {'ms/step (profiled)':>19} {'Adam':>6} {'products':>9} {'rest':>6}")
+        print(f"{'precision':<9} {'side':<18} {'ms/step (profiled)':>19} {'Adam':>6} {'products':>9} {'rest':>6}")
         for precision in precisions:
             for name, step in steps_of.items():
                 step(precision), step(precision)  # warm-up
                 ms, adam, products, rest = step_shares(lambda: step(precision), steps)
-                print(f"{precision:<9} {name:<12} {ms:>19.1f} {adam:>6.0%} {products:>9.0%} {rest:>6.0%}", flush=True)
+                print(f"{precision:<9} {name:<18} {ms:>19.1f} {adam:>6.0%} {products:>9.0%} {rest:>6.0%}", flush=True)
         return
-    print(f"{'precision':<9} {'sgbench ms':>11} {'dni-pytorch ms':>15} {'ratio':>7}   (median of {rounds} rounds "
-          f"x {steps} steps, alternating)")
+    flops = {name: step_flops(step, "fp32") for name, step in steps_of.items()}
+    print("# matrix FLOPs per step: " + ", ".join(f"{n} {f / 1e9:.2f} G" for n, f in flops.items())
+          + f" (sgbench / dni-pytorch {flops[next(iter(steps_of))] / flops['dni-pytorch']:.3f})")
+    print(f"{'precision':<9} {'side':<18} {'ms/step':>8} {'ratio':>7} {'round ratios q25-q75':>21}   (median of "
+          f"{rounds} rounds x {steps} steps, alternating)")
     for precision in precisions:
         times = {name: [] for name in steps_of}
         for name, step in steps_of.items():  # warm-up
@@ -158,10 +182,15 @@ def side_by_side(path, device, batch, steps, rounds, precisions, shares=False):
                     step(precision)
                 sync(device)
                 times[name].append(1000 * (time.perf_counter() - t0) / steps)
-        ours_ms, their_ms = (statistics.median(times[n]) for n in steps_of)
-        print(f"{precision:<9} {ours_ms:>11.1f} {their_ms:>15.1f} {ours_ms / their_ms:>7.2f}", flush=True)
-        print(f"{'':<9} rounds: sgbench {', '.join(f'{v:.0f}' for v in times['sgbench'])}; dni-pytorch "
-              f"{', '.join(f'{v:.0f}' for v in times['dni-pytorch'])}", flush=True)
+        their_ms = statistics.median(times["dni-pytorch"])
+        for name in steps_of:
+            ms = statistics.median(times[name])
+            ratios = sorted(a / b for a, b in zip(times[name], times["dni-pytorch"]))
+            q25, q75 = (statistics.quantiles(ratios, n=4)[i] for i in (0, 2)) if len(ratios) > 1 else (ratios[0],) * 2
+            spread = "" if name == "dni-pytorch" else f"{q25:.2f}-{q75:.2f}"
+            print(f"{precision:<9} {name:<18} {ms:>8.1f} {ms / their_ms:>7.2f} {spread:>21}", flush=True)
+        print(f"{'':<9} rounds (ms): " + "; ".join(f"{n} {', '.join(f'{v:.0f}' for v in times[n])}"
+                                                for n in steps_of), flush=True)
 
 
 def main():
@@ -174,7 +203,9 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--against-dni-pytorch", metavar="PATH", help="dni.py of a koz4k/dni-pytorch clone: time "
                     "the paper's FCN-3 DNI step side by side with it (see above)")
-    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of the side-by-side timing")
+    ap.add_argument("--rounds", type=int, default=15, help="alternating rounds of the side-by-side timing")
+    ap.add_argument("--adam", default="for-loop", help=f"with --against-dni-pytorch: comma-separated, of "
+                    f"{', '.join(ADAM_IMPLS)}: sgbench's Adam (FFConfig.adam), one sgbench side each")
     ap.add_argument("--profile", action="store_true", help="with --against-dni-pytorch: the share of each side's "
                     "step in Adam, the matrix products and the rest, instead of the timing")
     ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated, of fp32, bf16, tf32 (CUDA)")
@@ -188,8 +219,11 @@ def main():
     print(f"# device {device} ({meta['hardware'].get('gpu', meta['hardware']['cpu'])}), "
           f"{meta['hardware']['torch_threads']} threads, torch {meta['torch']}, batch {args.batch}")
     if args.against_dni_pytorch:
+        adams = args.adam.split(",")
+        if not set(adams) <= set(ADAM_IMPLS):
+            ap.error(f"--adam {args.adam!r}: choose from {', '.join(ADAM_IMPLS)}")
         side_by_side(args.against_dni_pytorch, device, args.batch, args.steps or 10, args.rounds,
-                     args.precisions.split(","), shares=args.profile)
+                     args.precisions.split(","), shares=args.profile, adams=adams)
         return
     print(f"{'setup':<11} {'method':<9} {'precision':<9} {'steps/s':>9} {'ms/step':>9} {'GFLOP/step':>11} "
           f"{'cost x bp':>10} {'FLOPs x bp':>11} {'x fp32':>7}")
