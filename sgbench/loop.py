@@ -60,15 +60,17 @@ class Checkpoint:
     """A run's checkpoint file: `identity` (its result config, a seed group's seeds) must match for a
     resume; it holds the run's progress and every stateful object's state."""
 
-    def __init__(self, path, identity: dict, stateful: dict, device, counter: str, t_start: float):
+    def __init__(self, path, identity: dict, stateful: dict, device, counter: str, t_start: float,
+                 added: dict | None = None):
         self.path, self.identity, self.stateful, self.device = Path(path), identity, stateful, device
         self.counter, self.t_start = counter, t_start
+        self.added = added  # the config class's ADDED: keys an older checkpoint's config lacks (load_checkpoint)
 
     def resume(self, run: dict) -> bool:
         """Load the run's progress and each stateful object from a checkpoint of the same run, if any;
         whether it did (run["resumed"])."""
         expected = self.identity | {"form": CHECKPOINT_FORM}
-        ckpt = runtime.load_checkpoint(self.path, self.device, expected, log.warning)
+        ckpt = runtime.load_checkpoint(self.path, self.device, expected, log.warning, self.added)
         if ckpt is not None:
             runtime.restore(ckpt, self.stateful)
             run.update(ckpt["run"])
