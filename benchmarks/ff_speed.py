@@ -72,15 +72,14 @@ def sync(device):
 
 def measure(setup, method, device, batch, steps, precision="fp32"):
     model, opt, x, y = make(setup, method, device, batch)
-    train_step(model, opt, x, y, precision=precision)  # warm-up (allocations, cuDNN autotune)
-    with FlopCounterMode(display=False) as counter:
-        train_step(model, opt, x, y, precision=precision)
+    # a warm-up step (allocations, cuDNN autotune), then one counted
+    flops = step_flops(lambda p: train_step(model, opt, x, y, precision=p), precision)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         train_step(model, opt, x, y, precision=precision)
     sync(device)
-    return steps / (time.perf_counter() - t0), counter.get_total_flops()
+    return steps / (time.perf_counter() - t0), flops
 
 
 def load_dni_pytorch(path):
@@ -141,6 +140,7 @@ def sgbench_step(adam, device, x, y):
 
 
 def step_flops(step, precision) -> int:
+    """Matrix FLOPs of one call of step(precision), after one uncounted call (the warm-up)."""
     step(precision)
     with FlopCounterMode(display=False) as counter:
         step(precision)

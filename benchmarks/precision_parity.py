@@ -34,11 +34,13 @@ from pathlib import Path
 import pandas as pd
 
 from sgbench import families, runtime
+from sgbench.config import adam_tag, precision_tag
 from sgbench.analysis.stats import difference, seed_stats
 
 FF_METHODS = ("backprop", "dni", "cdni")
 COPY_METHODS = ("bptt", "dni")
 CHANGES = {"precision": ("fp32", ("bf16",)), "adam": ("for-loop", ("fused",))}  # key: (base value, changes)
+TAGS = {"precision": precision_tag, "adam": adam_tag}  # a run name's part for each (the pipeline's names)
 
 
 def wanted(family: str, cfg: dict, key: str = "precision") -> bool:
@@ -157,8 +159,7 @@ def main(argv=None) -> int:
         cfg = {**m["config"], "data_root": a.data_root} if family == "feedforward" else dict(m["config"])
         sides = {}
         for value in ([base] if a.base_here else []) + [changed]:
-            tag = "" if value == base else f"-{changed}" + ("-adam" if key == "adam" else "")
-            out_dir = a.out / "runs" / family / f"{path.parent.name}{tag}"
+            out_dir = a.out / "runs" / family / f"{path.parent.name}{TAGS[key]({key: value})}"
             sides[value] = out_dir
             if not (out_dir / "metrics.json").exists():
                 jobs.append((family, {**cfg, key: value}, str(out_dir)))

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from rnn_speed import ROOT, base_checkout
 
+from sgbench import families
+
 CPU = ["--device", "cpu", "--threads", "1", "--quiet"]
 RNN = ["train-rnn", "--timesteps", "6000", "--hidden-size", "32", "--batch-size", "8", "--curriculum-window", "10",
        "--threshold", "4", "--log-points", "10", "--seed", "3", *CPU]
@@ -50,8 +52,11 @@ RUNS = {
 
 
 def numbers(path: Path) -> dict:
-    """metrics.json less what a speed-up may change: timing, metadata, elapsed seconds."""
+    """metrics.json less what a speed-up may change: timing, metadata, elapsed seconds; its config as the
+    working tree's code records it (RunConfig.as_recorded: a setting added since, at the value every
+    earlier run had, is the same run; e.g. `adam: for-loop` of a feed-forward run)."""
     m = json.loads(path.read_text())
+    m["config"] = families.get(m["experiment"]).config_class().as_recorded(m["config"])
     m.pop("timing", None), m.pop("meta", None)
     m["curves"] = {k: v for k, v in m.get("curves", {}).items() if k not in ("elapsed_s", "wall_s")}
     return m

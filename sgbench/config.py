@@ -208,3 +208,9 @@ def precision_tag(point: dict) -> str:
     "-bf16" / "-tf32", so a tier may grid over precision without two runs sharing one folder."""
     precision = point.get("precision", "fp32")
     return "" if precision == "fp32" else f"-{precision}"
+
+
+def adam_tag(point: dict) -> str:
+    """A run name's Adam part: "" for the for-loop Adam (every name from before it could be chosen stands),
+    "-fused-adam" for the fused kernel, so a run of each can sit side by side (benchmarks/precision_parity.py)."""
+    return "" if point.get("adam", "for-loop") == "for-loop" else f"-{point['adam']}-adam"

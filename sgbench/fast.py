@@ -85,8 +85,8 @@ def make_optimizer(params, lr: float, mode: str, device: torch.device, adam: str
       (benchmarks/README.md). Parity with for-loop: results/reference/adam-parity/.
 
     Captured: capturable (its step count on the device) with the learning rate a device tensor, so the LR
-    schedule's milestones reach the replayed graph (`fill_`); for-loop is torch's foreach form there (the
-    single-tensor one cannot be captured), fused its fused kernel."""
+    schedule's milestones reach the replayed graph (`fill_`); for-loop is torch's capturable foreach form
+    there (as the captured step always ran), fused its fused kernel."""
     if adam not in catalog.ADAM_IMPLS:
         raise ValueError(f"unknown adam {adam!r}; choose one of {', '.join(catalog.ADAM_IMPLS)}")
     fused = adam == "fused"

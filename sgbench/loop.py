@@ -60,15 +60,17 @@ class Checkpoint:
     """A run's checkpoint file: `identity` (its result config, a seed group's seeds) must match for a
     resume; it holds the run's progress and every stateful object's state."""
 
-    def __init__(self, path, identity: dict, stateful: dict, device, counter: str, t_start: float):
+    def __init__(self, path, identity: dict, stateful: dict, device, counter: str, t_start: float,
+                 as_recorded=None):
         self.path, self.identity, self.stateful, self.device = Path(path), identity, stateful, device
         self.counter, self.t_start = counter, t_start
+        self.as_recorded = as_recorded  # the config's RunConfig.as_recorded: an older checkpoint's config read as now
 
     def resume(self, run: dict) -> bool:
         """Load the run's progress and each stateful object from a checkpoint of the same run, if any;
         whether it did (run["resumed"])."""
         expected = self.identity | {"form": CHECKPOINT_FORM}
-        ckpt = runtime.load_checkpoint(self.path, self.device, expected, log.warning)
+        ckpt = runtime.load_checkpoint(self.path, self.device, expected, log.warning, self.as_recorded)
         if ckpt is not None:
             runtime.restore(ckpt, self.stateful)
             run.update(ckpt["run"])

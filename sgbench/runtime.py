@@ -358,11 +358,14 @@ def atomic_torch_save(path, obj) -> None:
                        "means a full disk: free some space, then rerun the same command (it resumes)") from e
 
 
-def load_checkpoint(path, device, expected: dict, note: Callable[[str], object]) -> dict | None:
+def load_checkpoint(path, device, expected: dict, note: Callable[[str], object],
+                    as_recorded: Callable[[dict], dict] | None = None) -> dict | None:
     """The checkpoint at `path` when its entries named in `expected` equal them (the run's resolved
     config, or a seed group's config and seeds), else None: a missing, unreadable (e.g. written by an
     incompatible sgbench) or foreign checkpoint means starting afresh, said through `note`, never a
-    crash and never a resume into another run."""
+    crash and never a resume into another run. `as_recorded` (the config's RunConfig.as_recorded) reads
+    the checkpoint's config as this code records the same run: a key added since holds the value every
+    run then had, so a run killed before an upgrade still resumes."""
     import torch
     path = Path(path)
     if not path.exists():
@@ -372,7 +375,10 @@ def load_checkpoint(path, device, expected: dict, note: Callable[[str], object])
     except Exception as e:
         note(f"cannot read {path} ({e}): starting afresh")
         return None
-    if {k: ckpt.get(k) for k in expected} != expected:
+    found = {k: ckpt.get(k) for k in expected}
+    if as_recorded and isinstance(found.get("config"), dict):
+        found["config"] = as_recorded(found["config"])
+    if found != expected:
         note(f"{path} was made by another run ({', '.join(expected)} differ): starting afresh")
         return None
     return ckpt

@@ -49,6 +49,25 @@ def test_killed_run_leaves_no_metrics_and_resumes_to_the_same_result(data_root, 
     assert results(resumed) == results(straight)
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_as_that_settings_old_value(data_root, tmp_path, caplog):
+    """A run killed before an upgrade that added a config key (adam, precision) resumes: its checkpoint's
+    config lacks the key, which then holds the value every run had (FFConfig.ADDED). The same
+    checkpoint does not resume a run that sets the key otherwise."""
+    import torch
+    straight = train_ff(tiny(data_root), tmp_path / "straight")
+    for name in ("old", "fused"):
+        with pytest.raises(RunInterrupted):
+            train_ff(tiny(data_root), tmp_path / name, _stop_after=20)
+        path = tmp_path / name / "checkpoint.pt"
+        ckpt = torch.load(path, weights_only=False)
+        del ckpt["config"]["adam"], ckpt["config"]["precision"]
+        torch.save(ckpt, path)
+    resumed = train_ff(tiny(data_root), tmp_path / "old")
+    assert resumed["meta"]["resumed"] and results(resumed) == results(straight)
+    fused = train_ff(tiny(data_root, adam="fused"), tmp_path / "fused")
+    assert not fused["meta"]["resumed"] and "starting afresh" in caplog.text
+
+
 def test_checkpoint_of_another_config_is_not_resumed(data_root, tmp_path):
     with pytest.raises(RunInterrupted):
         train_ff(tiny(data_root, lr=1e-2), tmp_path, _stop_after=20)

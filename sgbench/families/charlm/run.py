@@ -94,7 +94,7 @@ def train_charlm(config: CharLMConfig, out_dir, *, _stop_after: int | None = Non
     stateful = {"model": model, "opt": opt, "streams": streams, "trainer": trainer}
     ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS),
                                                        "flat_adam": flat_adam(model)}, stateful, device, "timestep",
-                           t_start)
+                           t_start, as_recorded=cfg.as_recorded)
     ckpt.resume(run)
     log.info("train-charlm %s/%s T=%d seed %d on %s: %d chars train, vocabulary %d, %d time steps x %d streams",
              corpus.name, cfg.method, cfg.T, cfg.seed, device, len(train_ids), corpus.vocab_size, cfg.timesteps,

@@ -3,6 +3,7 @@ diagnostics family's own is how a run is named from its resolved config. Torch-f
 from __future__ import annotations
 
 from ...catalog import method, paper_sg_hidden_layers
+from ...config import adam_tag, precision_tag
 
 
 def sg_changes(c: dict) -> dict:
@@ -30,8 +31,5 @@ def run_name(c: dict) -> str:
     if c.get("warmup", 0):
         parts.append(f"w{c['warmup']:g}")
     parts += [f"{key}{value:g}" for key, value in sg_changes(c).items()]
-    if c.get("precision", "fp32") != "fp32":  # -bf16 / -tf32 (issue #26)
-        parts.append(c["precision"])
-    if c.get("adam", "for-loop") != "for-loop":  # -fused-adam (feedforward.config.adam_tag)
-        parts.append(f"{c['adam']}-adam")
-    return "-".join(parts + [f"seed{c['seed']}"])
+    # -bf16 / -tf32 and -fused-adam (issue #26), as the feed-forward names have them
+    return "-".join(parts) + precision_tag(c) + adam_tag(c) + f"-seed{c['seed']}"

@@ -22,7 +22,7 @@ from ...catalog import (
     paper_sg_hidden_layers,
 )
 from ...catalog import FF_METHODS as METHODS
-from ...config import RunConfig, precision_tag
+from ...config import RunConfig, adam_tag, precision_tag
 
 # Fields that do not change the numbers a run computes (a checkpoint made with other values resumes).
 NON_RESULT_FIELDS = {"device", "data_root", "download", "threads"}
@@ -153,9 +153,3 @@ def run_name(p: dict) -> str:
     prob = "" if p.get("update_prob", 1.0) == 1.0 else f"-p{p['update_prob']:g}"
     return (f"{p['dataset']}-{p['arch']}{p['layers']}-{p['method']}{prob}{precision_tag(p)}{adam_tag(p)}"
             f"-seed{p['seed']}")
-
-
-def adam_tag(point: dict) -> str:
-    """A run name's Adam part: "" for the for-loop Adam (every name from before it could be chosen stands),
-    "-fused-adam" for the fused kernel, so a run of each can sit side by side (benchmarks/precision_parity.py)."""
-    return "" if point.get("adam", "for-loop") == "for-loop" else f"-{point['adam']}-adam"

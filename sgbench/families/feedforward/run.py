@@ -185,7 +185,7 @@ def train_ff(config: FFConfig, out_dir, *, _stop_after: int | None = None) -> di
     run = loop.new_run("step", new_curves(cfg, model))
     stateful = {"model": model, "opt": opt, "sched": sched, "stream": stream, "schedule": schedule}
     ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS)},
-                           stateful, device, "step", t_start)
+                           stateful, device, "step", t_start, as_recorded=cfg.as_recorded)
     ckpt.resume(run)
     # after the resume: a fused step copies the stream's restored order to the device
     hooks = SingleRun(cfg, model, s, device, fast.Stepper(step_mode, model, opt, stream, s.train_x, s.train_y,

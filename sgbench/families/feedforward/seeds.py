@@ -67,7 +67,7 @@ def train_ff_seeds(config: FFConfig, out) -> list[dict]:
     stateful = {"stacked": stacked, "opt": opt, "sched": sched, **{f"stream{i}": s for i, s in enumerate(streams)}}
     ckpt = loop.Checkpoint(dirs[0] / "checkpoint-seeds.pt",
                            {"config": loop.result_config(cfg, NON_RESULT_FIELDS), "seeds": list(seeds)},
-                           stateful, device, "step", t_start)
+                           stateful, device, "step", t_start, as_recorded=cfg.as_recorded)
     ckpt.resume(run)
     # after the resume: the stepper copies each stream's restored order to the device
     hooks = StackedRun(cfg, nets, stacked, sp, device, fast.StackedStepper(mode, stacked, opt, streams, sp.train_x,

@@ -254,7 +254,7 @@ def train_rnn(config: RNNConfig, out_dir, *, _stop_after: int | None = None) -> 
     stateful = {"model": model, "opt": opt, "stream": stream, "curriculum": curriculum, "trainer": trainer}
     ckpt = loop.Checkpoint(out_dir / "checkpoint.pt", {"config": loop.result_config(cfg, NON_RESULT_FIELDS),
                                                        "flat_adam": flat_adam(model)}, stateful, device, "timestep",
-                           t_start)
+                           t_start, as_recorded=cfg.as_recorded)
     ckpt.resume(run)
     log.info("train-rnn %s/%s T=%d seed %d on %s, %d time steps x %d streams (%s layout, %s lengths)", cfg.task,
              cfg.method, cfg.T, cfg.seed, device, cfg.timesteps, cfg.batch_size, cfg.layout, cfg.schedule)
