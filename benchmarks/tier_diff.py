@@ -13,6 +13,7 @@ median ratio of seconds per step. Unlike precision_parity.py the two sides need 
 rate: each side's rate is listed beside its cell. It trains nothing and reads no torch.
 """
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -20,17 +21,27 @@ import pandas as pd
 
 from precision_parity import markdown, parity_table
 from sgbench import runtime
+from sgbench.families.diagnostics.tables import KEYS as DIAGNOSTICS_KEYS
+from sgbench.families.feedforward.config import FFConfig
+from sgbench.families.feedforward.tables import RUN_KEYS as FF_KEYS
 
-# The run tables this compares, and the columns that name a cell in each (the families' tables' keys).
-TABLES = {"feedforward_runs.csv": ["dataset", "arch", "layers", "method", "update_prob"],
-          "diagnostics_runs.csv": ["dataset", "arch", "layers", "method", "dni_placement", "warmup",
-                                   "sg_hidden_layers", "sg_loss_weight"]}
-DEFAULTS = {"update_prob": 1.0, "dni_placement": "every", "warmup": 0.0, "sg_hidden_layers": 0,
-            "sg_loss_weight": 1.0}  # a setting at its default is left out of the cell's name
+# The run tables this compares, and the columns that name a cell in each: the families' own run keys
+# less the seed, which pairs the runs of a cell.
+TABLES = {"feedforward_runs.csv": [k for k in FF_KEYS if k != "seed"],
+          "diagnostics_runs.csv": [k for k in DIAGNOSTICS_KEYS if k != "seed"]}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(FFConfig)}  # both families' settings
+
+
+def at_default(row: pd.Series, key: str) -> bool:
+    """Whether a cell's setting is the one its config leaves it at: the SG's width is the method's own
+    (the tables' `default_sg`, the same on both sides of a pair: FFConfig's default, None, means the
+    paper's SG for the method)."""
+    return bool(row["default_sg_base"]) if key == "sg_hidden_layers" else row[key] == DEFAULTS[key]
 
 
 def cell_name(table: str, row: pd.Series, keys: list[str]) -> str:
-    extra = [f"{k}={row[k]}" for k in keys[4:] if not pd.isna(row[k]) and row[k] != DEFAULTS[k]]
+    """The method and each setting off its default (a setting at its default is left out)."""
+    extra = [f"{k}={row[k]}" for k in keys[4:] if not pd.isna(row[k]) and not at_default(row, k)]
     kind = "diagnostics " if table.startswith("diagnostics") else ""
     return kind + " ".join([row["method"]] + extra)
 
